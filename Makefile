@@ -1,0 +1,36 @@
+# The two commands users need: `make demo` and `make test`. Both set everything up from nothing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export RAY_AUTH_MODE ?= disabled
+export PYSPARK_SUBMIT_ARGS ?= --driver-memory 4g pyspark-shell
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU torch wheel first, so no multi-GB CUDA build is pulled in by a dependency.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+demo: install
+	$(PY) -m neuro_caduceus.demo --out demo_out
+
+bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out
