@@ -1,0 +1,540 @@
+"""A deterministic synthetic demo cohort: genome, annotation, VCF, covariates, phenotype, brain vectors.
+
+Why: the demo, the tests and the benchmarks need a cohort that exercises every real-data feature (multi-exon
+genes on both strands, soft-masked and N stretches, a rare-heavy allele-frequency spectrum, indels, MNVs,
+multi-allelic sites, phased and unphased calls, missing and low-quality calls, non-PASS sites, hemizygous
+chrX calls) and that carries known planted signals (a gene effect on a binary phenotype, a gene-brain
+canonical correlation) so the analyses have a ground truth. Everything derives from one numpy
+`Generator(seed)`, so the same arguments give byte-identical files.
+
+Conventions written into the files (and `synth_manifest.json`):
+- `sex` is 0 = female, 1 = male (UK Biobank field 31 coding). Males carry chrX non-PAR genotypes as
+  homozygous diploid calls (as DeepVariant writes hemizygous sites).
+- Unphased genotypes are written with allele indices ascending (0/1, 1/2), as DeepVariant/GLnexus do;
+  phased ones (0|1 or 1|0) keep haplotype order.
+- Every VCF record has its own position (no two records share a locus), REF always matches the FASTA.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BASES = np.array(list("ACGT"))
+CONTIG_PAD = 1_500  # bases before the first gene of a contig (the first N_TELOMERE are N)
+N_TELOMERE = 300
+GENE_GAP = 2_500  # intergenic bases between genes (holds an N stretch and soft-masked repeats)
+FLANK_VARIANTS = 600  # variants are also placed up to this far outside a gene (promoters, flanks)
+PAR_LENGTH = 1_000  # chrX pseudo-autosomal region at its start
+
+
+@dataclass
+class Gene:
+    """One synthetic gene: its canonical transcript's exons (and CDS) in ascending reference order."""
+
+    gene_id: str
+    gene_name: str
+    chrom: str
+    strand: str
+    start: int  # 0-based, inclusive
+    end: int  # 0-based, exclusive
+    exons: list[tuple[int, int]]
+    cds: tuple[int, int]  # 0-based half-open CDS span over the exons
+    alt_skip: int | None = None  # index of the exon the second, non-canonical transcript skips
+
+
+@dataclass
+class Site:
+    """One VCF record (one locus): REF and 1-2 ALT alleles."""
+
+    chrom: str
+    pos0: int
+    ref: str
+    alts: list[str]
+    gene: int
+    kind: str
+    filter: str = "PASS"
+    afs: list[float] = field(default_factory=list)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------- genome
+
+
+def _layout(rng: np.random.Generator, n_genes: int) -> tuple[dict[str, int], list[Gene]]:
+    """Place genes round-robin on chr1, chr2, chrX (chrX only with >= 3 genes) and size the contigs."""
+    contigs = ["chr1", "chr2", "chrX"] if n_genes >= 3 else ["chr1", "chr2"][: max(1, n_genes)]
+    cursor = {c: CONTIG_PAD for c in contigs}
+    genes: list[Gene] = []
+    for g in range(n_genes):
+        chrom = contigs[g % len(contigs)]
+        n_exons = int(rng.integers(3, 7))
+        exon_lens = rng.integers(120, 320, size=n_exons)
+        intron_lens = rng.integers(250, 900, size=n_exons - 1)
+        start = cursor[chrom]
+        exons = []
+        pos = start
+        for i in range(n_exons):
+            exons.append((pos, pos + int(exon_lens[i])))
+            pos += int(exon_lens[i]) + (int(intron_lens[i]) if i < n_exons - 1 else 0)
+        end = exons[-1][1]
+        strand = "+" if rng.random() < 0.5 else "-"
+        cds = (exons[0][0] + int(rng.integers(20, 80)), exons[-1][1] - int(rng.integers(20, 80)))
+        alt_skip = int(rng.integers(1, n_exons - 1)) if rng.random() < 0.5 else None
+        genes.append(
+            Gene(
+                gene_id=f"ENSG{90000000000 + g + 1:011d}",
+                gene_name=f"SYN{g + 1}",
+                chrom=chrom,
+                strand=strand,
+                start=start,
+                end=end,
+                exons=exons,
+                cds=cds,
+                alt_skip=alt_skip,
+            )
+        )
+        cursor[chrom] = end + GENE_GAP
+    lengths = {c: cursor[c] + CONTIG_PAD - GENE_GAP + 1_000 for c in contigs}
+    return lengths, genes
+
+
+def _make_sequences(rng: np.random.Generator, lengths: dict[str, int], genes: list[Gene]) -> dict[str, str]:
+    """Random GC~41% sequence; N telomeres and an N gap between genes; soft-masked repeats outside exons."""
+    seqs = {}
+    for chrom, length in lengths.items():
+        idx = rng.choice(4, size=length, p=[0.295, 0.205, 0.205, 0.295])
+        arr = BASES[idx].astype("<U1")
+        arr[:N_TELOMERE] = "N"
+        arr[-N_TELOMERE:] = "N"
+        chrom_genes = [g for g in genes if g.chrom == chrom]
+        for g in chrom_genes:  # an N stretch in the middle of the following gap (never near variants)
+            gap_mid = g.end + GENE_GAP // 2
+            if gap_mid + 100 < length - N_TELOMERE:
+                arr[gap_mid - 50 : gap_mid + 50] = "N"
+        seq = "".join(arr.tolist())
+        lower = np.zeros(length, dtype=bool)
+        for g in chrom_genes:  # soft-masked stretches in introns and just outside the gene
+            for (_, a), (b, _) in zip(g.exons[:-1], g.exons[1:], strict=True):
+                if b - a > 200:
+                    s = a + int(rng.integers(30, b - a - 130))
+                    lower[s : s + 80] = True
+            lower[max(0, g.start - 400) : g.start - 250] = True
+        seq_arr = np.frombuffer(seq.encode(), dtype="S1").copy()
+        seq_arr[lower] = np.char.lower(seq_arr[lower])
+        seqs[chrom] = seq_arr.tobytes().decode()
+    return seqs
+
+
+def _write_fasta(path: Path, seqs: dict[str, str]) -> None:
+    import pysam
+
+    lines = []
+    for chrom, seq in seqs.items():
+        lines.append(f">{chrom}")
+        lines.extend(seq[i : i + 60] for i in range(0, len(seq), 60))
+    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    pysam.faidx(str(path))
+
+
+def hail_reference_json(name: str, lengths: dict[str, int]) -> dict:
+    """Hail's own ReferenceGenome JSON (what `hl.ReferenceGenome.read` takes)."""
+    return {
+        "name": name,
+        "contigs": [{"name": c, "length": n} for c, n in lengths.items()],
+        "xContigs": [c for c in lengths if c == "chrX"],
+        "yContigs": [],
+        "mtContigs": [],
+        "par": [
+            {"start": {"contig": "chrX", "position": 1}, "end": {"contig": "chrX", "position": PAR_LENGTH}}
+        ]
+        if "chrX" in lengths
+        else [],
+    }
+
+
+# ------------------------------------------------------------------------------------------- annotation
+
+
+def _gtf_attr(**kv: str | list[str]) -> str:
+    parts = []
+    for k, v in kv.items():
+        for item in v if isinstance(v, list) else [v]:
+            parts.append(f'{k} "{item}";' if k not in {"level", "exon_number"} else f"{k} {item};")
+    return " ".join(parts)
+
+
+def _transcript_lines(g: Gene, exons: list[tuple[int, int]], tid: str, tname: str, tags: list[str]) -> list:
+    """GENCODE-style transcript, exon, CDS and UTR lines (1-based inclusive coordinates)."""
+    base = {
+        "gene_id": g.gene_id,
+        "transcript_id": tid,
+        "gene_type": "protein_coding",
+        "gene_name": g.gene_name,
+        "transcript_type": "protein_coding",
+        "transcript_name": tname,
+    }
+    rows = [(exons[0][0], exons[-1][1], "transcript", ".", {**base, "level": "2", "tag": tags})]
+    ordered = exons if g.strand == "+" else exons[::-1]
+    cds_done = 0
+    for n, (a, b) in enumerate(ordered, start=1):
+        exon_id = f"ENSE{tid[4:-2]}{n:03d}.1"
+        ex = {**base, "exon_number": str(n), "exon_id": exon_id, "level": "2", "tag": tags}
+        rows.append((a, b, "exon", ".", ex))
+        ca, cb = max(a, g.cds[0]), min(b, g.cds[1])
+        if ca < cb:
+            phase = (3 - cds_done % 3) % 3
+            rows.append((ca, cb, "CDS", str(phase), ex))
+            cds_done += cb - ca
+        for ua, ub in ((a, min(b, g.cds[0])), (max(a, g.cds[1]), b)):
+            if ua < ub:
+                rows.append((ua, ub, "UTR", ".", ex))
+    return [
+        "\t".join([g.chrom, "SYNTHETIC", feat, str(a + 1), str(b), ".", g.strand, phase, _gtf_attr(**attrs)])
+        for a, b, feat, phase, attrs in rows
+    ]
+
+
+def _write_gtf(path: Path, genes: list[Gene]) -> None:
+    lines = ["##description: synthetic GENCODE-style annotation (neuro_caduceus.synthetic)", "##format: gtf"]
+    for i, g in enumerate(sorted(genes, key=lambda g: (g.chrom, g.start))):
+        gid = f"{g.gene_id}.{1 + i % 3}"
+        gattr = _gtf_attr(gene_id=gid, gene_type="protein_coding", gene_name=g.gene_name, level="2")
+        cols = [g.chrom, "SYNTHETIC", "gene", str(g.start + 1), str(g.end), ".", g.strand, ".", gattr]
+        lines.append("\t".join(cols))
+        gg = Gene(**{**g.__dict__, "gene_id": gid})
+        num = int(g.gene_id[4:])
+        lines += _transcript_lines(gg, g.exons, f"ENST{num:011d}.1", f"{g.gene_name}-201",
+                                   ["basic", "Ensembl_canonical", "CCDS"])
+        if g.alt_skip is not None:
+            alt = [e for k, e in enumerate(g.exons) if k != g.alt_skip]
+            alt_tid = f"ENST{num + 500000000:011d}.1"
+            lines += _transcript_lines(gg, alt, alt_tid, f"{g.gene_name}-202", ["basic"])
+    _write_atomic(path, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+
+
+# --------------------------------------------------------------------------------------------- variants
+
+
+def _draw_ac(rng: np.random.Generator, n_hap: int, size: int, rare_boost: bool) -> np.ndarray:
+    """Allele counts with a rare-heavy spectrum: ~55% singletons, ~25% AC 2-5, ~14% AF<5%, ~6% common."""
+    u = rng.random(size)
+    p_single = 0.65 if rare_boost else 0.55
+    ac = np.where(
+        u < p_single,
+        1,
+        np.where(
+            u < p_single + 0.25,
+            rng.integers(2, 6, size),
+            np.where(
+                u < 0.94,
+                np.maximum(1, (rng.uniform(0.003, 0.05, size) * n_hap).astype(int)),
+                np.maximum(1, (rng.uniform(0.05, 0.45, size) * n_hap).astype(int)),
+            ),
+        ),
+    )
+    return np.minimum(ac, n_hap // 2)
+
+
+def _make_sites(
+    rng: np.random.Generator, seqs: dict[str, str], genes: list[Gene], planted: int
+) -> list[Site]:
+    """Variant sites, ~70% in exons, the rest in introns and flanks; one record per position."""
+    sites: list[Site] = []
+    for gi, g in enumerate(genes):
+        seq = seqs[g.chrom]
+        exon_len = sum(b - a for a, b in g.exons)
+        n_exonic = int(rng.poisson(exon_len / 25)) + (12 if gi == planted else 0)
+        n_other = int(rng.poisson((g.end - g.start + 2 * FLANK_VARIANTS - exon_len) / 150))
+        exon_pos = np.concatenate([np.arange(a, b) for a, b in g.exons])
+        other = np.setdiff1d(np.arange(g.start - FLANK_VARIANTS, g.end + FLANK_VARIANTS), exon_pos)
+        cand = np.concatenate([rng.choice(exon_pos, n_exonic), rng.choice(other, n_other)])
+        cand = np.unique(cand)
+        taken_until = -1
+        for p in cand.tolist():
+            if p <= taken_until + 1 or seq[p].upper() == "N":
+                continue
+            u = rng.random()
+            ref0 = seq[p].upper()
+            others = [b for b in "ACGT" if b != ref0]
+            if u < 0.74:
+                kind, ref, alts = "snv", ref0, [str(rng.choice(others))]
+            elif u < 0.78:  # MNV: 2-3 bases, first and last both changed (already minimal)
+                k = int(rng.integers(2, 4))
+                ref = seq[p : p + k].upper()
+                if "N" in ref:
+                    continue
+                mid = ref[1:-1]
+                alts = [str(rng.choice([b for b in "ACGT" if b != ref[0]])) + mid
+                        + str(rng.choice([b for b in "ACGT" if b != ref[-1]]))]
+                kind = "mnv"
+            elif u < 0.86:
+                k = int(rng.integers(1, 7))
+                kind, ref, alts = "ins", ref0, [ref0 + "".join(rng.choice(list("ACGT"), k))]
+            elif u < 0.94:
+                k = int(rng.integers(1, 7))
+                ref = seq[p : p + 1 + k].upper()
+                if "N" in ref:
+                    continue
+                kind, alts = "del", [ref0]
+            else:  # multi-allelic: two SNVs, or a deletion plus an SNV (as GLnexus writes them)
+                if rng.random() < 0.5:
+                    a1, a2 = rng.choice(others, 2, replace=False)
+                    kind, ref, alts = "multi_snv", ref0, [str(a1), str(a2)]
+                else:
+                    ref = seq[p : p + 3].upper()
+                    if "N" in ref:
+                        continue
+                    snv = str(rng.choice(others))
+                    kind, alts = "multi_del_snv", [ref0, snv + ref[1:]]
+            sites.append(Site(g.chrom, p, ref, alts, gi, kind))
+            taken_until = p + len(ref) - 1
+    return sites
+
+
+def _assign_alleles(
+    rng: np.random.Generator, sites: list[Site], n: int, male: np.ndarray, planted: int, x_par_end: int
+) -> np.ndarray:
+    """Allele index per (site, sample, haplotype) [S, N, 2] int8, each ALT on AC distinct haplotypes."""
+    a = np.zeros((len(sites), n, 2), dtype=np.int8)
+    n_hap = 2 * n
+    for s, site in enumerate(sites):
+        acs = _draw_ac(rng, n_hap, len(site.alts), rare_boost=site.gene == planted)
+        slots = rng.permutation(n_hap)[: int(acs.sum())]
+        flat = a[s].reshape(-1)  # index = sample * 2 + hap
+        start = 0
+        for k, ac in enumerate(acs.tolist(), start=1):
+            flat[slots[start : start + ac]] = k
+            start += ac
+        if len(acs) == 2 and rng.random() < 0.5:  # a 1/2 subject: the partner of an allele-1 haplotype
+            first = int(slots[0])
+            flat[first ^ 1] = 2
+        hemizygous = site.chrom == "chrX" and site.pos0 >= x_par_end
+        if hemizygous:  # males carry one X: the diploid call is homozygous for hap 1
+            a[s, male, 1] = a[s, male, 0]
+        site.afs = [float((a[s] == k).mean()) for k in range(1, len(site.alts) + 1)]
+    return a
+
+
+def _format_entries(
+    rng: np.random.Generator, a: np.ndarray, n_alt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """GT:GQ:DP:AD strings [S, N] and the missing mask: ~10% phased, ~1.5% missing, some low GQ/DP/AB."""
+    s_n, n, _ = a.shape
+    h1, h2 = a[..., 0].astype(np.int64), a[..., 1].astype(np.int64)
+    phased = rng.random((s_n, n)) < 0.10
+    missing = rng.random((s_n, n)) < 0.015
+    lo, hi = np.minimum(h1, h2), np.maximum(h1, h2)
+    g1 = np.where(phased, h1, lo).astype(str)
+    g2 = np.where(phased, h2, hi).astype(str)
+    gt = np.strings.add(np.strings.add(g1, np.where(phased, "|", "/")), g2)
+
+    dp = np.where(rng.random((s_n, n)) < 0.03, rng.integers(2, 10, (s_n, n)), rng.integers(15, 61, (s_n, n)))
+    gq = np.where(rng.random((s_n, n)) < 0.03, rng.integers(3, 20, (s_n, n)), rng.integers(30, 100, (s_n, n)))
+    het = lo != hi
+    ab = np.where(rng.random((s_n, n)) < 0.05, rng.uniform(0.04, 0.16, (s_n, n)), 0.5)
+    alt_reads = rng.binomial(dp, ab)
+    # AD, one value per allele: a hom call puts all reads on its allele, a het call splits them.
+    ad = None
+    for k in range(3):
+        v = np.where(~het & (lo == k), dp, np.where(het & (lo == k), dp - alt_reads, 0))
+        v = np.where(het & (hi == k), alt_reads, v).astype(str)
+        if k == 0:
+            ad = v
+        else:
+            ad = np.where(n_alt[:, None] >= k, np.strings.add(np.strings.add(ad, ","), v), ad)
+    out = np.strings.add(np.strings.add(gt, ":"), gq.astype(str))
+    out = np.strings.add(np.strings.add(out, ":"), dp.astype(str))
+    out = np.strings.add(np.strings.add(out, ":"), ad)
+    return np.where(missing, "./.:.:.:.", out), missing
+
+
+def _write_vcf(
+    path: Path, lengths: dict[str, int], samples: list[str], sites: list[Site], alleles: np.ndarray, seed: int
+) -> np.ndarray:
+    """Write the bgzipped, tabix-indexed VCF in chunks of sites (bounded memory); return the missing mask."""
+    import pysam
+
+    header = [
+        "##fileformat=VCFv4.2",
+        '##FILTER=<ID=PASS,Description="All filters passed">',
+        '##FILTER=<ID=LowQual,Description="Low site quality">',
+        '##FILTER=<ID=RefCall,Description="Reference call">',
+        *[f"##contig=<ID={c},length={n}>" for c, n in lengths.items()],
+        '##INFO=<ID=KIND,Number=1,Type=String,Description="Synthetic variant class">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        '##FORMAT=<ID=GQ,Number=1,Type=Integer,Description="Genotype quality">',
+        '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Read depth">',
+        '##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">',
+        "#" + "\t".join(["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]),
+    ]
+    rng = np.random.default_rng([seed, 1])
+    n_alt = np.array([len(s.alts) for s in sites])
+    missing = np.zeros(alleles.shape[:2], dtype=bool)
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{plain.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(header) + "\n")
+        for c0 in range(0, len(sites), 256):
+            c1 = min(len(sites), c0 + 256)
+            entries, missing[c0:c1] = _format_entries(rng, alleles[c0:c1], n_alt[c0:c1])
+            for i in range(c0, c1):
+                s = sites[i]
+                fixed = [s.chrom, str(s.pos0 + 1), ".", s.ref, ",".join(s.alts), "50", s.filter,
+                         f"KIND={s.kind}", "GT:GQ:DP:AD"]
+                fh.write("\t".join(fixed) + "\t" + "\t".join(entries[i - c0].tolist()) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, plain)
+    pysam.tabix_index(str(plain), preset="vcf", force=True)  # bgzips to `path` and writes `path`.tbi
+    return missing
+
+
+# ------------------------------------------------------------------------------------- subjects & traits
+
+
+def _carrier_burden(
+    a: np.ndarray, sites: list[Site], gene: Gene, gi: int, max_af: float, missing_mask: np.ndarray
+) -> np.ndarray:
+    """Per sample: number of non-missing rare ALT alleles (AF < max_af) starting inside the gene's exons."""
+    burden = np.zeros(a.shape[1], dtype=np.int64)
+    for s, site in enumerate(sites):
+        if site.gene != gi or not any(x <= site.pos0 < y for x, y in gene.exons):
+            continue
+        for k, af in enumerate(site.afs, start=1):
+            if af < max_af:
+                burden += ((a[s] == k).sum(axis=1) * ~missing_mask[s]).astype(np.int64)
+    return burden
+
+
+def make_cohort(
+    out: str | Path, n_samples: int = 200, n_genes: int = 6, seed: int = 0, brain_dim: int = 64
+) -> dict:
+    """Write the whole synthetic cohort into `out` and return its manifest (also `synth_manifest.json`)."""
+    import polars as pl
+    import yaml
+
+    if n_samples < 10 or n_genes < 1:
+        raise ValueError(f"synth needs --samples >= 10 and --genes >= 1 (got {n_samples}, {n_genes})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lengths, genes = _layout(rng, n_genes)
+    seqs = _make_sequences(rng, lengths, genes)
+    _write_fasta(out / "genome.fa", seqs)
+    ref_name = "synthetic_demo"
+    _write_atomic(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1).encode())
+    _write_gtf(out / "genes.gtf.gz", genes)
+    planted = min(1, n_genes - 1)
+    geneset = {"name": "synthetic_demo", "genes": [g.gene_name for g in genes]}
+    _write_atomic(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False).encode())
+
+    samples = [f"S{i + 1:04d}" for i in range(n_samples)]
+    male = rng.random(n_samples) < 0.45
+    sites = _make_sites(rng, seqs, genes, planted)
+    sites.sort(key=lambda s: (list(lengths).index(s.chrom), s.pos0))
+    filt = rng.random(len(sites))
+    for s, u in zip(sites, filt.tolist(), strict=True):
+        s.filter = "LowQual" if u < 0.04 else ("RefCall" if u < 0.05 else "PASS")
+    alleles = _assign_alleles(rng, sites, n_samples, male, planted, PAR_LENGTH)
+    missing = _write_vcf(out / "cohort.vcf.gz", lengths, samples, sites, alleles, seed)
+
+    # Covariates: age, sex (0 F / 1 M), 10 PCs with decreasing scale, batch as a categorical string.
+    cov = {"subject_id": samples, "age": rng.integers(40, 71, n_samples), "sex": male.astype(np.int64)}
+    for k in range(10):
+        cov[f"PC{k + 1}"] = rng.normal(0, 1.0 / (1 + k), n_samples)
+    cov["batch"] = np.array(["batch_a", "batch_b", "batch_c"])[rng.integers(0, 3, n_samples)]
+    pl.DataFrame(cov).write_csv(out / ".covariates.tsv", separator="\t")
+    os.replace(out / ".covariates.tsv", out / "covariates.tsv")
+
+    # Phenotype: carriers of rare exonic ALTs in the planted gene are cases far more often.
+    max_af = 0.01
+    burden = _carrier_burden(alleles, sites, genes[planted], planted, max_af, missing)
+    carrier = burden > 0
+    age_z = (cov["age"] - 55) / 9
+    logit = np.log(0.3 / 0.7) + 0.15 * age_z + 2.5 * carrier
+    mdd = (rng.random(n_samples) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    pl.DataFrame({"subject_id": samples, "mdd": mdd}).write_csv(out / ".phenotype.tsv", separator="\t")
+    os.replace(out / ".phenotype.tsv", out / "phenotype.tsv")
+
+    # Brain vectors: X = s w^T + E, s = rho * g + sqrt(1 - rho^2) * e, g = standardized planted burden.
+    rho = 0.6
+    g_std = (burden - burden.mean()) / (burden.std() or 1.0)
+    latent = rho * g_std + np.sqrt(1 - rho**2) * rng.normal(size=n_samples)
+    w = rng.normal(0, 0.5, brain_dim)
+    brain = (latent[:, None] * w[None, :] + rng.normal(size=(n_samples, brain_dim))).astype(np.float32)
+    expected_cc = rho / np.sqrt(1 + 1 / float(w @ w))
+    _write_brain(out / "brain.parquet", samples, brain)
+
+    kinds: dict[str, int] = {}
+    for s in sites:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    manifest = {
+        "generator": "neuro_caduceus.synthetic.make_cohort",
+        "seed": seed,
+        "n_samples": n_samples,
+        "n_genes": n_genes,
+        "reference_name": ref_name,
+        "files": {
+            "fasta": "genome.fa",
+            "hail_reference": "genome.json",
+            "gtf": "genes.gtf.gz",
+            "gene_set": "geneset.yaml",
+            "vcf": "cohort.vcf.gz",
+            "covariates": "covariates.tsv",
+            "phenotype": "phenotype.tsv",
+            "brain": "brain.parquet",
+        },
+        "contigs": lengths,
+        "genes": [
+            {"gene_id": g.gene_id, "gene_name": g.gene_name, "chrom": g.chrom, "start": g.start, "end": g.end,
+             "strand": g.strand, "n_exons": len(g.exons)}
+            for g in genes
+        ],
+        "variants": {"records": len(sites), "by_kind": kinds,
+                     "non_pass": sum(s.filter != "PASS" for s in sites)},
+        "sex_coding": "0=female, 1=male; males homozygous on chrX outside the PAR",
+        "planted_gene": {
+            "gene_id": genes[planted].gene_id,
+            "gene_name": genes[planted].gene_name,
+            "carrier_definition": f"has >= 1 non-missing ALT with cohort AF < {max_af} in the gene's exons",
+            "n_carriers": int(carrier.sum()),
+            "case_rate_carriers": float(mdd[carrier].mean()) if carrier.any() else None,
+            "case_rate_noncarriers": float(mdd[~carrier].mean()),
+            "logit_effect": 2.5,
+        },
+        "phenotype": {"column": "mdd", "base_rate": 0.3, "case_rate": float(mdd.mean())},
+        "brain": {
+            "dim": brain_dim,
+            "genetic_factor": "standardized rare-allele burden in the planted gene",
+            "planted_correlation": rho,
+            "expected_canonical_correlation": float(expected_cc),
+        },
+    }
+    _write_atomic(out / "synth_manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def _write_brain(path: Path, samples: list[str], brain: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = pa.array(brain.reshape(-1), type=pa.float32())
+    features = pa.FixedSizeListArray.from_arrays(flat, brain.shape[1])
+    table = pa.table({"subject_id": pa.array(samples, pa.string()), "features": features})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
