@@ -11,6 +11,8 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the top-level app."""
     app.command("synth")(synth)
+    app.command("import-vcf")(import_vcf_cmd)
+    app.command("variant-qc")(qc_cmd)
 
 
 def synth(
@@ -26,3 +28,49 @@ def synth(
     manifest = make_cohort(out, n_samples=samples, n_genes=genes, seed=seed, brain_dim=brain_dim)
     typer.echo(json.dumps({"out": str(out), "variants": manifest["variants"],
                            "planted_gene": manifest["planted_gene"]["gene_name"]}))
+
+
+def import_vcf_cmd(
+    vcf: list[str] = typer.Option(..., "--vcf", help="bgzipped VCF(s); repeat --vcf for several files."),
+    out: Path = typer.Option(..., "--out", help="Output MatrixTable folder (e.g. cohort.mt)."),
+    reference: str = typer.Option("GRCh38", "--reference", help="GRCh38 or a Hail reference JSON file."),
+    contig_recoding: bool = typer.Option(
+        False, "--contig-recoding", help="Rename 1..22, X, Y, MT to chr1..chr22, chrX, chrY, chrM on import."
+    ),
+    min_partitions: int | None = typer.Option(None, "--min-partitions", help="Hail min_partitions."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Import VCF(s) into a Hail MatrixTable: force_bgz, split_multi_hts, written atomically."""
+    from neuro_caduceus.variants.importer import import_vcf
+
+    recoding = None
+    if contig_recoding:
+        recoding = {str(i): f"chr{i}" for i in range(1, 23)} | {"X": "chrX", "Y": "chrY", "MT": "chrM"}
+    try:
+        summary = import_vcf(vcf, str(out), reference, recoding, min_partitions, overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(json.dumps(summary))
+
+
+def qc_cmd(
+    mt: Path = typer.Option(..., "--mt", help="MatrixTable written by import-vcf."),
+    config: Path = typer.Option(..., "--config", help="YAML with the QC keys (see docs: variants)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the QC summary JSON here (else stdout)."),
+) -> None:
+    """Count every QC step (samples, entries set missing, variants removed) on a MatrixTable."""
+    import yaml
+
+    from neuro_caduceus.variants.hail_session import init_hail
+    from neuro_caduceus.variants.qc import QCConfig, qc_summary
+
+    qc = QCConfig.model_validate(yaml.safe_load(config.read_text()) or {})
+    hl = init_hail()
+    summary = json.dumps(qc_summary(hl.read_matrix_table(str(mt)), qc), indent=1)
+    if out is None:
+        typer.echo(summary)
+    else:
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(summary)
+        tmp.replace(out)

@@ -1,0 +1,121 @@
+"""Hail side of the read: interval pushdown on a MatrixTable and collection of a gene group's non-ref calls.
+
+Why: a read task must touch only the partitions of its genes (`hl.read_matrix_table(_intervals=...)`) and
+localize only the non-reference entries (`filter_entries` + `entries()`), never samples x variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from neuro_caduceus.genome.variant_schema import Variant
+from neuro_caduceus.variants.calls import Call, overlaps
+
+DEFAULT_MAX_REF_LENGTH = 1000
+"""Intervals start this many bases before a region so a deletion starting upstream but reaching into the
+region (REF span overlap, as genome.variants_in) is still read."""
+
+
+@dataclass(frozen=True)
+class RegionSpan:
+    """The part of a genome Region the reader needs (plain data, cheap to ship to Ray workers)."""
+
+    region_id: str
+    chrom: str
+    segments: tuple[tuple[int, int], ...]  # 0-based half-open, reference coordinates
+
+    @classmethod
+    def of(cls, region: Any) -> RegionSpan:
+        """From a genome.regions.Region (or anything with region_id, chrom, segments)."""
+        segments = tuple((int(a), int(b)) for a, b in region.segments)
+        return cls(str(region.region_id), str(region.chrom), segments)
+
+
+def reference_of(hl: Any, mt_path: str):
+    """The MatrixTable's reference genome (reading the MT metadata registers a custom one)."""
+    mt = hl.read_matrix_table(mt_path)
+    if "locus" not in mt.row or not isinstance(mt.locus.dtype, hl.tlocus):
+        raise ValueError(f"{mt_path}: row field 'locus' of type locus is required (rows: {list(mt.row)})")
+    return mt.locus.dtype.reference_genome
+
+
+def locus_intervals(
+    hl: Any, rg: Any, regions: Sequence[RegionSpan], max_ref_length: int, mt_path: str
+) -> list:
+    """Sorted, merged 1-based locus intervals covering every segment (padded upstream by max_ref_length)."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for r in regions:
+        if r.chrom not in rg.contigs:
+            shown = ", ".join(rg.contigs[:5]) + (" ..." if len(rg.contigs) > 5 else "")
+            raise ValueError(
+                f"region {r.region_id} is on contig {r.chrom!r}, which the MatrixTable {mt_path} "
+                f"(reference {rg.name}: {shown}) does not have; check chr naming (chr1 vs 1) and reference"
+            )
+        length = rg.lengths[r.chrom]
+        for a, b in r.segments:
+            spans.setdefault(r.chrom, []).append((max(1, a + 1 - max_ref_length), min(length, b)))
+    out = []
+    for chrom in sorted(spans, key=rg.contigs.index):
+        merged: list[list[int]] = []
+        for a, b in sorted(spans[chrom]):
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        out += [
+            hl.Interval(hl.Locus(chrom, a, rg), hl.Locus(chrom, b, rg), includes_end=True) for a, b in merged
+        ]
+    return out
+
+
+def read_region_matrix(hl: Any, mt_path: str, regions: Sequence[RegionSpan], max_ref_length: int):
+    """The MatrixTable restricted, at read time, to the partitions overlapping the regions."""
+    rg = reference_of(hl, mt_path)
+    return hl.read_matrix_table(mt_path, _intervals=locus_intervals(hl, rg, regions, max_ref_length, mt_path))
+
+
+def nonref_calls(hl: Any, mt: Any) -> list[Call]:
+    """Localize only the non-reference entries of a (small, interval-restricted) MatrixTable."""
+    if "GT" not in mt.entry:
+        raise ValueError(f"MatrixTable has no entry field 'GT' (has: {list(mt.entry)}); GT is required")
+    raw = "vcf_locus" in mt.row and "vcf_alleles" in mt.row
+    locus = mt.vcf_locus if raw else mt.locus
+    alleles = mt.vcf_alleles if raw else mt.alleles
+    a_index = mt.a_index if raw and "a_index" in mt.row else hl.int32(1)
+    mt = mt.select_rows(
+        _pos=locus.position, _alleles=alleles, _a=a_index, _alt=alleles[a_index] if raw else mt.alleles[1]
+    )
+    mt = mt.select_entries(GT=mt.GT).select_cols()
+    mt = mt.filter_entries(mt.GT.is_non_ref())
+    ent = mt.entries().key_by()
+    ent = ent.select(
+        s=ent.s,
+        chrom=ent.locus.contig,
+        pos=ent._pos,
+        alleles=ent._alleles,
+        a=ent._a,
+        alt=ent._alt,
+        gt=hl.range(ent.GT.ploidy).map(lambda i: ent.GT[i]),
+        phased=ent.GT.phased,
+    )
+    return [
+        Call(
+            subject_id=r.s,
+            variant=Variant(r.chrom, int(r.pos), r.alleles[0], r.alt),
+            record=(r.chrom, int(r.pos), *r.alleles),
+            a_index=int(r.a),
+            gt=tuple(int(x) for x in r.gt),
+            phased=bool(r.phased),
+        )
+        for r in ent.collect()
+    ]
+
+
+def calls_by_region(
+    calls: Sequence[Call], regions: Sequence[RegionSpan]
+) -> Iterator[tuple[RegionSpan, list[Call]]]:
+    """Each region with the calls whose variant's REF span overlaps one of its segments."""
+    for r in regions:
+        yield r, [c for c in calls if c.variant.chrom == r.chrom and overlaps(c.variant, r.segments)]

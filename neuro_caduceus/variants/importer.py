@@ -1,0 +1,86 @@
+"""VCF -> Hail MatrixTable: import, split multi-allelics, write atomically.
+
+Why keep `vcf_locus`/`vcf_alleles`: Hail stores unphased calls with sorted allele indices and split_multi_hts
+min-represents alleles, so the written record is needed afterwards to assign a `1/2` call's two ALTs to
+haplotypes 1 and 2 (bcftools consensus semantics) and to report variants as written in the VCF.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def vcf_contigs(path: str) -> list[str]:
+    """Contigs that hold records (from the tabix index when present, else from the ##contig header)."""
+    import pysam
+
+    if os.path.exists(f"{path}.tbi") or os.path.exists(f"{path}.csi"):
+        return list(pysam.TabixFile(path).contigs)
+    with pysam.VariantFile(path) as vf:
+        return list(vf.header.contigs)
+
+
+def check_contigs(vcfs: Sequence[str], rg, contig_recoding: dict[str, str] | None) -> None:
+    """Fail early, naming the contig, when a VCF's contigs are not in the chosen reference genome."""
+    recode = contig_recoding or {}
+    for path in vcfs:
+        if "://" in path:
+            continue
+        bad = [c for c in vcf_contigs(path) if recode.get(c, c) not in rg.contigs]
+        if bad:
+            raise ValueError(
+                f"{path}: contig {bad[0]!r} (of {len(bad)} unknown) is not in reference genome {rg.name} "
+                f"(contigs {rg.contigs[:4]} ...); choose the matching --reference, or pass --contig-recoding "
+                "(e.g. 1->chr1 for a b37-named VCF on GRCh38)"
+            )
+
+
+def import_vcf(
+    vcfs: Sequence[str],
+    out: str,
+    reference: str = "GRCh38",
+    contig_recoding: dict[str, str] | None = None,
+    min_partitions: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Import bgzipped VCF(s), split multi-allelics (split_multi_hts), write `out` (temp name, then rename).
+
+    Returns a small summary: rows (after split), samples, partitions, reference.
+    """
+    from neuro_caduceus.variants.hail_session import init_hail, load_reference
+
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    hl = init_hail()
+    rg = load_reference(reference)
+    vcfs = [str(v) for v in vcfs]
+    for v in vcfs:
+        if "://" not in v and not os.path.exists(v):
+            raise FileNotFoundError(f"VCF {v} does not exist")
+    check_contigs(vcfs, rg, contig_recoding)
+    mt = hl.import_vcf(
+        vcfs,
+        force_bgz=True,
+        array_elements_required=False,
+        reference_genome=rg,
+        contig_recoding=contig_recoding,
+        min_partitions=min_partitions,
+    )
+    if "GT" not in mt.entry:
+        raise ValueError(f"{vcfs[0]}: no FORMAT/GT field (FORMAT fields: {list(mt.entry)})")
+    mt = mt.annotate_rows(vcf_locus=mt.locus, vcf_alleles=mt.alleles)
+    mt = hl.split_multi_hts(mt)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    mt.write(str(tmp))
+    if out_path.exists():
+        shutil.rmtree(out_path)
+    os.replace(tmp, out_path)
+    written = hl.read_matrix_table(str(out_path))
+    n_rows, n_cols = written.count()
+    return {"out": str(out_path), "rows": n_rows, "samples": n_cols, "partitions": written.n_partitions(),
+            "reference": rg.name}

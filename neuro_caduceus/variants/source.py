@@ -1,0 +1,177 @@
+"""A Ray Data datasource over a Hail MatrixTable: per gene group, the unique haplotypes and their carriers.
+
+Why: Ray reads the MatrixTable directly, without a Spark cluster. Each read task runs Hail locally inside its
+Ray worker (one JVM per worker process, started once by `init_hail`), reads only the partitions of its genes
+(`_intervals` pushdown), localizes only non-reference entries and emits Arrow blocks in HAPLOTYPE_SCHEMA.
+Subjects with no non-reference call in a gene are not listed: they carry that gene's reference haplotype.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+from neuro_caduceus.variants.calls import STRATEGIES, haplotype_rows, rows_to_table
+from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
+from neuro_caduceus.variants.qc import QCConfig, sample_sets
+
+WORKER_DRIVER_MEMORY = os.environ.get("NEURO_CADUCEUS_HAIL_WORKER_MEMORY", "1g")
+
+
+def read_region_group(
+    mt_path: str,
+    regions: Sequence[RegionSpan],
+    strategy: str,
+    qc: QCConfig | None,
+    id_sets: tuple[set[str] | None, set[str]] | None = None,
+    max_ref_length: int = DEFAULT_MAX_REF_LENGTH,
+    cores: int = 1,
+    driver_memory: str = WORKER_DRIVER_MEMORY,
+) -> Iterator[pa.Table]:
+    """One Arrow table per region with rows (the body of a read task; also used by the Parquet export)."""
+    from neuro_caduceus.variants.extract import calls_by_region, nonref_calls, read_region_matrix
+    from neuro_caduceus.variants.hail_session import init_hail
+    from neuro_caduceus.variants.qc import apply_qc
+
+    if strategy == "reference" or not regions:
+        return
+    hl = init_hail(cores=cores, driver_memory=driver_memory)
+    mt = read_region_matrix(hl, mt_path, regions, max_ref_length)
+    mt = apply_qc(mt, qc, id_sets)
+    calls = nonref_calls(hl, mt)
+    for region, region_calls in calls_by_region(calls, regions):
+        rows = haplotype_rows(region.region_id, region_calls, strategy)
+        if rows:
+            yield rows_to_table(rows)
+
+
+class HaplotypeDatasource(Datasource):
+    """Unique non-reference haplotypes per region (gene) from a MatrixTable, as HAPLOTYPE_SCHEMA rows."""
+
+    def __init__(
+        self,
+        mt_path: str,
+        regions: Sequence[Any],
+        strategy: str,
+        qc: QCConfig | None = None,
+        max_ref_length: int = DEFAULT_MAX_REF_LENGTH,
+        driver_memory: str = WORKER_DRIVER_MEMORY,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if not os.path.exists(mt_path) and "://" not in mt_path:
+            raise FileNotFoundError(f"MatrixTable {mt_path} does not exist")
+        self.mt_path = str(mt_path)
+        self.regions = [RegionSpan.of(r) for r in regions]
+        self.strategy = strategy
+        self.qc = qc or QCConfig()
+        self.id_sets = sample_sets(self.qc)  # read on the driver: workers need not see the list files
+        self.max_ref_length = max_ref_length
+        self.driver_memory = driver_memory
+
+    def get_name(self) -> str:
+        return "HailHaplotypes"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        """Upper-bound guess: the on-disk entry bytes of the MT scaled by the fraction of bases read.
+
+        Output rows hold only non-reference calls, so the real size is far smaller; Ray uses this only to
+        size blocks. None when the MT is not on a local filesystem.
+        """
+        rows_dir = os.path.join(self.mt_path, "entries", "rows", "parts")
+        if not os.path.isdir(rows_dir):
+            return None
+        on_disk = sum(e.stat().st_size for e in os.scandir(rows_dir) if e.is_file())
+        bases = sum(b - a + self.max_ref_length for r in self.regions for a, b in r.segments)
+        span = sum(max(b for _, b in r.segments) for r in self.regions) or 1
+        return max(1, int(on_disk * min(1.0, bases / span)))
+
+    def get_read_tasks(
+        self,
+        parallelism: int,
+        per_task_row_limit: int | None = None,
+        data_context: Any | None = None,
+    ) -> list[ReadTask]:
+        """One task per region while parallelism allows, else contiguous groups of nearby regions."""
+        regions = sorted(self.regions, key=lambda r: (r.chrom, r.segments[0][0]))
+        if not regions:
+            return []
+        n_tasks = len(regions) if parallelism is None or parallelism <= 0 else min(parallelism, len(regions))
+        n = len(regions)
+        groups = [regions[i * n // n_tasks : (i + 1) * n // n_tasks] for i in range(n_tasks)]
+        size = self.estimate_inmemory_data_size()
+        tasks = []
+        for group in groups:
+            args = (self.mt_path, group, self.strategy, self.qc, self.id_sets, self.max_ref_length)
+            meta = BlockMetadata(
+                num_rows=None,
+                size_bytes=None if size is None else max(1, size * len(group) // len(regions)),
+                exec_stats=None,
+                input_files=(self.mt_path,),
+            )
+            tasks.append(
+                ReadTask(
+                    _bind(args, self.driver_memory),
+                    meta,
+                    schema=HAPLOTYPE_SCHEMA,
+                    per_task_row_limit=per_task_row_limit,
+                )
+            )
+        return tasks
+
+
+def _bind(args: tuple, driver_memory: str):
+    """A picklable zero-argument read function for one group (late binding of loop variables avoided)."""
+
+    def read_fn() -> Iterator[pa.Table]:
+        yield from read_region_group(*args, driver_memory=driver_memory)
+
+    return read_fn
+
+
+def read_haplotypes(
+    mt_path: str,
+    regions: Sequence[Any],
+    strategy: str,
+    qc: QCConfig | None = None,
+    *,
+    override_num_blocks: int | None = None,
+    max_ref_length: int = DEFAULT_MAX_REF_LENGTH,
+    **read_args: Any,
+):
+    """ray.data.Dataset of HAPLOTYPE_SCHEMA rows from a MatrixTable (one read task per gene or gene group)."""
+    import ray.data
+
+    source = HaplotypeDatasource(mt_path, regions, strategy, qc, max_ref_length=max_ref_length)
+    return ray.data.read_datasource(source, override_num_blocks=override_num_blocks, **read_args)
+
+
+def _cohort_samples_local(mt_path: str, qc: QCConfig | None, id_sets) -> list[str]:
+    from neuro_caduceus.variants.hail_session import init_hail
+    from neuro_caduceus.variants.qc import apply_qc
+
+    hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
+    mt = hl.read_matrix_table(mt_path)
+    qc = qc or QCConfig()
+    only_samples = QCConfig(include_samples=qc.include_samples, exclude_samples=qc.exclude_samples)
+    return apply_qc(mt, only_samples, id_sets).s.collect()
+
+
+def cohort_samples(mt_path: str, qc: QCConfig | None = None) -> list[str]:
+    """Subject ids after the sample-list QC, in MatrixTable column order.
+
+    Runs in a Ray task when Ray is up (so the driver needs no JVM), else in this process.
+    """
+    import ray
+
+    qc = qc or QCConfig()
+    id_sets = sample_sets(qc)
+    if ray.is_initialized():
+        return ray.get(ray.remote(num_cpus=1)(_cohort_samples_local).remote(str(mt_path), qc, id_sets))
+    return _cohort_samples_local(str(mt_path), qc, id_sets)
