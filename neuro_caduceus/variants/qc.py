@@ -203,8 +203,8 @@ def qc_summary(mt: Any, qc: QCConfig | None) -> dict:
     }
     if qc.entry_filters():
         mt = mt.annotate_entries(GT=hl.or_missing(gq_ok & dp_ok & ab_ok, mt.GT))
-    pass_ok = hl.or_else(hl.len(mt.filters) == 0, True) if qc.require_pass else hl.bool(True)
     mt = mt.annotate_rows(_qc=_variant_stats(mt))
+    pass_ok = hl.or_else(hl.len(mt.filters) == 0, True) if qc.require_pass else hl.bool(True)
     cr_ok, acaf_ok = _variant_checks(mt._qc, qc)
     v = mt.aggregate_rows(
         hl.struct(
