@@ -33,8 +33,15 @@ def _digest(path: Path) -> str:
 
 def test_same_seed_same_bytes(cohort, tmp_path):
     make_cohort(tmp_path, n_samples=300, n_genes=6, seed=7)
-    for name in ["genome.fa", "genome.json", "genes.gtf.gz", "cohort.vcf.gz", "covariates.tsv",
-                 "phenotype.tsv", "synth_manifest.json"]:
+    for name in [
+        "genome.fa",
+        "genome.json",
+        "genes.gtf.gz",
+        "cohort.vcf.gz",
+        "covariates.tsv",
+        "phenotype.tsv",
+        "synth_manifest.json",
+    ]:
         assert _digest(cohort / name) == _digest(tmp_path / name), name
     other = tmp_path / "other"
     make_cohort(other, n_samples=300, n_genes=6, seed=8)
@@ -79,8 +86,9 @@ def test_gtf_genes_and_canonical_transcripts(cohort):
     canonical = [ln for ln in lines if ln[2] == "transcript" and 'tag "Ensembl_canonical"' in ln[8]]
     assert len(canonical) == 6
     for g in manifest["genes"]:
-        exons = [ln for ln in lines
-                 if ln[2] == "exon" and g["gene_id"] in ln[8] and "Ensembl_canonical" in ln[8]]
+        exons = [
+            ln for ln in lines if ln[2] == "exon" and g["gene_id"] in ln[8] and "Ensembl_canonical" in ln[8]
+        ]
         assert len(exons) == g["n_exons"] >= 3
         assert min(int(e[3]) for e in exons) - 1 == g["start"] and max(int(e[4]) for e in exons) == g["end"]
 
@@ -90,8 +98,11 @@ def test_planted_gene_effect_recomputed_from_files(cohort):
     manifest = json.loads((cohort / "synth_manifest.json").read_text())
     planted = manifest["planted_gene"]
     gtf = [ln.split("\t") for ln in gzip.open(cohort / "genes.gtf.gz", "rt") if not ln.startswith("#")]
-    exons = [(int(ln[3]) - 1, int(ln[4])) for ln in gtf
-             if ln[2] == "exon" and planted["gene_id"] in ln[8] and "Ensembl_canonical" in ln[8]]
+    exons = [
+        (int(ln[3]) - 1, int(ln[4]))
+        for ln in gtf
+        if ln[2] == "exon" and planted["gene_id"] in ln[8] and "Ensembl_canonical" in ln[8]
+    ]
     chrom = next(g["chrom"] for g in manifest["genes"] if g["gene_id"] == planted["gene_id"])
     vcf = pysam.VariantFile(str(cohort / "cohort.vcf.gz"))
     n_hap = 2 * len(vcf.header.samples)
@@ -125,3 +136,18 @@ def test_covariates_and_brain(cohort):
     assert pa.types.is_fixed_size_list(ftype) and ftype.list_size == 64 and ftype.value_type == pa.float32()
     assert brain["subject_id"].to_pylist() == cov["subject_id"].to_list()
     assert 0 < manifest["brain"]["expected_canonical_correlation"] < manifest["brain"]["planted_correlation"]
+
+
+def test_synth_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuro_caduceus.cli import app
+
+    result = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path), "--samples", "20", "--genes", "2", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["planted_gene"] == "SYN2"
+    assert {"genome.fa", "genome.fa.fai", "cohort.vcf.gz.tbi", "synth_manifest.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }

@@ -273,3 +273,15 @@ def test_bad_inputs_have_clear_messages(cohort, qc_small_mt, hail_session, tmp_p
         from neuro_caduceus.variants.qc import sample_sets
 
         sample_sets(QCConfig(exclude_samples=tmp_path / "missing.txt"))
+
+
+def test_import_vcf_command_errors(cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from neuro_caduceus.cli import app
+
+    args = ["import-vcf", "--vcf", str(DATA / "qc_small.vcf"), "--out", str(tmp_path / "x.mt")]
+    result = CliRunner().invoke(app, [*args, "--reference", str(cohort.dir / "genome.json")])
+    assert result.exit_code == 2 and "contig 'chr22'" in result.output
+    result = CliRunner().invoke(app, [*args, "--reference", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2 and "neither a built-in" in result.output
