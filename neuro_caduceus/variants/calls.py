@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -26,9 +26,11 @@ from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, hapl
 STRATEGIES = ("reference", "consensus", "diploid")
 
 
-@dataclass(frozen=True)
-class Call:
-    """One non-reference entry after the split: the subject, its variant, and the downcoded GT."""
+class Call(NamedTuple):
+    """One non-reference entry after the split: the subject, its variant, and the downcoded GT.
+
+    A NamedTuple: a gene with common variants has hundreds of thousands of these.
+    """
 
     subject_id: str
     variant: Variant

@@ -77,40 +77,52 @@ def read_region_matrix(hl: Any, mt_path: str, regions: Sequence[RegionSpan], max
 
 
 def nonref_calls(hl: Any, mt: Any) -> list[Call]:
-    """Localize only the non-reference entries of a (small, interval-restricted) MatrixTable."""
+    """Localize only the non-reference entries of a (small, interval-restricted) MatrixTable.
+
+    Per row, Hail aggregates the non-ref entries into one int64 array (column index * 16 + GT code), which
+    crosses to Python several times faster than one struct per entry.
+    """
     if "GT" not in mt.entry:
         raise ValueError(f"MatrixTable has no entry field 'GT' (has: {list(mt.entry)}); GT is required")
+    mt = mt.add_col_index("_ci")
     raw = "vcf_locus" in mt.row and "vcf_alleles" in mt.row
     locus = mt.vcf_locus if raw else mt.locus
     alleles = mt.vcf_alleles if raw else mt.alleles
     a_index = mt.a_index if raw and "a_index" in mt.row else hl.int32(1)
+    gt = mt.GT
+    haploid = gt.ploidy == 1
+    code = (
+        hl.if_else(gt[0] > 0, 1, 0)
+        + 2 * hl.if_else(~haploid & (gt[hl.if_else(haploid, 0, 1)] > 0), 1, 0)
+        + 4 * hl.int(gt.phased)
+        + 8 * hl.int(haploid)
+    )
     mt = mt.select_rows(
-        _pos=locus.position, _alleles=alleles, _a=a_index, _alt=alleles[a_index] if raw else mt.alleles[1]
+        _n_alleles=hl.len(mt.alleles),
+        _pos=locus.position,
+        _alleles=alleles,
+        _a=a_index,
+        _nr=hl.agg.filter(gt.is_non_ref(), hl.agg.collect(hl.int64(mt._ci) * 16 + code)),
     )
-    mt = mt.select_entries(GT=mt.GT).select_cols()
-    mt = mt.filter_entries(mt.GT.is_non_ref())
-    ent = mt.entries().key_by()
-    ent = ent.select(
-        s=ent.s,
-        chrom=ent.locus.contig,
-        pos=ent._pos,
-        alleles=ent._alleles,
-        a=ent._a,
-        alt=ent._alt,
-        gt=hl.range(ent.GT.ploidy).map(lambda i: ent.GT[i]),
-        phased=ent.GT.phased,
-    )
-    return [
-        Call(
-            subject_id=r.s,
-            variant=Variant(r.chrom, int(r.pos), r.alleles[0], r.alt),
-            record=(r.chrom, int(r.pos), *r.alleles),
-            a_index=int(r.a),
-            gt=tuple(int(x) for x in r.gt),
-            phased=bool(r.phased),
-        )
-        for r in ent.collect()
-    ]
+    samples = mt.s.collect()
+    out: list[Call] = []
+    for r in mt.rows().collect():
+        if r._n_alleles != 2:
+            raise ValueError(
+                f"row {r.locus} {r.alleles} is multi-allelic; split the MatrixTable first "
+                "(hl.split_multi_hts, "
+                "as import-vcf does)"
+            )
+        if not r._nr:
+            continue
+        variant = Variant(r.locus.contig, int(r._pos), r._alleles[0], r._alleles[r._a])
+        record = (r.locus.contig, int(r._pos), *r._alleles)
+        a = int(r._a)
+        for packed in r._nr:
+            c = packed & 15
+            gt_tuple = (c & 1,) if c & 8 else (c & 1, (c >> 1) & 1)
+            out.append(Call(samples[packed >> 4], variant, record, a, gt_tuple, bool(c & 4)))
+    return out
 
 
 def calls_by_region(
