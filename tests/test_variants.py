@@ -285,3 +285,19 @@ def test_import_vcf_command_errors(cohort, tmp_path):
     assert result.exit_code == 2 and "contig 'chr22'" in result.output
     result = CliRunner().invoke(app, [*args, "--reference", str(tmp_path / "nope.json")])
     assert result.exit_code == 2 and "neither a built-in" in result.output
+
+
+def test_read_tasks_group_genes_and_carry_limits(cohort):
+    from neuro_caduceus.variants.source import HaplotypeDatasource
+
+    source = HaplotypeDatasource(cohort.mt, cohort.regions, "diploid")
+    size = source.estimate_inmemory_data_size()
+    assert size is not None and size > 0
+    assert len(source.get_read_tasks(100)) == len(cohort.regions)  # one task per gene
+    tasks = source.get_read_tasks(2, per_task_row_limit=7, data_context=None)
+    assert len(tasks) == 2 and all(t.per_task_row_limit == 7 for t in tasks)
+    assert all(t.metadata.input_files == (cohort.mt,) for t in tasks)
+    with pytest.raises(ValueError, match="strategy"):
+        HaplotypeDatasource(cohort.mt, cohort.regions, "haploid")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        HaplotypeDatasource(str(cohort.dir / "missing.mt"), cohort.regions, "diploid")
