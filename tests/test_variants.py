@@ -301,3 +301,21 @@ def test_read_tasks_group_genes_and_carry_limits(cohort):
         HaplotypeDatasource(cohort.mt, cohort.regions, "haploid")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         HaplotypeDatasource(str(cohort.dir / "missing.mt"), cohort.regions, "diploid")
+
+
+def test_variant_qc_command(qc_small_mt, tmp_path):
+    from typer.testing import CliRunner
+
+    from neuro_caduceus.cli import app
+
+    config = tmp_path / "qc.yaml"
+    config.write_text("min_gq: 20\nrequire_pass: true\n")
+    out = tmp_path / "summary.json"
+    result = CliRunner().invoke(
+        app, ["variant-qc", "--mt", qc_small_mt, "--config", str(config), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    # all 5 samples: GQ < 20 on v1/A2 (10) and v6/A2 (15); v3 is LowQual
+    assert summary["entries"]["set_missing"]["min_gq"] == 2
+    assert summary["variants"]["removed"]["filter_not_pass"] == 1 and summary["variants"]["out"] == 6

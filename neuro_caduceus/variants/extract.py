@@ -1,7 +1,7 @@
 """Hail side of the read: interval pushdown on a MatrixTable and collection of a gene group's non-ref calls.
 
 Why: a read task must touch only the partitions of its genes (`hl.read_matrix_table(_intervals=...)`) and
-localize only the non-reference entries (`filter_entries` + `entries()`), never samples x variants.
+localize only the non-reference entries (aggregated per row into one packed array), never samples x variants.
 """
 
 from __future__ import annotations
