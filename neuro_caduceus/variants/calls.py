@@ -1,7 +1,8 @@
 """Sparse non-reference calls of one gene -> its unique haplotypes with their carriers (HAPLOTYPE_SCHEMA).
 
 Why separate from Hail: the Ray datasource and the Parquet export collect the same sparse calls and must
-turn them into identical rows; this step is plain Python over a gene's few non-ref calls.
+turn them into identical rows. Columnar numpy throughout: a gene with a common variant has hundreds of
+thousands of non-ref calls in a biobank, so nothing here loops over calls or carriers in Python.
 
 Haplotype assignment (bcftools consensus semantics, reconstructed after Hail's split_multi_hts):
 - phased calls keep their order: allele of GT[0] -> haplotype 1, GT[1] -> haplotype 2;
@@ -15,29 +16,57 @@ through the split), i.e. the raw per-ALT REF/ALT, not Hail's minimal representat
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
-from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, haplotype_key
+from neuro_caduceus.genome.variant_schema import (
+    CARRIER_TYPE,
+    HAPLOTYPE_SCHEMA,
+    VARIANT_TYPE,
+    Variant,
+    haplotype_key,
+)
 
 STRATEGIES = ("reference", "consensus", "diploid")
 
+# Bits of the per-call GT code (downcoded after the split: each allele is 0 = REF or 1 = this ALT).
+G0, G1, PHASED, HAPLOID = 1, 2, 4, 8
 
-class Call(NamedTuple):
-    """One non-reference entry after the split: the subject, its variant, and the downcoded GT.
 
-    A NamedTuple: a gene with common variants has hundreds of thousands of these.
+@dataclass(frozen=True)
+class SparseCalls:
+    """Non-reference calls, columnar: call i is subject `sample[i]` at variant `var[i]` with GT `code[i]`.
+
+    `variants[j]`, `record[j]` (id of the written VCF record) and `a_index[j]` describe variant j.
     """
 
-    subject_id: str
-    variant: Variant
-    record: tuple  # identifies the original VCF record: (chrom, pos, alleles...)
-    a_index: int
-    gt: tuple[int, ...]  # downcoded allele indices (0 = REF, 1 = this ALT), in Hail's stored order
-    phased: bool
+    samples: np.ndarray  # str, MatrixTable column order
+    variants: list[Variant]
+    record: np.ndarray  # int64 per variant
+    a_index: np.ndarray  # int64 per variant
+    sample: np.ndarray  # int64 per call
+    var: np.ndarray  # int64 per call
+    code: np.ndarray  # int64 per call
+
+    def restrict(self, keep_variants: np.ndarray) -> SparseCalls:
+        """Only the variants where `keep_variants` is True, renumbered in Variant sort order."""
+        kept = np.flatnonzero(keep_variants)
+        kept = kept[sorted(range(len(kept)), key=lambda i: self.variants[kept[i]])]
+        new_id = np.full(len(self.variants), -1, dtype=np.int64)
+        new_id[kept] = np.arange(len(kept))
+        mask = new_id[self.var] >= 0
+        return SparseCalls(
+            self.samples,
+            [self.variants[i] for i in kept],
+            self.record[kept],
+            self.a_index[kept],
+            self.sample[mask],
+            new_id[self.var[mask]],
+            self.code[mask],
+        )
 
 
 def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
@@ -45,65 +74,80 @@ def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
     return any(variant.start0 < end and variant.end0 > start for start, end in segments)
 
 
-def assign_haplotypes(calls: Iterable[Call]) -> dict[tuple[str, int], set[Variant]]:
-    """(subject_id, hap_index 1|2) -> its ALT variants, following the rules in the module docstring."""
-    haps: dict[tuple[str, int], set[Variant]] = defaultdict(set)
-    unphased_hets: dict[tuple[str, tuple], list[Call]] = defaultdict(list)
-    for c in calls:
-        if len(c.gt) == 1:
-            if c.gt[0] > 0:
-                haps[(c.subject_id, 1)].add(c.variant)
-        elif c.phased:
-            for hap, allele in enumerate(c.gt[:2], start=1):
-                if allele > 0:
-                    haps[(c.subject_id, hap)].add(c.variant)
-        elif c.gt[0] > 0 and c.gt[1] > 0:
-            haps[(c.subject_id, 1)].add(c.variant)
-            haps[(c.subject_id, 2)].add(c.variant)
-        else:
-            unphased_hets[(c.subject_id, c.record)].append(c)
-    for (subject, _), group in unphased_hets.items():
-        group.sort(key=lambda c: c.a_index)
-        if len(group) == 1:  # written 0/k
-            haps[(subject, 2)].add(group[0].variant)
-        else:  # written j/k: the lower ALT index first
-            haps[(subject, 1)].add(group[0].variant)
-            for c in group[1:]:
-                haps[(subject, 2)].add(c.variant)
-    return haps
+def haplotype_pairs(calls: SparseCalls) -> tuple[np.ndarray, np.ndarray]:
+    """(carrier, variant) pairs, carrier = sample * 2 + hap_index - 1 (rules in the module docstring)."""
+    code, sample, var = calls.code, calls.sample, calls.var
+    g0, g1 = (code & G0) > 0, (code & G1) > 0
+    phased, haploid = (code & PHASED) > 0, (code & HAPLOID) > 0
+    h1 = np.where(haploid, g0, np.where(phased, g0, g0 & g1))
+    h2 = ~haploid & np.where(phased, g1, g0 & g1)
+    het = ~haploid & ~phased & (g0 != g1)
+    if het.any():  # unphased hets: 0/k -> hap 2; j/k (two split rows of one record) -> j hap 1, k hap 2
+        idx = np.flatnonzero(het)
+        rec, a = calls.record[var[idx]], calls.a_index[var[idx]]
+        order = np.lexsort((a, rec, sample[idx]))
+        idx, rec = idx[order], rec[order]
+        s = sample[idx]
+        first = np.ones(len(idx), dtype=bool)
+        first[1:] = (s[1:] != s[:-1]) | (rec[1:] != rec[:-1])
+        group = np.cumsum(first) - 1
+        size = np.bincount(group)[group]
+        h1[idx] = first & (size > 1)
+        h2[idx] = ~(first & (size > 1))
+    carrier = np.concatenate([sample[h1] * 2, sample[h2] * 2 + 1])
+    variant = np.concatenate([var[h1], var[h2]])
+    return carrier, variant
 
 
-def haplotype_rows(region_id: str, calls: Iterable[Call], strategy: str) -> list[dict]:
-    """Rows of HAPLOTYPE_SCHEMA for one region: unique non-reference haplotypes and their carriers.
+def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Table:
+    """HAPLOTYPE_SCHEMA rows for one region: unique non-reference haplotypes and their carriers.
 
-    Rows are sorted by haplotype_key; variants by (chrom, pos, ref, alt); carriers by (subject_id, hap).
+    Rows sorted by haplotype_key; variants by (chrom, pos, ref, alt); carriers by (subject_id, hap_index).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "reference":
-        return []
-    haps = assign_haplotypes(calls)
+    if strategy == "reference" or len(calls.var) == 0:
+        return HAPLOTYPE_SCHEMA.empty_table()
+    carrier, variant = haplotype_pairs(calls)
     if strategy == "consensus":
-        merged: dict[tuple[str, int], set[Variant]] = defaultdict(set)
-        for (subject, _), variants in haps.items():
-            merged[(subject, 1)] |= variants
-        haps = merged
-    groups: dict[frozenset, list[tuple[str, int]]] = defaultdict(list)
-    for carrier, variants in haps.items():
-        if variants:
-            groups[frozenset(variants)].append(carrier)
-    rows = [
+        carrier = carrier // 2 * 2
+    n_var = len(calls.variants)
+    pair = np.unique(carrier * n_var + variant)  # sorted by carrier, then variant (= Variant order)
+    carrier, variant = pair // n_var, pair % n_var
+    carriers, start, length = np.unique(carrier, return_index=True, return_counts=True)
+    padded = np.full((len(carriers), int(length.max())), -1, dtype=np.int64)
+    padded[np.repeat(np.arange(len(carriers)), length), np.arange(len(pair)) - np.repeat(start, length)] = (
+        variant
+    )
+    haps, group = np.unique(padded, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    hap_variants = [[calls.variants[j] for j in row if j >= 0] for row in haps]
+    keys = [haplotype_key(region_id, vs) for vs in hap_variants]
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+
+    subject_rank = np.empty(len(calls.samples), dtype=np.int64)
+    subject_rank[np.argsort(calls.samples, kind="stable")] = np.arange(len(calls.samples))
+    sample, hap = carriers // 2, carriers % 2 + 1
+    order = np.lexsort((hap, subject_rank[sample], rank[group]))
+    carrier_offsets = np.concatenate([[0], np.cumsum(np.bincount(rank[group], minlength=len(keys)))])
+    carrier_struct = pa.StructArray.from_arrays(
+        [
+            pa.array(calls.samples[sample[order]], pa.string()),
+            pa.array(hap[order].astype(np.int8), pa.int8()),
+        ],
+        fields=list(CARRIER_TYPE),
+    )
+    by_rank = np.argsort(rank)
+    variant_rows = [v for g in by_rank for v in hap_variants[g]]
+    variant_offsets = np.concatenate([[0], np.cumsum([len(hap_variants[g]) for g in by_rank])])
+    variant_struct = pa.array([v.__dict__ for v in variant_rows], VARIANT_TYPE)
+    return pa.table(
         {
-            "gene_id": region_id,
-            "haplotype_key": haplotype_key(region_id, variants),
-            "variants": [v.__dict__ for v in sorted(variants)],
-            "carriers": [{"subject_id": s, "hap_index": h} for s, h in sorted(carriers)],
-        }
-        for variants, carriers in groups.items()
-    ]
-    rows.sort(key=lambda r: r["haplotype_key"])
-    return rows
-
-
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=HAPLOTYPE_SCHEMA)
+            "gene_id": pa.array([region_id] * len(keys), pa.string()),
+            "haplotype_key": pa.array([keys[g] for g in by_rank], pa.string()),
+            "variants": pa.ListArray.from_arrays(pa.array(variant_offsets, pa.int32()), variant_struct),
+            "carriers": pa.ListArray.from_arrays(pa.array(carrier_offsets, pa.int32()), carrier_struct),
+        },
+        schema=HAPLOTYPE_SCHEMA,
+    )

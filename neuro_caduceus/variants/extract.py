@@ -10,8 +10,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from neuro_caduceus.genome.variant_schema import Variant
-from neuro_caduceus.variants.calls import Call, overlaps
+from neuro_caduceus.variants.calls import SparseCalls, overlaps
 
 DEFAULT_MAX_REF_LENGTH = 1000
 """Intervals start this many bases before a region so a deletion starting upstream but reaching into the
@@ -76,7 +78,7 @@ def read_region_matrix(hl: Any, mt_path: str, regions: Sequence[RegionSpan], max
     return hl.read_matrix_table(mt_path, _intervals=locus_intervals(hl, rg, regions, max_ref_length, mt_path))
 
 
-def nonref_calls(hl: Any, mt: Any) -> list[Call]:
+def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
     """Localize only the non-reference entries of a (small, interval-restricted) MatrixTable.
 
     Per row, Hail aggregates the non-ref entries into one int64 array (column index * 16 + GT code), which
@@ -104,30 +106,39 @@ def nonref_calls(hl: Any, mt: Any) -> list[Call]:
         _a=a_index,
         _nr=hl.agg.filter(gt.is_non_ref(), hl.agg.collect(hl.int64(mt._ci) * 16 + code)),
     )
-    samples = mt.s.collect()
-    out: list[Call] = []
+    samples = np.array(mt.s.collect(), dtype=object)
+    variants: list[Variant] = []
+    records: dict[tuple, int] = {}
+    record, a_idx, packed = [], [], []
     for r in mt.rows().collect():
         if r._n_alleles != 2:
             raise ValueError(
                 f"row {r.locus} {r.alleles} is multi-allelic; split the MatrixTable first "
-                "(hl.split_multi_hts, "
-                "as import-vcf does)"
+                "(hl.split_multi_hts, as import-vcf does)"
             )
         if not r._nr:
             continue
-        variant = Variant(r.locus.contig, int(r._pos), r._alleles[0], r._alleles[r._a])
-        record = (r.locus.contig, int(r._pos), *r._alleles)
-        a = int(r._a)
-        for packed in r._nr:
-            c = packed & 15
-            gt_tuple = (c & 1,) if c & 8 else (c & 1, (c >> 1) & 1)
-            out.append(Call(samples[packed >> 4], variant, record, a, gt_tuple, bool(c & 4)))
-    return out
+        variants.append(Variant(r.locus.contig, int(r._pos), r._alleles[0], r._alleles[r._a]))
+        record.append(records.setdefault((r.locus.contig, int(r._pos), *r._alleles), len(records)))
+        a_idx.append(int(r._a))
+        packed.append(np.asarray(r._nr, dtype=np.int64))
+    lengths = [len(p) for p in packed]
+    flat = np.concatenate(packed) if packed else np.zeros(0, dtype=np.int64)
+    return SparseCalls(
+        samples=samples,
+        variants=variants,
+        record=np.asarray(record, dtype=np.int64),
+        a_index=np.asarray(a_idx, dtype=np.int64),
+        sample=flat >> 4,
+        var=np.repeat(np.arange(len(variants), dtype=np.int64), lengths),
+        code=flat & 15,
+    )
 
 
 def calls_by_region(
-    calls: Sequence[Call], regions: Sequence[RegionSpan]
-) -> Iterator[tuple[RegionSpan, list[Call]]]:
+    calls: SparseCalls, regions: Sequence[RegionSpan]
+) -> Iterator[tuple[RegionSpan, SparseCalls]]:
     """Each region with the calls whose variant's REF span overlaps one of its segments."""
     for r in regions:
-        yield r, [c for c in calls if c.variant.chrom == r.chrom and overlaps(c.variant, r.segments)]
+        keep = np.array([v.chrom == r.chrom and overlaps(v, r.segments) for v in calls.variants], dtype=bool)
+        yield r, calls.restrict(keep)

@@ -17,7 +17,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
-from neuro_caduceus.variants.calls import STRATEGIES, haplotype_rows, rows_to_table
+from neuro_caduceus.variants.calls import STRATEGIES, haplotype_table
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
 from neuro_caduceus.variants.qc import QCConfig, sample_sets
 
@@ -46,9 +46,9 @@ def read_region_group(
     mt = apply_qc(mt, qc, id_sets)
     calls = nonref_calls(hl, mt)
     for region, region_calls in calls_by_region(calls, regions):
-        rows = haplotype_rows(region.region_id, region_calls, strategy)
-        if rows:
-            yield rows_to_table(rows)
+        table = haplotype_table(region.region_id, region_calls, strategy)
+        if table.num_rows:
+            yield table
 
 
 class HaplotypeDatasource(Datasource):
