@@ -319,3 +319,44 @@ def test_variant_qc_command(qc_small_mt, tmp_path):
     # all 5 samples: GQ < 20 on v1/A2 (10) and v6/A2 (15); v3 is LowQual
     assert summary["entries"]["set_missing"]["min_gq"] == 2
     assert summary["variants"]["removed"]["filter_not_pass"] == 1 and summary["variants"]["out"] == 6
+
+
+def test_haplotype_assignment_rules_without_hail():
+    """Hand-built calls: unphased 0/k -> hap 2, unphased j/k -> j hap 1 + k hap 2, phased order kept,
+    haploid -> hap 1, unphased k/k -> both; consensus merges a subject's haplotypes."""
+    import numpy as np
+
+    from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED, SparseCalls, haplotype_table
+
+    v1, v2, v3 = Variant("chr1", 10, "A", "G"), Variant("chr1", 20, "C", "T"), Variant("chr1", 20, "C", "CA")
+    calls = SparseCalls(
+        samples=np.array(["a", "b", "c", "d"], dtype=object),
+        variants=[v1, v2, v3],
+        record=np.array([0, 1, 1]),
+        a_index=np.array([1, 1, 2]),
+        sample=np.array([0, 1, 1, 2, 3, 3]),
+        var=np.array([0, 1, 2, 0, 0, 1]),
+        code=np.array([G1, G1, G1, G0 | PHASED, G0 | HAPLOID, G0 | G1]),
+    )
+
+    def rows(strategy):
+        table = haplotype_table("G", calls, strategy).to_pylist()
+        return {
+            frozenset((v["pos"], v["alt"]) for v in r["variants"]): [
+                (c["subject_id"], c["hap_index"]) for c in r["carriers"]
+            ]
+            for r in table
+        }
+
+    assert rows("diploid") == {
+        frozenset({(10, "G")}): [("a", 2), ("c", 1)],
+        frozenset({(10, "G"), (20, "T")}): [("d", 1)],
+        frozenset({(20, "T")}): [("b", 1), ("d", 2)],
+        frozenset({(20, "CA")}): [("b", 2)],
+    }
+    assert rows("consensus") == {
+        frozenset({(10, "G")}): [("a", 1), ("c", 1)],
+        frozenset({(20, "T"), (20, "CA")}): [("b", 1)],
+        frozenset({(10, "G"), (20, "T")}): [("d", 1)],
+    }
+    assert haplotype_table("G", calls, "reference").num_rows == 0
