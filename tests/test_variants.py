@@ -128,7 +128,7 @@ def test_region_group_rows_match_vcf_oracle(cohort):
     assert list(read_region_group(cohort.mt, spans, "reference", None)) == []
 
 
-def test_datasource_in_ray_workers_matches_oracle_and_genome_path(cohort, ray_session):
+def test_datasource_in_ray_workers_matches_oracle(cohort, ray_session):
     from neuro_caduceus.variants.source import cohort_samples, read_haplotypes
 
     ds = read_haplotypes(cohort.mt, cohort.regions, "diploid", override_num_blocks=2)
@@ -136,12 +136,33 @@ def test_datasource_in_ray_workers_matches_oracle_and_genome_path(cohort, ray_se
     got = canonical(ds.take_all())
     assert got == vcf_oracle(cohort.vcf, cohort.regions, "diploid")
     assert cohort_samples(cohort.mt) == [f"S{i:04d}" for i in range(1, 121)]
-    try:
-        from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
-    except ImportError:
-        pytest.skip("genome.haplotypes.unique_haplotypes_from_vcf not available yet (pysam oracle used)")
-    genome_rows = unique_haplotypes_from_vcf(cohort.vcf, cohort.regions, "diploid").to_pylist()
-    assert got == canonical(genome_rows)
+
+
+@pytest.mark.parametrize("strategy", ["diploid", "consensus"])
+def test_hail_path_equals_genome_vcf_path(cohort, strategy):
+    """Rows identical (order included) to genome.haplotypes.unique_haplotypes_from_vcf on genome Regions."""
+    haplotypes = pytest.importorskip("neuro_caduceus.genome.haplotypes")
+    annotation = pytest.importorskip("neuro_caduceus.genome.annotation")
+    regions_mod = pytest.importorskip("neuro_caduceus.genome.regions")
+    from neuro_caduceus.variants.extract import RegionSpan
+    from neuro_caduceus.variants.source import read_region_group
+
+    genes = annotation.read_genes(str(cohort.dir / "genes.gtf.gz"))
+    for spec in (
+        regions_mod.RegionSpec(mode="gene_body", flank=FLANK, orient="reference"),
+        regions_mod.RegionSpec(mode="exons", flank=0, orient="reference"),
+    ):
+        regions = regions_mod.build_regions(genes, spec)
+        expected = haplotypes.unique_haplotypes_from_vcf(cohort.vcf, regions, strategy)
+        spans = [RegionSpan.of(r) for r in regions]
+        got = [t for t in read_region_group(cohort.mt, spans, strategy, None)]
+        got = pa.concat_tables(got) if got else HAPLOTYPE_SCHEMA.empty_table()
+        assert canonical(got.to_pylist()) == canonical(expected.to_pylist()), spec
+        by_gene = {}
+        for row in expected.to_pylist():  # same order within each gene too
+            by_gene.setdefault(row["gene_id"], []).append(row)
+        for row_gene in {r["gene_id"] for r in got.to_pylist()}:
+            assert [r for r in got.to_pylist() if r["gene_id"] == row_gene] == by_gene[row_gene]
 
 
 def test_interval_pushdown_reads_only_the_gene_partitions(cohort, hail_session):
