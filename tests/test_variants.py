@@ -289,6 +289,13 @@ def test_bad_inputs_have_clear_messages(cohort, qc_small_mt, hail_session, tmp_p
     hl.read_matrix_table(qc_small_mt).drop("GT").write(str(no_gt))
     with pytest.raises(ValueError, match="no entry field.*GT"):
         list(read_region_group(str(no_gt), [RegionSpan("G", "chr22", ((0, 1000),))], "diploid", None))
+    from neuro_caduceus.variants.source import HaplotypeDatasource
+
+    # the datasource checks both on the driver, from the MatrixTable metadata, before any task runs
+    with pytest.raises(ValueError, match="no entry field 'GT'"):
+        HaplotypeDatasource(str(no_gt), [RegionSpan("G", "chr22", ((0, 1000),))], "diploid")
+    with pytest.raises(ValueError, match="contig 'chr7'.*does not have"):
+        HaplotypeDatasource(cohort.mt, [RegionSpan("G7", "chr7", ((0, 100),))], "diploid")
     with pytest.raises(ValueError, match="extra"):
         QCConfig(min_gq=20, min_qd=3)
     with pytest.raises(FileNotFoundError, match="sample list"):

@@ -43,18 +43,26 @@ def reference_of(hl: Any, mt_path: str):
     return mt.locus.dtype.reference_genome
 
 
+def check_contigs(
+    regions: Sequence[RegionSpan], mt_path: str, reference: str, contigs: Sequence[str]
+) -> None:
+    """Fail, naming the region and contig, when a region lies on a contig the MatrixTable's genome lacks."""
+    for r in regions:
+        if r.chrom not in contigs:
+            shown = ", ".join(contigs[:5]) + (" ..." if len(contigs) > 5 else "")
+            raise ValueError(
+                f"region {r.region_id} is on contig {r.chrom!r}, which the MatrixTable {mt_path} "
+                f"(reference {reference}: {shown}) does not have; check chr naming (chr1 vs 1) and reference"
+            )
+
+
 def locus_intervals(
     hl: Any, rg: Any, regions: Sequence[RegionSpan], max_ref_length: int, mt_path: str
 ) -> list:
     """Sorted, merged 1-based locus intervals covering every segment (padded upstream by max_ref_length)."""
     spans: dict[str, list[tuple[int, int]]] = {}
+    check_contigs(regions, mt_path, rg.name, rg.contigs)
     for r in regions:
-        if r.chrom not in rg.contigs:
-            shown = ", ".join(rg.contigs[:5]) + (" ..." if len(rg.contigs) > 5 else "")
-            raise ValueError(
-                f"region {r.region_id} is on contig {r.chrom!r}, which the MatrixTable {mt_path} "
-                f"(reference {rg.name}: {shown}) does not have; check chr naming (chr1 vs 1) and reference"
-            )
         length = rg.lengths[r.chrom]
         for a, b in r.segments:
             spans.setdefault(r.chrom, []).append((max(1, a + 1 - max_ref_length), min(length, b)))

@@ -18,7 +18,8 @@ from ray.data.datasource import Datasource, ReadTask
 
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
 from neuro_caduceus.variants.calls import STRATEGIES, haplotype_table
-from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
+from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, check_contigs
+from neuro_caduceus.variants.mt_meta import read_meta
 from neuro_caduceus.variants.qc import QCConfig, sample_sets
 
 WORKER_DRIVER_MEMORY = os.environ.get("NEURO_CADUCEUS_HAIL_WORKER_MEMORY", "1g")
@@ -69,6 +70,13 @@ class HaplotypeDatasource(Datasource):
             raise FileNotFoundError(f"MatrixTable {mt_path} does not exist")
         self.mt_path = str(mt_path)
         self.regions = [RegionSpan.of(r) for r in regions]
+        meta = read_meta(self.mt_path)  # checked here, on the driver, before any read task starts
+        if "GT" not in meta.entry_fields:
+            raise ValueError(
+                f"{mt_path}: no entry field 'GT' (has: {list(meta.entry_fields)}); GT is required"
+            )
+        if meta.contigs is not None:
+            check_contigs(self.regions, self.mt_path, str(meta.reference), meta.contigs)
         self.strategy = strategy
         self.qc = qc or QCConfig()
         self.id_sets = sample_sets(self.qc)  # read on the driver: workers need not see the list files
