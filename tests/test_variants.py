@@ -257,6 +257,13 @@ def test_qc_counts_exact_on_hand_made_vcf(qc_small_mt, hail_session):
     }
 
 
+def test_cohort_samples_applies_lists_and_warns(qc_small_mt):
+    from neuro_caduceus.variants.source import cohort_samples
+
+    with pytest.warns(UserWarning, match="1 subject id"):
+        assert cohort_samples(qc_small_mt, QCConfig(**QC_SMALL)) == ["A1", "A2", "A3"]
+
+
 def test_qc_in_read_path_and_unphased_12_call(qc_small_mt):
     """After QC only v5 remains; A1's unphased 1/2 puts C on haplotype 1 and T on haplotype 2."""
     from neuro_caduceus.variants.extract import RegionSpan

@@ -26,8 +26,15 @@ def synth(
     from neuro_caduceus.synthetic import make_cohort
 
     manifest = make_cohort(out, n_samples=samples, n_genes=genes, seed=seed, brain_dim=brain_dim)
-    typer.echo(json.dumps({"out": str(out), "variants": manifest["variants"],
-                           "planted_gene": manifest["planted_gene"]["gene_name"]}))
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(out),
+                "variants": manifest["variants"],
+                "planted_gene": manifest["planted_gene"]["gene_name"],
+            }
+        )
+    )
 
 
 def import_vcf_cmd(

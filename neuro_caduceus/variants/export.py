@@ -44,7 +44,7 @@ def export_haplotypes(
     {"genes", "rows", "samples", "out"}.
     """
     from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import apply_qc, qc_summary
+    from neuro_caduceus.variants.qc import filter_ids, qc_summary
     from neuro_caduceus.variants.source import read_region_group
 
     out = Path(out_dir)
@@ -67,12 +67,11 @@ def export_haplotypes(
             pq.write_table(table, tmp / "haplotypes" / f"{gene_id}.parquet")
             n_rows += table.num_rows
     mt = hl.read_matrix_table(mt_path)
-    samples = apply_qc(mt, QCConfig(include_samples=qc.include_samples, exclude_samples=qc.exclude_samples),
-                       id_sets).s.collect()
-    pq.write_table(pa.table({"subject_id": samples}, schema=SAMPLES_SCHEMA), tmp / "samples.parquet")
     summary = qc_summary(mt, qc)
-    (tmp / "qc_summary.json").write_text(json.dumps({"strategy": strategy, "mt": str(mt_path), **summary},
-                                                    indent=1))
+    samples, _ = filter_ids(mt.s.collect(), qc, id_sets, warn=False)  # qc_summary warned already
+    pq.write_table(pa.table({"subject_id": samples}, schema=SAMPLES_SCHEMA), tmp / "samples.parquet")
+    report = {"strategy": strategy, "mt": str(mt_path), **summary}
+    (tmp / "qc_summary.json").write_text(json.dumps(report, indent=1))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -82,5 +82,10 @@ def import_vcf(
     os.replace(tmp, out_path)
     written = hl.read_matrix_table(str(out_path))
     n_rows, n_cols = written.count()
-    return {"out": str(out_path), "rows": n_rows, "samples": n_cols, "partitions": written.n_partitions(),
-            "reference": rg.name}
+    return {
+        "out": str(out_path),
+        "rows": n_rows,
+        "samples": n_cols,
+        "partitions": written.n_partitions(),
+        "reference": rg.name,
+    }

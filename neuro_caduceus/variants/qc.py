@@ -153,6 +153,42 @@ def _variant_checks(stats: Any, qc: QCConfig):
     return hl.bool(cr_ok), acaf_ok
 
 
+def filter_ids(
+    all_ids: list[str], qc: QCConfig, id_sets: tuple[set[str] | None, set[str]], warn: bool = True
+) -> tuple[list[str], dict[str, Any]]:
+    """Apply the include then the exclude list to the MatrixTable's ids (order kept); count and warn about
+    list ids that are not in the MatrixTable."""
+    include, exclude = id_sets
+    present = set(all_ids)
+    samples: dict[str, Any] = {"in": len(all_ids)}
+    kept = list(all_ids)
+    if include is not None:
+        unknown = sorted(include - present)
+        kept = [s for s in kept if s in include]
+        samples["include_list"] = {
+            "path": str(qc.include_samples),
+            "ids": len(include),
+            "not_in_matrix_table": len(unknown),
+            "dropped": len(all_ids) - len(kept),
+        }
+        if warn:
+            _warn_unknown(qc.include_samples, unknown)
+    if exclude:
+        unknown = sorted(exclude - present)
+        before = len(kept)
+        kept = [s for s in kept if s not in exclude]
+        samples["exclude_list"] = {
+            "path": str(qc.exclude_samples),
+            "ids": len(exclude),
+            "not_in_matrix_table": len(unknown),
+            "dropped": before - len(kept),
+        }
+        if warn:
+            _warn_unknown(qc.exclude_samples, unknown)
+    samples["out"] = len(kept)
+    return kept, samples
+
+
 def qc_summary(mt: Any, qc: QCConfig | None) -> dict:
     """Run QC with counts at every step (Hail actions over the whole MatrixTable).
 
@@ -162,27 +198,8 @@ def qc_summary(mt: Any, qc: QCConfig | None) -> dict:
 
     qc = qc or QCConfig()
     _require_fields(mt, qc)
-    include, exclude = sample_sets(qc)
-    all_ids = mt.s.collect()
-    present = set(all_ids)
-    summary: dict[str, Any] = {"config": qc.model_dump(mode="json")}
-    samples: dict[str, Any] = {"in": len(all_ids)}
-    kept = list(all_ids)
-    if include is not None:
-        unknown = sorted(include - present)
-        kept = [s for s in kept if s in include]
-        samples["include_list"] = {"path": str(qc.include_samples), "ids": len(include),
-                                   "not_in_matrix_table": len(unknown), "dropped": len(all_ids) - len(kept)}
-        _warn_unknown(qc.include_samples, unknown)
-    if exclude:
-        unknown = sorted(exclude - present)
-        before = len(kept)
-        kept = [s for s in kept if s not in exclude]
-        samples["exclude_list"] = {"path": str(qc.exclude_samples), "ids": len(exclude),
-                                   "not_in_matrix_table": len(unknown), "dropped": before - len(kept)}
-        _warn_unknown(qc.exclude_samples, unknown)
-    samples["out"] = len(kept)
-    summary["samples"] = samples
+    kept, samples = filter_ids(mt.s.collect(), qc, sample_sets(qc))
+    summary: dict[str, Any] = {"config": qc.model_dump(mode="json"), "samples": samples}
 
     keep_set = hl.literal(set(kept))
     mt = mt.filter_cols(keep_set.contains(mt.s))
@@ -225,7 +242,7 @@ def qc_summary(mt: Any, qc: QCConfig | None) -> dict:
 def _warn_unknown(path: Path | None, unknown: list[str]) -> None:
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        warnings.warn(
+        warnings.warn(  # stacklevel: the caller of filter_ids
             f"{path}: {len(unknown)} subject id(s) not in the MatrixTable ({shown}); see the QC summary",
             stacklevel=3,
         )

@@ -160,26 +160,27 @@ def read_haplotypes(
     return ray.data.read_datasource(source, override_num_blocks=override_num_blocks, **read_args)
 
 
-def _cohort_samples_local(mt_path: str, qc: QCConfig | None, id_sets) -> list[str]:
+def _column_ids(mt_path: str) -> list[str]:
     from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import apply_qc
 
     hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
-    mt = hl.read_matrix_table(mt_path)
-    qc = qc or QCConfig()
-    only_samples = QCConfig(include_samples=qc.include_samples, exclude_samples=qc.exclude_samples)
-    return apply_qc(mt, only_samples, id_sets).s.collect()
+    return hl.read_matrix_table(mt_path).s.collect()
 
 
 def cohort_samples(mt_path: str, qc: QCConfig | None = None) -> list[str]:
     """Subject ids after the sample-list QC, in MatrixTable column order.
 
-    Runs in a Ray task when Ray is up (so the driver needs no JVM), else in this process.
+    List ids absent from the MatrixTable are warned about (with counts). Runs Hail in a Ray task when Ray is
+    up (so the driver needs no JVM), else in this process.
     """
     import ray
 
+    from neuro_caduceus.variants.qc import QCConfig, filter_ids
+
     qc = qc or QCConfig()
-    id_sets = sample_sets(qc)
     if ray.is_initialized():
-        return ray.get(ray.remote(num_cpus=1)(_cohort_samples_local).remote(str(mt_path), qc, id_sets))
-    return _cohort_samples_local(str(mt_path), qc, id_sets)
+        ids = ray.get(ray.remote(num_cpus=1)(_column_ids).remote(str(mt_path)))
+    else:
+        ids = _column_ids(str(mt_path))
+    kept, _ = filter_ids(ids, qc, sample_sets(qc))
+    return kept
