@@ -461,7 +461,7 @@ def make_cohort(
     os.replace(out / ".covariates.tsv", out / "covariates.tsv")
 
     # Phenotype: carriers of rare exonic ALTs in the planted gene are cases far more often.
-    max_af = 0.01
+    max_af = max(0.01, 2.5 / (2 * n_samples))  # "rare": AF < 1%, or AC <= 2 in a tiny cohort
     burden = _carrier_burden(alleles, sites, genes[planted], planted, max_af, missing)
     carrier = burden > 0
     age_z = (cov["age"] - 55) / 9
