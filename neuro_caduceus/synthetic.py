@@ -513,7 +513,7 @@ def make_cohort(
             "carrier_definition": f"has >= 1 non-missing ALT with cohort AF < {max_af} in the gene's exons",
             "n_carriers": int(carrier.sum()),
             "case_rate_carriers": float(mdd[carrier].mean()) if carrier.any() else None,
-            "case_rate_noncarriers": float(mdd[~carrier].mean()),
+            "case_rate_noncarriers": float(mdd[~carrier].mean()) if (~carrier).any() else None,
             "logit_effect": 2.5,
         },
         "phenotype": {"column": "mdd", "base_rate": 0.3, "case_rate": float(mdd.mean())},
