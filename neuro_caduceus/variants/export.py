@@ -60,7 +60,9 @@ def export_haplotypes(
     for i in range(0, len(spans), genes_per_query):
         group = spans[i : i + genes_per_query]
         tables = {r.region_id: [] for r in group}
-        for table in read_region_group(mt_path, group, strategy, qc, id_sets, max_ref_length):
+        for table in read_region_group(
+            mt_path, group, strategy, qc, id_sets, max_ref_length, genes_per_query=genes_per_query
+        ):
             tables[table["gene_id"][0].as_py()].append(table)
         for gene_id, parts in tables.items():
             table = pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()

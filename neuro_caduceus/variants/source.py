@@ -23,6 +23,7 @@ from neuro_caduceus.variants.mt_meta import read_meta
 from neuro_caduceus.variants.qc import QCConfig, sample_sets
 
 WORKER_DRIVER_MEMORY = os.environ.get("NEURO_CADUCEUS_HAIL_WORKER_MEMORY", "1g")
+GENES_PER_QUERY = 16  # genes per Hail query inside a read task (bounds the calls held at once)
 
 
 def read_region_group(
@@ -34,8 +35,12 @@ def read_region_group(
     max_ref_length: int = DEFAULT_MAX_REF_LENGTH,
     cores: int = 1,
     driver_memory: str = WORKER_DRIVER_MEMORY,
+    genes_per_query: int = GENES_PER_QUERY,
 ) -> Iterator[pa.Table]:
-    """One Arrow table per region with rows (the body of a read task; also used by the Parquet export)."""
+    """One Arrow table per region with rows (the body of a read task; also used by the Parquet export).
+
+    Regions are queried `genes_per_query` at a time, which bounds the non-ref calls held in memory at once.
+    """
     from neuro_caduceus.variants.extract import calls_by_region, nonref_calls, read_region_matrix
     from neuro_caduceus.variants.hail_session import init_hail
     from neuro_caduceus.variants.qc import apply_qc
@@ -43,13 +48,13 @@ def read_region_group(
     if strategy == "reference" or not regions:
         return
     hl = init_hail(cores=cores, driver_memory=driver_memory)
-    mt = read_region_matrix(hl, mt_path, regions, max_ref_length)
-    mt = apply_qc(mt, qc, id_sets)
-    calls = nonref_calls(hl, mt)
-    for region, region_calls in calls_by_region(calls, regions):
-        table = haplotype_table(region.region_id, region_calls, strategy)
-        if table.num_rows:
-            yield table
+    for i in range(0, len(regions), genes_per_query):
+        chunk = regions[i : i + genes_per_query]
+        mt = apply_qc(read_region_matrix(hl, mt_path, chunk, max_ref_length), qc, id_sets)
+        for region, region_calls in calls_by_region(nonref_calls(hl, mt), chunk):
+            table = haplotype_table(region.region_id, region_calls, strategy)
+            if table.num_rows:
+                yield table
 
 
 class HaplotypeDatasource(Datasource):
