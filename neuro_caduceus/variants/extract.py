@@ -96,10 +96,12 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
     if "GT" not in mt.entry:
         raise ValueError(f"MatrixTable has no entry field 'GT' (has: {list(mt.entry)}); GT is required")
     mt = mt.add_col_index("_ci")
-    raw = "vcf_locus" in mt.row and "vcf_alleles" in mt.row
-    locus = mt.vcf_locus if raw else mt.locus
-    alleles = mt.vcf_alleles if raw else mt.alleles
-    a_index = mt.a_index if raw and "a_index" in mt.row else hl.int32(1)
+    # the written VCF record: kept by import-vcf (vcf_*) or by hl.split_multi (old_*); else the row itself
+    prefix = next((p for p in ("vcf_", "old_") if f"{p}locus" in mt.row and f"{p}alleles" in mt.row), None)
+    raw = prefix is not None and "a_index" in mt.row
+    locus = mt[f"{prefix}locus"] if raw else mt.locus
+    alleles = mt[f"{prefix}alleles"] if raw else mt.alleles
+    a_index = mt.a_index if raw else hl.int32(1)
     gt = mt.GT
     haploid = gt.ploidy == 1
     code = (
