@@ -30,7 +30,7 @@ def init_hail(
     import hail as hl
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    if _initialized(hl):
+    if _initialized():
         return hl
     tmp = tmp_dir or tempfile.mkdtemp(prefix="hail_")
     cores = cores or min(2, os.cpu_count() or 1)
@@ -52,7 +52,8 @@ def init_hail(
     return hl
 
 
-def _initialized(hl: ModuleType) -> bool:
+def _initialized() -> bool:
+    """True when this process already has a Hail context (ours, or one the user made with hl.init)."""
     from hail.utils.java import Env
 
     return Env._hc is not None
@@ -77,6 +78,6 @@ def load_reference(name_or_json: str | Path):
     except (json.JSONDecodeError, KeyError) as err:
         raise ValueError(f"{path}: not a Hail ReferenceGenome JSON (needs 'name', 'contigs'): {err}") from err
     try:
-        return hl.get_reference(name)
-    except Exception:  # noqa: BLE001 - Hail raises a bare error for an unknown name: register it now
+        return hl.get_reference(name)  # already registered (by us, or by reading a MatrixTable that uses it)
+    except KeyError:
         return hl.ReferenceGenome.read(str(path))

@@ -180,7 +180,7 @@ def cohort_samples(mt_path: str, qc: QCConfig | None = None) -> list[str]:
     """
     import ray
 
-    from neuro_caduceus.variants.qc import QCConfig, filter_ids
+    from neuro_caduceus.variants.qc import filter_ids
 
     qc = qc or QCConfig()
     if ray.is_initialized():
