@@ -1,0 +1,209 @@
+"""Readers for the analyses' inputs: subject feature matrices (with gene blocks) and subject tables.
+
+Why one module: LOGO and CCA both need "subjects x features, and which columns belong to which gene", and
+both join several files by `subject_id`; doing it once keeps the join rules (and their error messages) the
+same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RECIPE_KEY = b"neuro_caduceus.recipe"
+_DIM_KEYS = ("gene_dim", "embedding_dim", "dim", "d_model")
+
+
+@dataclass
+class FeatureMatrix:
+    """Subjects x features, float64, with the column slice of each gene (if the input had gene blocks)."""
+
+    subject_ids: list[str]
+    X: np.ndarray
+    gene_names: list[str] = field(default_factory=list)
+    blocks: dict[str, slice] = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def has_gene_blocks(self) -> bool:
+        return len(self.blocks) > 1
+
+    def subset(self, rows: np.ndarray) -> FeatureMatrix:
+        return FeatureMatrix([self.subject_ids[i] for i in rows], self.X[rows], self.gene_names,
+                             self.blocks, self.recipe, self.source)
+
+
+def _parquet_files(path: str | Path) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
+        if not files:
+            raise FileNotFoundError(f"{p}: no *.parquet files in this folder")
+        return files
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    return [p]
+
+
+def _recipe(schema) -> dict:
+    meta = schema.metadata or {}
+    raw = meta.get(RECIPE_KEY)
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"metadata key {RECIPE_KEY.decode()} is not valid JSON: {err}") from err
+
+
+def _gene_label(entry) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        for key in ("gene_name", "gene_id", "name"):
+            if entry.get(key):
+                return str(entry[key])
+    raise ValueError(f"recipe gene_list entry {entry!r} has no gene_name/gene_id")
+
+
+def gene_blocks(recipe: dict, width: int, source: str) -> tuple[list[str], dict[str, slice]]:
+    """Gene names and column slices from a recipe's `gene_list` (+ per-gene dim).
+
+    One block 'all' when there is no gene list or the width is not genes x dim (PCA scores, residuals).
+    """
+    genes = [_gene_label(g) for g in recipe.get("gene_list") or []]
+    dim = next((int(recipe[k]) for k in _DIM_KEYS if recipe.get(k)), width // max(len(genes), 1))
+    if not genes or dim * len(genes) != width:  # no gene list, or a later stage (PCA scores, residuals)
+        return ["all"], {"all": slice(0, width)}
+    if len(set(genes)) != len(genes):
+        raise ValueError(f"{source}: recipe gene_list has duplicate genes")
+    return genes, {g: slice(i * dim, (i + 1) * dim) for i, g in enumerate(genes)}
+
+
+def read_features(path: str | Path) -> FeatureMatrix:
+    """Read a subject matrix (`subject_id`, `features`) or embedding shards (`subject_id`, gene, `embedding`).
+
+    A subject matrix's columns are split into gene blocks by the recipe metadata (`gene_list`, per-gene dim);
+    shards (one row per subject and gene) are pivoted into the same layout, genes in recipe order (else in
+    order of first appearance).
+    """
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(path)
+    tables = [pq.read_table(f) for f in files]
+    recipe = _recipe(tables[0].schema)
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    cols = set(table.column_names)
+    if "subject_id" not in cols:
+        raise ValueError(f"{path}: no `subject_id` column (columns: {sorted(cols)})")
+    if "features" in cols:
+        return _from_matrix(table, recipe, str(path))
+    if "embedding" in cols and ("gene_name" in cols or "gene_id" in cols):
+        return _from_shards(table, recipe, str(path))
+    raise ValueError(f"{path}: expected a `features` column (subject matrix) or `embedding` + `gene_name` "
+                     f"(embedding shards); got {sorted(cols)}")
+
+
+def _list_to_numpy(col, source: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.null_count:
+        raise ValueError(f"{source}: {col.null_count} rows have null features")
+    lengths = np.asarray(pc.list_value_length(col))
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise ValueError(f"{source}: feature vectors have different lengths {sorted(set(lengths.tolist()))}")
+    width = int(lengths[0]) if len(lengths) else 0
+    flat = np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float64)
+    X = flat.reshape(len(col), width)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{source}: features contain NaN or infinite values")
+    return X
+
+
+def _check_unique(ids: list[str], source: str) -> None:
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{source}: subject_id {dup!r} appears more than once")
+
+
+def _from_matrix(table, recipe: dict, source: str) -> FeatureMatrix:
+    ids = [str(s) for s in table.column("subject_id").to_pylist()]
+    _check_unique(ids, source)
+    X = _list_to_numpy(table.column("features"), source)
+    genes, blocks = gene_blocks(recipe, X.shape[1], source)
+    return FeatureMatrix(ids, X, genes, blocks, recipe, source)
+
+
+def _from_shards(table, recipe: dict, source: str) -> FeatureMatrix:
+    gene_col = "gene_name" if "gene_name" in table.column_names else "gene_id"
+    genes_row = [str(g) for g in table.column(gene_col).to_pylist()]
+    ids_row = [str(s) for s in table.column("subject_id").to_pylist()]
+    E = _list_to_numpy(table.column("embedding"), source)
+    listed = [_gene_label(g) for g in recipe.get("gene_list") or []]
+    genes = listed if set(genes_row) <= set(listed) and listed else list(dict.fromkeys(genes_row))
+    present = set(genes_row)
+    genes = [g for g in genes if g in present]
+    subjects = list(dict.fromkeys(ids_row))
+    s_index = {s: i for i, s in enumerate(subjects)}
+    g_index = {g: i for i, g in enumerate(genes)}
+    d = E.shape[1]
+    X = np.full((len(subjects), len(genes) * d), np.nan)
+    seen = np.zeros((len(subjects), len(genes)), dtype=bool)
+    for r, (s, g) in enumerate(zip(ids_row, genes_row, strict=True)):
+        i, j = s_index[s], g_index[g]
+        if seen[i, j]:
+            raise ValueError(f"{source}: subject {s!r} has more than one row for gene {g!r}")
+        seen[i, j] = True
+        X[i, j * d:(j + 1) * d] = E[r]
+    if not seen.all():
+        i, j = np.argwhere(~seen)[0]
+        raise ValueError(f"{source}: subject {subjects[i]!r} has no row for gene {genes[j]!r} "
+                         f"({int((~seen).sum())} subject-gene pairs missing)")
+    blocks = {g: slice(j * d, (j + 1) * d) for j, g in enumerate(genes)}
+    return FeatureMatrix(subjects, X, genes, blocks, recipe, source)
+
+
+def read_table(path: str | Path):
+    """A subject table (TSV/CSV/Parquet) as a polars DataFrame with `subject_id` as a string column."""
+    import polars as pl
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.suffix == ".parquet":
+        df = pl.read_parquet(p)
+    else:
+        sep = "," if p.suffix == ".csv" else "\t"
+        df = pl.read_csv(p, separator=sep, infer_schema_length=10_000)
+    if "subject_id" not in df.columns:
+        raise ValueError(f"{p}: no `subject_id` column (columns: {df.columns})")
+    df = df.with_columns(pl.col("subject_id").cast(pl.Utf8))
+    if df["subject_id"].is_duplicated().any():
+        dup = df.filter(pl.col("subject_id").is_duplicated())["subject_id"][0]
+        raise ValueError(f"{p}: subject_id {dup!r} appears more than once")
+    return df
+
+
+@dataclass
+class JoinReport:
+    """How many subjects each input had and how many of them did not match the others."""
+
+    n_matched: int
+    unmatched: dict[str, int]
+
+
+def join_order(named_ids: dict[str, list[str]]) -> tuple[list[str], JoinReport]:
+    """Subjects present in every input (in the first input's order) and the unmatched count per input."""
+    sets = {k: set(v) for k, v in named_ids.items()}
+    common = set.intersection(*sets.values())
+    first = next(iter(named_ids.values()))
+    order = [s for s in first if s in common]
+    return order, JoinReport(len(order), {k: len(s - common) for k, s in sets.items()})

@@ -1,0 +1,48 @@
+"""Atomic writers for the analyses' tables, figures and reports (temp name then rename)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+
+
+def write_text(path: Path, text: str) -> Path:
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_frame(df, stem: Path) -> list[Path]:
+    """A polars DataFrame as `stem.parquet` and `stem.csv`."""
+    paths = [stem.with_suffix(".parquet"), stem.with_suffix(".csv")]
+    tmp_pq, tmp_csv = _tmp(paths[0]), _tmp(paths[1])
+    df.write_parquet(tmp_pq)
+    df.write_csv(tmp_csv)
+    os.replace(tmp_pq, paths[0])
+    os.replace(tmp_csv, paths[1])
+    return paths
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = _tmp(path)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def new_figure(width: float, height: float):
+    """A figure on the Agg backend (no display needed, safe in Ray workers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
