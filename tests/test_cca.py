@@ -1,0 +1,74 @@
+"""CCA: exact solver vs an independent oracle, planted correlation recovered held-out, null p-values, Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuro_caduceus.analysis.cca import CCAConfig, fit_cca, run_cca
+from neuro_caduceus.analysis.simulate import make_cca_pair
+
+pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
+
+
+def _oracle_canonical_correlations(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Singular values of Qx^T Qy (orthonormal bases of the centred data): Björck-Golub, no whitening."""
+    qx, _ = np.linalg.qr(X - X.mean(axis=0))
+    qy, _ = np.linalg.qr(Y - Y.mean(axis=0))
+    return np.linalg.svd(qx.T @ qy, compute_uv=False)
+
+
+def test_fit_cca_matches_qr_oracle_and_variates_are_canonical():
+    rng = np.random.default_rng(0)
+    X, Y = make_cca_pair(n=400, p=6, q=4, rho=0.7, seed=1)
+    Y = Y + 0.3 * X[:, :4] @ rng.normal(size=(4, 4))  # more than one non-zero correlation
+    m = fit_cca(X, Y, n_components=4, ridge=0.0)
+    np.testing.assert_allclose(m.corr, _oracle_canonical_correlations(X, Y)[:4], atol=1e-8)
+    U, V = m.transform(X, Y)
+    C = np.corrcoef(U.T, V.T)
+    np.testing.assert_allclose(np.diag(C[:4, 4:]), m.corr, atol=1e-8)  # corr(U_j, V_j) = rho_j
+    np.testing.assert_allclose(C[:4, :4], np.eye(4), atol=1e-8)  # U uncorrelated with unit variance
+
+
+def test_planted_canonical_correlation_recovered_on_held_out_folds():
+    X, Y = make_cca_pair(n=2000, p=10, q=8, rho=0.6, seed=0)
+    r = run_cca(X, Y, CCAConfig(n_perm=19, n_components=3, seed=0, parallel=False))
+    first = r.table.row(0, named=True)
+    assert abs(first["heldout_r"] - 0.6) < 0.05, first
+    assert first["p_value"] == pytest.approx(1 / 20)  # no permutation reaches it
+    assert abs(r.table["heldout_r"][1]) < 0.1  # nothing else is shared
+
+
+def test_independent_data_gives_large_permutation_p():
+    X, Y = make_cca_pair(n=300, p=30, q=20, rho=0.0, seed=0)
+    r = run_cca(X, Y, CCAConfig(n_perm=99, reduce_dims=20, seed=0, parallel=False))
+    assert r.dims["genetic_reduced"] == 20  # PCA before CCA: 30 -> 20 dims
+    assert (r.table["p_value"] > 0.05).all(), r.table
+    # in-sample correlations are inflated, held-out ones are not
+    assert r.table["train_r"][0] > 0.4 and abs(r.table["heldout_r"][0]) < 0.15
+
+
+def test_structure_coefficients_point_to_the_shared_gene():
+    rng = np.random.default_rng(4)
+    n, dim = 600, 6
+    shared = rng.normal(size=n)
+    genes = {f"G{i}": slice(i * dim, (i + 1) * dim) for i in range(4)}
+    X = rng.normal(size=(n, 4 * dim))
+    X[:, genes["G2"]] += 2 * shared[:, None] * rng.normal(size=dim)
+    Y = rng.normal(size=(n, 5))
+    Y[:, 0] += shared
+    cfg = CCAConfig(n_perm=0, reduce_dims=10, n_components=2, seed=0, parallel=False)
+    r = run_cca(X, Y, cfg, blocks=genes)
+    s1 = r.structure.filter(r.structure["component"] == 1)
+    best = s1.sort("structure_r", descending=True).row(0, named=True)
+    assert best["gene"] == "G2" and best["structure_r"] > 0.5
+    assert s1.filter(s1["gene"] != "G2")["structure_r"].abs().max() < 0.2
+
+
+def test_permutations_on_ray_equal_serial(ray_session):
+    X, Y = make_cca_pair(n=200, p=12, q=6, rho=0.3, seed=2)
+    cfg = CCAConfig(n_perm=24, perms_per_task=5, reduce_dims=8, n_components=2, seed=7)
+    par = run_cca(X, Y, cfg)
+    ser = run_cca(X, Y, CCAConfig(**{**cfg.__dict__, "parallel": False, "perms_per_task": 24}))
+    np.testing.assert_array_equal(par.null, ser.null)
+    assert par.table.equals(ser.table)

@@ -1,0 +1,162 @@
+"""LOGO: planted gene found, null gives nothing, Ray == serial, AUC oracle, and no way to leak via the API."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from neuro_caduceus.analysis.folds import (
+    FeatureTransform,
+    FoldModel,
+    FoldSettings,
+    cap_components,
+    fit_predict_fold,
+    stratified_folds,
+)
+from neuro_caduceus.analysis.logo import LogoConfig, bootstrap_indices, rank_auc, run_logo
+from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
+
+COVS = ["age", "sex", "PC1", "PC2", "PC3", "batch"]
+
+pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return make_planted_gene_blocks(n=240, genes=5, dim=12, planted_gene=1, effect=1.5, seed=0)
+
+
+def test_planted_gene_ranked_first_with_ci_above_zero(planted):
+    X, blocks, y, cov = planted
+    r = run_logo(X, blocks, y, cov, COVS, LogoConfig(k=16, n_boot=300, seed=0, parallel=False))
+    top = r.table.row(0, named=True)
+    assert top["gene"] == "GENE2" and top["rank"] == 1
+    assert top["ci_low"] > 0.05, top
+    assert r.auc_all > 0.7
+    others = r.table.filter(r.table["gene"] != "GENE2")
+    assert not others["ci_excludes_zero"].any(), others
+    # ΔAUC is the difference of the two pooled out-of-fold AUCs (sklearn as the oracle)
+    auc_all = roc_auc_score(y, r.scores["__all_genes__"])
+    assert top["delta_auc"] == pytest.approx(auc_all - roc_auc_score(y, r.scores["GENE2"]), abs=1e-12)
+
+
+def test_shuffled_phenotype_no_gene_ci_excludes_zero(planted):
+    X, blocks, y, cov = planted
+    y_null = np.random.default_rng(0).permutation(y)
+    r = run_logo(X, blocks, y_null, cov, COVS, LogoConfig(k=16, n_boot=300, seed=0, parallel=False))
+    assert not r.table["ci_excludes_zero"].any(), r.table
+    assert abs(r.auc_all - 0.5) < 0.1
+
+
+def test_ray_tasks_equal_serial(ray_session):
+    X, blocks, y, cov = make_planted_gene_blocks(n=120, genes=3, dim=8, planted_gene=0, effect=1.5, seed=3)
+    cfg = LogoConfig(n_folds=3, inner_folds=2, k=8, Cs=(0.01, 1.0), n_boot=100, seed=5)
+    par = run_logo(X, blocks, y, cov, COVS, cfg)
+    ser = run_logo(X, blocks, y, cov, COVS, LogoConfig(**{**cfg.__dict__, "parallel": False}))
+    for m in ser.scores:
+        np.testing.assert_array_equal(par.scores[m], ser.scores[m])
+    assert par.chosen_C == ser.chosen_C
+    assert par.table.equals(ser.table)
+
+
+def test_rank_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (4, 50))
+    s = rng.integers(0, 5, (4, 50)).astype(float)  # many ties
+    expected = [roc_auc_score(y[i], s[i]) for i in range(4)]
+    np.testing.assert_allclose(rank_auc(y, s), expected, atol=1e-12)
+
+
+def test_bootstrap_is_stratified():
+    y = np.array([0] * 30 + [1] * 10)
+    idx = bootstrap_indices(y, 20, seed=0)
+    assert idx.shape == (20, 40)
+    assert (y[idx].sum(axis=1) == 10).all()
+
+
+def test_pca_dims_capped_for_small_training_sets():
+    assert cap_components(32, 300, 1000) == 32
+    assert cap_components(32, 60, 1000) == 20
+    assert cap_components(32, 60, 5) == 5
+    assert cap_components(32, 2, 5) == 1
+
+
+# ---------------------------------------------------------------------------------------------- leakage
+
+
+def _null_data(rep: int, n: int = 80, d: int = 500):
+    rng = np.random.default_rng(100 + rep)
+    return rng.normal(size=(n, d)), rng.permutation(np.repeat([0, 1], n // 2))
+
+
+def _leaky_auc(X: np.ndarray, y: np.ndarray, seed: int) -> float:
+    """The mistake, written with sklearn/numpy only: PCA, residualization (here: centring on the intercept)
+    and a screening of the PCs by their association with y, all fitted on ALL subjects, then CV."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    Z = PCA(n_components=26).fit_transform(X)
+    Z = Z - Z.mean(axis=0)  # residualize on an intercept-only design, on all subjects
+    Z /= Z.std(axis=0)
+    r = np.abs([np.corrcoef(Z[:, j], y)[0, 1] for j in range(Z.shape[1])])
+    Z = Z[:, np.argsort(r)[::-1][:10]]
+    s = np.empty(len(y))
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(Z, y):
+        s[te] = LogisticRegression(C=1.0).fit(Z[tr], y[tr]).decision_function(Z[te])
+    return roc_auc_score(y, s)
+
+
+def _within_fold_auc(X: np.ndarray, y: np.ndarray, seed: int) -> float:
+    s = np.empty(len(y))
+    settings = FoldSettings(k=26, Cs=(1.0,), inner_folds=3)
+    for tr, te in stratified_folds(y, 5, seed):
+        s[te] = fit_predict_fold(X, None, y, tr, te, settings, seed)[0]
+    return roc_auc_score(y, s)
+
+
+def test_fitting_before_cv_inflates_null_auc_but_fold_pipeline_does_not():
+    leaky = [_leaky_auc(*_null_data(rep), seed=rep) for rep in range(5)]
+    within = [_within_fold_auc(*_null_data(rep), seed=rep) for rep in range(5)]
+    assert np.mean(leaky) > 0.6, leaky
+    assert np.mean(within) < 0.56, within  # chance level (CV AUC on null data is biased slightly low)
+    assert np.mean(leaky) - np.mean(within) > 0.15
+
+
+def test_api_offers_no_fit_outside_the_training_rows():
+    X, y = _null_data(0, n=60, d=40)
+    with pytest.raises(RuntimeError, match="before fit"):
+        FeatureTransform(5).transform(X, None)
+    with pytest.raises(RuntimeError, match="before fit"):
+        FoldModel(5, 1.0).decision_function(X, None)
+    # the entry points take raw features and fold indices, never a fitted transform or transformed data
+    assert list(inspect.signature(run_logo).parameters) == ["X", "blocks", "y", "cov", "covariates", "config"]
+    assert list(inspect.signature(fit_predict_fold).parameters) == ["X", "cov", "y", "train", "test",
+                                                                    "settings", "seed"]
+    # what held-out rows contain cannot change the fit: scramble half of the test rows (features and
+    # labels) and the other test rows' scores stay identical
+    tr, te = stratified_folds(y, 3, seed=0)[0]
+    settings = FoldSettings(k=5, Cs=(0.1, 1.0), inner_folds=2)
+    base, _ = fit_predict_fold(X, None, y, tr, te, settings, seed=0)
+    X2, y2 = X.copy(), y.copy()
+    half = te[: len(te) // 2]
+    X2[half] = np.random.default_rng(9).normal(50, 10, size=X2[half].shape)
+    y2[half] = 1 - y2[half]
+    moved, _ = fit_predict_fold(X2, None, y2, tr, te, settings, seed=0)
+    keep = len(half)
+    np.testing.assert_array_equal(base[keep:], moved[keep:])
+    assert not np.allclose(base[:keep], moved[:keep])
+
+
+def test_logo_rejects_bad_inputs(planted):
+    X, blocks, y, cov = planted
+    with pytest.raises(ValueError, match="0/1"):
+        run_logo(X, blocks, y + 1, cov, COVS, LogoConfig(parallel=False))
+    with pytest.raises(ValueError, match=">= 2 gene blocks"):
+        run_logo(X, {"all": slice(0, X.shape[1])}, y, cov, COVS, LogoConfig(parallel=False))
+    with pytest.raises(ValueError, match="per class"):
+        run_logo(X, blocks, np.r_[np.ones(3, int), np.zeros(len(y) - 3, int)], cov, COVS,
+                 LogoConfig(parallel=False))

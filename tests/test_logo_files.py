@@ -1,0 +1,111 @@
+"""Feature readers (subject matrix with gene blocks, embedding shards) and the `logo` command end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from neuro_caduceus.analysis.features import read_features, read_table
+from neuro_caduceus.analysis.logo import LogoConfig, run_logo
+from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
+from neuro_caduceus.cli import app
+
+pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
+
+
+def write_matrix(path, ids, X, recipe: dict | None) -> None:
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1).astype(np.float32)), X.shape[1])
+    table = pa.table({"subject_id": ids, "features": feats})
+    if recipe is not None:
+        table = table.replace_schema_metadata({"neuro_caduceus.recipe": json.dumps(recipe)})
+    pq.write_table(table, path)
+
+
+def test_subject_matrix_blocks_follow_the_recipe(tmp_path):
+    X = np.arange(12, dtype=np.float32).reshape(2, 6)
+    recipe = {"recipe_id": "r1", "gene_list": ["A", "B", "C"], "embedding_dim": 2}
+    write_matrix(tmp_path / "m.parquet", ["s1", "s2"], X, recipe)
+    fm = read_features(tmp_path / "m.parquet")
+    assert fm.gene_names == ["A", "B", "C"]
+    np.testing.assert_array_equal(fm.X[:, fm.blocks["B"]], X[:, 2:4])
+    # a later stage (e.g. 4 PCA scores) with the same gene list: no gene blocks
+    write_matrix(tmp_path / "p.parquet", ["s1", "s2"], X[:, :4], recipe)
+    assert read_features(tmp_path / "p.parquet").blocks == {"all": slice(0, 4)}
+
+
+def test_shards_pivot_to_the_same_matrix_in_recipe_order(tmp_path):
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(3, 2, 4)).astype(np.float32)  # subjects x genes x dim
+    rows = [(s, g) for g in (1, 0) for s in (2, 0, 1)]  # shuffled row order across two files
+    recipe = json.dumps({"gene_list": [{"gene_id": "ENSG1", "gene_name": "A"},
+                                       {"gene_id": "ENSG2", "gene_name": "B"}]})
+    for part, chunk in enumerate((rows[:3], rows[3:])):
+        flat = pa.array(np.stack([E[s, g] for s, g in chunk]).reshape(-1))
+        t = pa.table({"subject_id": [f"s{s}" for s, _ in chunk],
+                      "gene_id": [f"ENSG{g + 1}" for _, g in chunk],
+                      "gene_name": ["AB"[g] for _, g in chunk],
+                      "embedding": pa.FixedSizeListArray.from_arrays(flat, 4)})
+        t = t.replace_schema_metadata({"neuro_caduceus.recipe": recipe})
+        pq.write_table(t, tmp_path / f"p{part}.parquet")
+    fm = read_features(tmp_path)
+    assert fm.gene_names == ["A", "B"]
+    for s in range(3):
+        i = fm.subject_ids.index(f"s{s}")
+        np.testing.assert_array_equal(fm.X[i], E[s].reshape(-1))
+
+
+def test_reader_errors_name_the_problem(tmp_path):
+    write_matrix(tmp_path / "d.parquet", ["s1", "s1"], np.zeros((2, 2)), None)
+    with pytest.raises(ValueError, match="'s1' appears more than once"):
+        read_features(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="no `subject_id` column"):
+        read_features(tmp_path / "x.parquet")
+    with pytest.raises(FileNotFoundError):
+        read_features(tmp_path / "missing")
+
+
+def test_logo_command_writes_tables_plot_report(tmp_path):
+    X, blocks, y, cov = make_planted_gene_blocks(n=150, genes=3, dim=6, planted_gene=2, effect=2.0, seed=1)
+    ids = cov["subject_id"].to_list()
+    recipe = {"recipe_id": "genetics_gene_fm_test", "gene_list": list(blocks), "embedding_dim": 6}
+    write_matrix(tmp_path / "matrix.parquet", ids[5:], X[5:], recipe)  # 5 subjects lack features
+    pl.DataFrame({"subject_id": ids, "mdd": y}).write_csv(tmp_path / "pheno.tsv", separator="\t")
+    cov.write_csv(tmp_path / "cov.tsv", separator="\t")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["logo", "--features", str(tmp_path / "matrix.parquet"), "--phenotype",
+                                   str(tmp_path / "pheno.tsv"), "--covariates", str(tmp_path / "cov.tsv"),
+                                   "--out", str(out), "--folds", "3", "--k", "8", "--n-boot", "100",
+                                   "--serial"])
+    assert res.exit_code == 0, res.output
+    for name in ("logo_delta_auc.parquet", "logo_delta_auc.csv", "logo_predictions.parquet",
+                 "logo_delta_auc.png", "logo_report.md", "logo_summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "logo_summary.json").read_text())
+    assert summary["n"] == 145 and summary["join"]["unmatched"] == {"features": 0, "phenotype": 5,
+                                                                    "covariates": 5}
+    assert summary["recipe_id"] == "genetics_gene_fm_test" and summary["seed"] == 0
+    # the files give what the library gives on the same rows (float32 features, as stored)
+    X32 = X[5:].astype(np.float32).astype(np.float64)
+    direct = run_logo(X32, blocks, y[5:], read_table(tmp_path / "cov.tsv")[5:],
+                      [c for c in cov.columns if c != "subject_id"],
+                      LogoConfig(n_folds=3, k=8, n_boot=100, parallel=False))
+    table = pl.read_parquet(out / "logo_delta_auc.parquet")
+    assert table.equals(direct.table)
+    assert table["gene"][0] == "GENE3"
+    assert "GENE3" in (out / "logo_report.md").read_text()
+
+
+def test_logo_command_reports_a_missing_phenotype_column(tmp_path):
+    write_matrix(tmp_path / "m.parquet", ["a", "b"], np.zeros((2, 4)), None)
+    pl.DataFrame({"subject_id": ["a", "b"], "case": [0, 1]}).write_csv(tmp_path / "p.tsv", separator="\t")
+    res = CliRunner().invoke(app, ["logo", "--features", str(tmp_path / "m.parquet"), "--phenotype",
+                                   str(tmp_path / "p.tsv"), "--out", str(tmp_path / "o"), "--serial"])
+    assert res.exit_code != 0
+    assert "phenotype column 'mdd' not found" in res.output
