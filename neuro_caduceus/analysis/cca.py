@@ -272,7 +272,7 @@ def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
     null = pl.DataFrame({"perm": np.repeat(np.arange(len(result.null)), c),
                          "component": np.tile(np.arange(1, c + 1), len(result.null)),
                          "heldout_r": result.null.reshape(-1)})
-    paths += write_frame(null, out / "cca_null")[:1]
+    paths += write_frame(null, out / "cca_null")
     if result.structure is not None:
         paths += write_frame(result.structure, out / "cca_structure")
     paths.append(plot_null(result, out / "cca_null.png"))

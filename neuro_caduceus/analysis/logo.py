@@ -220,7 +220,7 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
     named = {("score_all" if m == ALL else f"score_without_{m}"): s for m, s in result.scores.items()}
     preds = pl.DataFrame({"subject_id": ids, "fold": result.fold_of, **named})
-    paths += write_frame(preds, out / "logo_predictions")[:1]
+    paths += write_frame(preds, out / "logo_predictions")
     paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
     summary = _summary(result)
     paths.append(write_text(out / "logo_summary.json", json.dumps(summary, indent=1, default=str)))
@@ -236,6 +236,7 @@ def _summary(result: LogoResult) -> dict:
             "join": result.extra.get("join"), "covariates": result.extra.get("covariates"),
             "outer_folds": c.n_folds, "inner_folds": c.inner_folds, "seed": c.seed, "pca_k_requested": c.k,
             "pca_k_used": result.k_used, "C_grid": list(c.Cs), "n_boot": c.n_boot, "ci": c.ci,
+            "simultaneous": c.simultaneous,
             "auc_all": result.auc_all, "auc_all_ci": list(result.auc_all_ci), "chosen_C": result.chosen_C,
             "genes": result.table.to_dicts()}
 
@@ -249,8 +250,9 @@ def _report(result: LogoResult, s: dict) -> str:
         f"- outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C in {s['C_grid']}; "
         f"seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
         f"- AUC with all genes: {s['auc_all']:.3f} ({100 * s['ci']:.0f}% CI {s['auc_all_ci'][0]:.3f}-"
-        f"{s['auc_all_ci'][1]:.3f}); CIs: {s['n_boot']} paired stratified bootstrap resamples of the pooled "
-        "out-of-fold predictions", "",
+        f"{s['auc_all_ci'][1]:.3f})",
+        f"- ΔAUC CIs: {s['n_boot']} paired stratified bootstrap resamples of the pooled out-of-fold "
+        f"predictions; {'simultaneous over genes (Bonferroni)' if s['simultaneous'] else 'per gene'}", "",
         "| rank | gene | ΔAUC | CI low | CI high | AUC without | CI excludes 0 |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -273,6 +275,7 @@ def plot_delta_auc(result: LogoResult, path: Path) -> Path:
     ax.errorbar(d, ypos, xerr=err, fmt="o", capsize=3)
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_yticks(ypos, t["gene"].to_list())
-    ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {100 * result.config.ci:.0f}% bootstrap CI")
+    kind = "simultaneous (Bonferroni over genes) " if result.config.simultaneous else ""
+    ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {kind}{100 * result.config.ci:.0f}% bootstrap CI")
     ax.set_title(f"Leave-one-gene-out (n={result.n}, AUC all={result.auc_all:.3f})")
     return save_figure(fig, path)
