@@ -1,0 +1,126 @@
+"""Checkpoint I/O in the Hugging Face hub layout (config.json + model.safetensors | pytorch_model.bin)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import fsspec
+import torch
+
+from neuro_caduceus.model.config import RANDOM_INIT_FLAG, CaduceusConfig
+from neuro_caduceus.model.modules import CaduceusForMaskedLM
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_FULL_PREFIX = "caduceus.backbone."
+_AUTOMODEL_PREFIX = "backbone."
+
+
+def _read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load as load_safetensors
+
+        return load_safetensors(data)
+    # weights_only=True: a pickle that tries to build anything but tensors/containers is refused.
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{name}: expected a flat dict of tensors (a state_dict)")
+    return obj
+
+
+def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Accept the AutoModel layout (`backbone.*`, no LM head) as well as the masked-LM one."""
+    return {(_FULL_PREFIX + k[len(_AUTOMODEL_PREFIX):] if k.startswith(_AUTOMODEL_PREFIX) else k): v
+            for k, v in sd.items()}
+
+
+def _complete_state_dict(model: CaduceusForMaskedLM, stored: dict[str, torch.Tensor],
+                         where: str) -> dict[str, torch.Tensor]:
+    """Check stored tensors against the model's keys/shapes, re-tie aliases, check complement maps."""
+    expected = model.state_dict()
+    tied = model.tied_keys()
+    buffers = {k for k in expected if k.endswith("complement_map")}
+    for k, v in stored.items():
+        if k not in expected:
+            raise ValueError(f"{where}: unexpected key {k!r} (not a {'PS' if model.config.rcps else 'PH'} "
+                             f"Caduceus parameter with d_model={model.config.d_model}, "
+                             f"n_layer={model.config.n_layer}); is config.json the right one?")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(f"{where}: key {k!r} has shape {tuple(v.shape)}, config.json implies "
+                             f"{tuple(expected[k].shape)}")
+    full = dict(stored)
+    for k, src in tied.items():
+        if k in stored and src in stored and not torch.equal(stored[k], stored[src]):
+            raise ValueError(f"{where}: {k!r} must equal its tied weight {src!r} but differs")
+        if k not in stored and src in stored:
+            full[k] = stored[src]
+    for k in buffers:
+        from_config = expected[k]
+        if k in stored:
+            if not torch.equal(stored[k].long(), from_config):
+                raise ValueError(f"{where}: stored buffer {k!r} = {stored[k].tolist()} disagrees with "
+                                 f"config.json complement_map {from_config.tolist()}; fix config.json")
+        else:
+            full[k] = from_config
+    missing = sorted(k for k in expected if k not in full)
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return full
+
+
+def from_pretrained(path_or_url: str | os.PathLike[str]) -> CaduceusForMaskedLM:
+    """Load a Caduceus checkpoint folder (local path or any fsspec URL) in eval mode on CPU, fp32."""
+    url = os.fspath(path_or_url)
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    cfg_path = f"{root}/config.json"
+    if not fs.exists(cfg_path):
+        raise FileNotFoundError(f"{url}: no config.json in this checkpoint folder")
+    try:
+        cfg_dict = json.loads(_read(fs, cfg_path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{url}/config.json: not valid JSON ({e})") from e
+    config = CaduceusConfig.from_dict(cfg_dict)
+    weights = next((n for n in WEIGHT_FILES if fs.exists(f"{root}/{n}")), None)
+    if weights is None:
+        raise FileNotFoundError(f"{url}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
+    data = _read(fs, f"{root}/{weights}")
+    where = f"{url}/{weights}"
+    stored = _normalise_keys(_load_tensors(weights, data))
+    model = CaduceusForMaskedLM(config)
+    model.load_state_dict(_complete_state_dict(model, stored, where), strict=True)
+    model.checkpoint_sha256 = hashlib.sha256(data).hexdigest()
+    if config.extra.get(RANDOM_INIT_FLAG):
+        warnings.warn(f"{url}: this checkpoint has RANDOM weights (made by make-checkpoint); its embeddings "
+                      "carry no biological signal", UserWarning, stacklevel=2)
+    return model.eval()
+
+
+def save_pretrained(model: CaduceusForMaskedLM, out_dir: str | os.PathLike[str]) -> Path:
+    """Write config.json + model.safetensors like the hub (tied aliases omitted); files appear atomically."""
+    from safetensors.torch import save as save_safetensors
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tied = model.tied_keys()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
+    payload = {
+        "config.json": (json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
+        "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
+    }
+    for name, blob in payload.items():
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, out / name)
+    return out

@@ -1,0 +1,231 @@
+"""Caduceus modules (PS = RC-equivariant RCPS, PH = plain), laid out so state_dict keys equal the official ones.
+
+Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see docs/readme/model.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuro_caduceus.model.config import CaduceusConfig
+from neuro_caduceus.model.scan import selective_scan
+
+
+def flip_lc(t: torch.Tensor) -> torch.Tensor:
+    """Reverse length and channel axes (the reverse-complement action on an RC-equivariant half)."""
+    return t.flip(dims=(-2, -1))
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * w, computed in fp32, returned in the input dtype."""
+
+    def __init__(self, d: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return out.to(x.dtype)
+
+
+class Mamba(nn.Module):
+    """Mamba-1 mixer, one direction; `mix` takes the in_proj output so a tied reverse pass can share it."""
+
+    def __init__(self, cfg: CaduceusConfig, in_proj: nn.Linear | None = None,
+                 out_proj: nn.Linear | None = None) -> None:
+        super().__init__()
+        d, e, r, n = cfg.d_model, cfg.d_inner, cfg.dt_rank_value, cfg.d_state
+        self.d_conv = cfg.d_conv
+        self.in_proj = in_proj if in_proj is not None else nn.Linear(d, 2 * e, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(e, e, cfg.d_conv, groups=e, bias=cfg.conv_bias, padding=cfg.d_conv - 1)
+        self.x_proj = nn.Linear(e, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, e, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1))
+        self.D = nn.Parameter(torch.ones(e))
+        self.out_proj = out_proj if out_proj is not None else nn.Linear(e, d, bias=cfg.bias)
+        self.dt_rank, self.d_state = r, n
+
+    def mix(self, xz: torch.Tensor) -> torch.Tensor:
+        """(b, L, 2E) in_proj output -> (b, L, E) gated scan output (before out_proj)."""
+        L = xz.shape[1]
+        x, z = xz.chunk(2, dim=-1)
+        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :L]).transpose(1, 2)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus((dt @ self.dt_proj.weight.t()).float() + self.dt_proj.bias.float())
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(x, delta, A, B, C, self.D)
+        return (y * F.silu(z.float())).to(xz.dtype)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.mix(self.in_proj(h)))
+
+
+class BiMamba(nn.Module):
+    """out = fwd(h) + flip_L(rev(flip_L(h))), in_proj/out_proj tied, so both are computed once."""
+
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.mamba_fwd = Mamba(cfg)
+        self.mamba_rev = Mamba(cfg, in_proj=self.mamba_fwd.in_proj, out_proj=self.mamba_fwd.out_proj)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        xz = self.mamba_fwd.in_proj(h)  # in_proj(flip(h)) == flip(in_proj(h)): linear per position
+        y = self.mamba_fwd.mix(xz) + self.mamba_rev.mix(xz.flip(1)).flip(1)
+        return self.mamba_fwd.out_proj(y)
+
+
+class RCPSMixer(nn.Module):
+    """cat(M(a), flipLC(M(flipLC(b)))) with one set of weights; both halves run as one batch."""
+
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.submodule = BiMamba(cfg)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        d = h.shape[-1] // 2
+        both = self.submodule(torch.cat([h[..., :d], flip_lc(h[..., d:])], dim=0))
+        a, b = both.chunk(2, dim=0)
+        return torch.cat([a, flip_lc(b)], dim=-1)
+
+
+def rc_norm(norm: RMSNorm, h: torch.Tensor) -> torch.Tensor:
+    """RC-equivariant norm of a 2d-wide tensor: the second half is normed channel-flipped."""
+    d = h.shape[-1] // 2
+    return torch.cat([norm(h[..., :d]), norm(h[..., d:].flip(-1)).flip(-1)], dim=-1)
+
+
+class Block(nn.Module):
+    """Prenorm block: residual = hidden + residual; hidden = mixer(norm(residual)).
+
+    PS with fused add-norm (the checkpoints' path) first swaps the two halves of hidden and residual.
+    """
+
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.rcps, self.swap = cfg.rcps, cfg.rcps and cfg.fused_add_norm
+        self.residual_in_fp32 = cfg.residual_in_fp32
+        if cfg.rcps:  # registration order = official state_dict key order
+            self.mixer: nn.Module = RCPSMixer(cfg)
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_epsilon)
+        else:
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_epsilon)
+            self.mixer = BiMamba(cfg)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.swap:
+            hidden = hidden.roll(hidden.shape[-1] // 2, dims=-1)
+            residual = None if residual is None else residual.roll(residual.shape[-1] // 2, dims=-1)
+        residual = hidden if residual is None else hidden + residual
+        if self.residual_in_fp32:
+            residual = residual.float()
+        normed = rc_norm(self.norm, residual) if self.rcps else self.norm(residual)
+        return self.mixer(normed.to(hidden.dtype)), residual
+
+
+class RCPSEmbedding(nn.Module):
+    """cat(E[x], flipLC(E[rc(x)])) = cat(E[x], flip_C(E[comp(x)]))."""
+
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.register_buffer("complement_map", torch.tensor(cfg.complement_list(), dtype=torch.long))
+        self.embedding = nn.Embedding(cfg.n_vocab_rows, cfg.d_model)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.embedding(ids), self.embedding(self.complement_map[ids]).flip(-1)], dim=-1)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.word_embeddings: nn.Module = (RCPSEmbedding(cfg) if cfg.rcps
+                                           else nn.Embedding(cfg.n_vocab_rows, cfg.d_model))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(ids)
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.rcps = cfg.rcps
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_epsilon)
+
+    def forward(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        hidden, residual = self.embeddings(ids), None
+        if collect is not None:
+            collect.append(hidden)
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+            if collect is not None:
+                collect.append(hidden)
+        total = hidden + residual if residual is not None else hidden
+        out = rc_norm(self.norm_f, total) if self.rcps else self.norm_f(total)
+        return out.to(hidden.dtype)
+
+
+class Caduceus(nn.Module):
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.backbone = Backbone(cfg)
+
+
+class RCPSLMHead(nn.Module):
+    """logits = a @ W^T + flip_C(b) @ W[complement]^T, W tied to the input embedding."""
+
+    def __init__(self, cfg: CaduceusConfig, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.register_buffer("complement_map", torch.tensor(cfg.complement_list(), dtype=torch.long))
+        self.lm_head = nn.Linear(cfg.d_model, cfg.n_vocab_rows, bias=False)
+        self.lm_head.weight = weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        d = h.shape[-1] // 2
+        w = self.lm_head.weight
+        return F.linear(h[..., :d], w) + F.linear(h[..., d:].flip(-1), w[self.complement_map])
+
+
+class CaduceusForMaskedLM(nn.Module):
+    """The official masked-LM model: `hidden_states(ids)` = last_hidden_state, `forward(ids)` = logits."""
+
+    checkpoint_sha256: str | None = None
+
+    def __init__(self, cfg: CaduceusConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.caduceus = Caduceus(cfg)
+        emb = self.caduceus.backbone.embeddings.word_embeddings
+        if cfg.rcps:
+            self.lm_head: nn.Module = RCPSLMHead(cfg, emb.embedding.weight)
+        else:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.n_vocab_rows, bias=False)
+            if cfg.tie_word_embeddings:
+                self.lm_head.weight = emb.weight
+
+    def tied_keys(self) -> dict[str, str]:
+        """state_dict keys that alias another key (absent from hub files) -> the key they alias."""
+        out: dict[str, str] = {}
+        for i in range(self.config.n_layer):
+            pre = f"caduceus.backbone.layers.{i}.mixer." + ("submodule." if self.config.rcps else "")
+            for p in ("in_proj.weight", "out_proj.weight"):
+                out[pre + "mamba_rev." + p] = pre + "mamba_fwd." + p
+            if self.config.bias:
+                for p in ("in_proj.bias", "out_proj.bias"):
+                    out[pre + "mamba_rev." + p] = pre + "mamba_fwd." + p
+        if self.config.rcps:
+            out["lm_head.lm_head.weight"] = "caduceus.backbone.embeddings.word_embeddings.embedding.weight"
+        elif self.config.tie_word_embeddings:
+            out["lm_head.weight"] = "caduceus.backbone.embeddings.word_embeddings.weight"
+        return out
+
+    def hidden_states(self, input_ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(b, L) int64 token ids -> last_hidden_state (b, L, 2*d_model for PS, d_model for PH)."""
+        return self.caduceus.backbone(input_ids, collect)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids))
