@@ -2,8 +2,113 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+
+def _read_fasta(path: Path) -> list[tuple[str, str]]:
+    import pysam
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such FASTA file")
+    with pysam.FastxFile(str(path)) as fh:
+        records = [(r.name, r.sequence or "") for r in fh]
+    if not records:
+        raise typer.BadParameter(f"{path}: the FASTA file holds no records")
+    empty = [name for name, seq in records if not seq]
+    if empty:
+        raise typer.BadParameter(f"{path}: record {empty[0]!r} has an empty sequence")
+    return records
+
+
+def make_checkpoint(
+    preset: str = typer.Option(..., help="A public checkpoint's name, or tiny-ps / tiny-ph"),
+    seed: int = typer.Option(0, help="Seed of the random weights"),
+    out: Path = typer.Option(..., help="Output checkpoint folder (HF layout)"),
+) -> None:
+    """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science)."""
+    from neuro_caduceus.model.checkpoint import save_pretrained
+    from neuro_caduceus.model.config import preset_config
+    from neuro_caduceus.model.random_init import random_model
+
+    try:
+        config = preset_config(preset)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    model = random_model(config, seed)
+    save_pretrained(model, out)
+    n = sum(p.numel() for p in model.parameters())
+    typer.secho(f"WARNING: {out} holds RANDOM weights (preset {preset}, seed {seed}, {n:,} parameters); "
+                "its embeddings carry no biological signal.", fg=typer.colors.RED, err=True)
+
+
+def embed_fasta(
+    checkpoint: str = typer.Option(..., help="Checkpoint folder or fsspec URL"),
+    fasta: Path = typer.Option(..., help="FASTA file"),
+    out: Path = typer.Option(..., help="Output Parquet (id, length, embedding)"),
+    window: int | None = typer.Option(None, help="Window length (default: whole sequence)"),
+    stride: int | None = typer.Option(None, help="Window stride (default: window)"),
+    batch_size: int = typer.Option(8, help="Windows per batch (equal lengths only)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
+) -> None:
+    """Strand-invariant mean embedding of every FASTA record into a Parquet file."""
+    import json
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neuro_caduceus.model.checkpoint import from_pretrained
+    from neuro_caduceus.model.embedder import Embedder
+
+    records = _read_fasta(fasta)
+    emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=batch_size,
+                   window=window, stride=stride)
+    vectors = np.stack([emb.embed(seq) for _, seq in records]).astype(np.float32)
+    table = pa.table({
+        "id": pa.array([name for name, _ in records], pa.string()),
+        "length": pa.array([len(seq) for _, seq in records], pa.int64()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), emb.dim)
+        .cast(pa.list_(pa.float32())),
+    })
+    table = table.replace_schema_metadata({"recipe": json.dumps(emb.recipe())})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    typer.echo(f"wrote {len(records)} embeddings of width {emb.dim} to {out}")
+
+
+def verify_rc(
+    checkpoint: str = typer.Option(..., help="Checkpoint folder or fsspec URL"),
+    fasta: Path = typer.Option(..., help="FASTA file"),
+    tol: float = typer.Option(1e-5, help="Largest allowed |embed(seq) - embed(revcomp(seq))|"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Check that embeddings are reverse-complement invariant; exit 1 when a record exceeds --tol."""
+    import numpy as np
+
+    from neuro_caduceus.model.checkpoint import from_pretrained
+    from neuro_caduceus.model.embedder import Embedder
+
+    comp = str.maketrans("ACGTNacgtn", "TGCANtgcan")
+    emb = Embedder(from_pretrained(checkpoint), device=device)
+    worst = 0.0
+    for name, seq in _read_fasta(fasta):
+        dev = float(np.abs(emb.embed(seq) - emb.embed(seq.translate(comp)[::-1])).max())
+        worst = max(worst, dev)
+        typer.echo(f"{name}\t{len(seq)}\t{dev:.3e}\t{'ok' if dev <= tol else 'FAIL'}")
+    if worst > tol:
+        typer.secho(f"max deviation {worst:.3e} > tolerance {tol:.1e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"all records RC-invariant within {tol:.1e} (max {worst:.3e})")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the top-level app."""
+    app.command("make-checkpoint")(make_checkpoint)
+    app.command("embed-fasta")(embed_fasta)
+    app.command("verify-rc")(verify_rc)

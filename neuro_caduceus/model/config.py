@@ -13,7 +13,7 @@ _DEFAULT_COMPLEMENT = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 10, 8: 9, 9:
 
 @dataclass
 class CaduceusConfig:
-    """The architecture fields of a Caduceus checkpoint; unknown fields are kept in `extra` for round trips."""
+    """Architecture fields of a Caduceus checkpoint; unknown fields stay in `extra` for round trips."""
 
     d_model: int
     n_layer: int
@@ -70,7 +70,8 @@ class CaduceusConfig:
                 raise NotImplementedError(f"config.json: {name}={d[name]!r} is not supported (only {want!r})")
         ssm = dict(d.pop("ssm_cfg", None) or {})
         cmap_raw = d.pop("complement_map", None)
-        cmap = dict(_DEFAULT_COMPLEMENT) if cmap_raw is None else {int(k): int(v) for k, v in cmap_raw.items()}
+        cmap = (dict(_DEFAULT_COMPLEMENT) if cmap_raw is None
+                else {int(k): int(v) for k, v in cmap_raw.items()})
         known = {f for f in cls.__dataclass_fields__ if f not in ("complement_map", "ssm_cfg", "extra")}
         kwargs: dict[str, Any] = {k: d.pop(k) for k in list(d) if k in known}
         for k in ("d_state", "d_conv", "expand", "dt_rank", "conv_bias", "bias"):

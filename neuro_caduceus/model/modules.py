@@ -1,4 +1,4 @@
-"""Caduceus modules (PS = RC-equivariant RCPS, PH = plain), laid out so state_dict keys equal the official ones.
+"""Caduceus modules (PS = RC-equivariant RCPS, PH = plain); state_dict keys equal the official ones.
 
 Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see docs/readme/model.md.
 """
@@ -115,7 +115,8 @@ class Block(nn.Module):
             self.norm = RMSNorm(cfg.d_model, cfg.norm_epsilon)
             self.mixer = BiMamba(cfg)
 
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden: torch.Tensor,
+                residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.swap:
             hidden = hidden.roll(hidden.shape[-1] // 2, dims=-1)
             residual = None if residual is None else residual.roll(residual.shape[-1] // 2, dims=-1)
@@ -223,7 +224,8 @@ class CaduceusForMaskedLM(nn.Module):
             out["lm_head.weight"] = "caduceus.backbone.embeddings.word_embeddings.weight"
         return out
 
-    def hidden_states(self, input_ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor,
+                      collect: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(b, L) int64 token ids -> last_hidden_state (b, L, 2*d_model for PS, d_model for PH)."""
         return self.caduceus.backbone(input_ids, collect)
 
