@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,7 +33,11 @@ def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
 
         return load_safetensors(data)
     # weights_only=True: a pickle that tries to build anything but tensors/containers is refused.
-    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(f"{name}: refused by torch.load(weights_only=True), the file holds "
+                                     f"more than tensors; convert it to safetensors ({e})") from e
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{name}: expected a flat dict of tensors (a state_dict)")
     return obj
