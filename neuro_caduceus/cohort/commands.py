@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the top-level app."""
+    app.command("embed-cohort")(embed_cohort)
+
+
+def embed_cohort(
+    config: Path = typer.Option(..., "--config", help="Cohort job YAML (see configs/demo.yaml)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace output of another config/checkpoint."),
+) -> None:
+    """Embed every (subject, gene) of a cohort on Ray; re-running resumes where a crash left off."""
+    from neuro_caduceus.cohort.job import run_embed_cohort
+
+    try:
+        run_embed_cohort(config, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,143 @@
+"""The cohort embedding job's configuration: one pydantic model per YAML section, unknown keys rejected.
+
+Why a strict model: a misspelled key in a job that runs for hours on a GPU cluster must fail at submit time,
+naming the key. Relative local paths resolve against the config file's folder first, then the current
+working directory (the first that exists); URLs (gs://, s3://, https://, ...) are kept as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neuro_caduceus.variants.qc import QCConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Inputs(_Strict):
+    """Where the cohort comes from: exactly one of matrix_table, haplotypes_parquet, vcf."""
+
+    matrix_table: str | None = Field(None, description="Hail MatrixTable (neuro-caduceus import-vcf output)")
+    haplotypes_parquet: str | None = Field(None, description="folder written by ray_jobs/export_variants.py")
+    vcf: str | None = Field(None, description="bgzipped+indexed VCF (small runs: the pysam oracle path)")
+    reference_fasta: str = Field(..., description="reference FASTA (bgzip+fai or plain+fai)")
+    gtf: str = Field(..., description="GENCODE-style GTF (.gtf or .gtf.gz)")
+    gene_set: str = Field(..., description="gene set YAML (name + genes)")
+    reference_version: str = Field("GRCh38", description="recorded in the recipe")
+    annotation: str = Field("GENCODE", description="recorded in the recipe, e.g. GENCODE v46")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Inputs:
+        given = [k for k in ("matrix_table", "haplotypes_parquet", "vcf") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                f"inputs: give exactly one of matrix_table, haplotypes_parquet, vcf (got {given or 'none'})"
+            )
+        return self
+
+    @property
+    def source_kind(self) -> str:
+        return next(k for k in ("matrix_table", "haplotypes_parquet", "vcf") if getattr(self, k))
+
+
+class Regions(_Strict):
+    mode: Literal["gene_body", "exons", "cds"] = "gene_body"
+    flank: int = Field(0, ge=0)
+    orient: Literal["transcript", "reference"] = "transcript"
+
+
+class ModelSection(_Strict):
+    checkpoint: str = Field(..., description="HF-layout Caduceus checkpoint folder or URL")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    window: int = Field(..., gt=0, description="model window (bases); a gene is tiled into windows")
+    stride: int | None = Field(None, gt=0, description="window stride; default = window (no overlap)")
+
+
+class Compute(_Strict):
+    """Ray resources. Result-neutral: changing these never changes the embeddings."""
+
+    actors_min: int = Field(1, ge=1, description="embedding actor pool: min size")
+    actors_max: int = Field(1, ge=1, description="embedding actor pool: max size (autoscales up to it)")
+    gpus_per_actor: float | None = Field(None, ge=0, description="None: 1 if the cluster has GPUs, else 0")
+    cpus_per_actor: float = Field(1, gt=0, description="CPU actors (no GPU): cores each")
+    genes_per_batch: int = Field(1, ge=1, description="genes handed to an actor at once")
+    window_batch_size: int = Field(8, ge=1, description="windows per model forward (equal lengths)")
+    cpus_per_task: float = Field(1, gt=0, description="CPU stages (haplotype read/plan, fan-out+write)")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Compute:
+        if self.actors_max < self.actors_min:
+            raise ValueError(f"compute: actors_max ({self.actors_max}) < actors_min ({self.actors_min})")
+        return self
+
+
+class Output(_Strict):
+    dir: str = Field(..., description="output folder or URL (shards/, units/, manifest.json)")
+    recipe_id: str = Field("genetics_gene_fm_pca512_v1", description="recorded in the recipe")
+
+
+class CohortConfig(_Strict):
+    inputs: Inputs
+    regions: Regions = Regions()
+    haplotype_strategy: Literal["reference", "consensus", "diploid"] = "diploid"
+    qc: QCConfig = QCConfig()
+    model: ModelSection
+    compute: Compute = Compute()
+    output: Output
+
+    def result_hash(self) -> str:
+        """Hash of every setting that changes the embeddings (compute and output location excluded)."""
+        body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir"}})
+        body["model"].pop("device", None)
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_PATH_KEYS = {
+    "inputs": ("matrix_table", "haplotypes_parquet", "vcf", "reference_fasta", "gtf", "gene_set"),
+    "model": ("checkpoint",),
+    "output": ("dir",),
+    "qc": ("include_samples", "exclude_samples"),
+}
+
+
+def _resolve(value: str, base: Path) -> str:
+    """URLs as written; absolute paths as written; relative: config folder if it exists there, else cwd."""
+    if "://" in value or Path(value).is_absolute():
+        return value
+    beside = base / value
+    if beside.exists():
+        return str(beside.resolve())
+    return str(Path(value).resolve())
+
+
+def load_config(path: str | Path) -> CohortConfig:
+    """Read and validate a YAML config; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    base = path.resolve().parent
+    for section, keys in _PATH_KEYS.items():
+        block = raw.get(section)
+        if isinstance(block, dict):
+            for key in keys:
+                if isinstance(block.get(key), str):
+                    block[key] = _resolve(block[key], base)
+    try:
+        return CohortConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in err.errors()
+        ]
+        raise ValueError(f"{path}: invalid config\n" + "\n".join(lines)) from None

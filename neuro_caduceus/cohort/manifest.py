@@ -1,0 +1,93 @@
+"""manifest.json and the one-screen summary: what was embedded, what was reused, and what it cost.
+
+Why from the per-unit stats files: a resumed run must report the whole output (units of earlier runs
+included) with the same totals an uninterrupted run reports; only the throughput is of this run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.shards import unit_name
+
+SUMMED = (
+    "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
+    "haplotype_windows_equal_reference", "haplotype_windows_deduplicated", "tokens_embedded", "naive_tokens",
+    "variants_applied", "variants_skipped_overlap", "variants_rejected_ref_mismatch",
+)
+
+
+def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
+                   qc: dict, n_resumed: int, new_stats: list[dict], seconds: float) -> dict:
+    per_gene = []
+    for unit in units:
+        with fs.open(f"{root}/units/{unit_name(unit.gene_id)}.json", "r") as f:
+            per_gene.append(json.load(f))
+    totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
+    run_rows = sum(g["subjects"] for g in new_stats)
+    run_tokens = sum(g["tokens_embedded"] for g in new_stats)
+    return {
+        "output": cfg.output.dir,
+        "recipe_id": cfg.output.recipe_id,
+        "config_hash": recipe["config_hash"],
+        "checkpoint_sha256": recipe.get("checkpoint_sha256"),
+        "subjects": len(subjects),
+        "genes": len(units),
+        "rows": len(subjects) * len(units),
+        "units": {"total": len(units), "done_before": n_resumed, "done_now": len(new_stats)},
+        "variants": {
+            "qc": qc.get("variants"),
+            "applied": totals["variants_applied"],
+            "skipped_overlap": totals["variants_skipped_overlap"],
+            "rejected_ref_mismatch": totals["variants_rejected_ref_mismatch"],
+        },
+        "unique_haplotypes": totals["unique_haplotypes"],
+        "windows": {
+            "embedded": totals["windows_embedded"],
+            "naive": totals["naive_windows"],
+            "reused": totals["naive_windows"] - totals["windows_embedded"],
+            "haplotype_windows_built": totals["haplotype_windows_built"],
+            "haplotype_windows_equal_reference": totals["haplotype_windows_equal_reference"],
+            "haplotype_windows_deduplicated": totals["haplotype_windows_deduplicated"],
+        },
+        "tokens": {
+            "embedded": totals["tokens_embedded"],
+            "naive": totals["naive_tokens"],
+            "reduction": totals["naive_tokens"] / max(1, totals["tokens_embedded"]),
+        },
+        "throughput": {
+            "seconds": round(seconds, 2),
+            "subject_gene_embeddings_per_s": run_rows / seconds if seconds > 0 else None,
+            "tokens_per_s": run_tokens / seconds if seconds > 0 else None,
+        },
+        "per_gene": per_gene,
+    }
+
+
+def write_manifest(fs: Any, root: str, manifest: dict) -> None:
+    tmp = f"{root}/manifest.json.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    fs.mv(tmp, f"{root}/manifest.json")
+
+
+def format_summary(m: dict) -> str:
+    w, t, v, u = m["windows"], m["tokens"], m["variants"], m["units"]
+    lines = [
+        f"cohort embeddings -> {m['output']}  (recipe {m['recipe_id']}, config {m['config_hash']})",
+        f"  subjects {m['subjects']:,} x genes {m['genes']:,} = {m['rows']:,} rows "
+        f"(units: {u['done_now']} now, {u['done_before']} from an earlier run)",
+        f"  variants applied {v['applied']:,}, skipped (overlap) {v['skipped_overlap']:,}, "
+        f"rejected (REF mismatch) {v['rejected_ref_mismatch']:,}",
+        f"  unique non-reference haplotypes {m['unique_haplotypes']:,}",
+        f"  windows embedded {w['embedded']:,} of {w['naive']:,} naive (reused {w['reused']:,})",
+        f"  tokens embedded {t['embedded']:,} of {t['naive']:,} naive: {t['reduction']:.1f}x fewer",
+        f"  {m['throughput']['seconds']:.1f} s this run"
+        + (f", {m['throughput']['subject_gene_embeddings_per_s']:,.0f} subject-gene embeddings/s"
+           if u["done_now"] else ""),
+        f"  shards: {m['output']}/shards/<gene_id>.parquet; manifest: {m['output']}/manifest.json",
+    ]
+    return "\n".join(lines)
