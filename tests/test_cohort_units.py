@@ -1,0 +1,83 @@
+"""Cohort job pieces without Ray: config validation, exact window reassembly, carrier fan-out.
+
+The oracles here are hand computations on small arrays (means of explicit window lists), independent of the
+job's replacement arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from neuro_caduceus.cohort.config import load_config
+from neuro_caduceus.cohort.plan import GenePlan, GeneUnit
+from neuro_caduceus.cohort.shards import haplotype_embeddings, subject_embeddings
+
+BASE = {
+    "inputs": {"vcf": "c.vcf.gz", "reference_fasta": "g.fa", "gtf": "g.gtf", "gene_set": "s.yaml"},
+    "model": {"checkpoint": "ckpt", "window": 128},
+    "output": {"dir": "out"},
+}
+
+
+def _write(tmp_path, body) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return str(path)
+
+
+def test_config_resolves_paths_and_hashes_only_result_settings(tmp_path):
+    (tmp_path / "g.fa").write_text(">c\nA\n")
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.inputs.reference_fasta == str(tmp_path / "g.fa")  # exists beside the config
+    body = {**BASE, "compute": {"actors_max": 4}}
+    assert load_config(_write(tmp_path, body)).result_hash() == cfg.result_hash()
+    body = {**BASE, "model": {"checkpoint": "ckpt", "window": 256}}
+    assert load_config(_write(tmp_path, body)).result_hash() != cfg.result_hash()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"modle": {}}, "modle"),
+        ({"model": {"checkpoint": "c", "window": 128, "widow": 3}}, "model.widow"),
+        ({"qc": {"min_gqq": 20}}, "qc.min_gqq"),
+        ({"inputs": {**BASE["inputs"], "matrix_table": "x.mt"}}, "exactly one of"),
+        ({"compute": {"actors_min": 3, "actors_max": 2}}, "actors_max"),
+        ({"haplotype_strategy": "phased"}, "haplotype_strategy"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, patch, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(_write(tmp_path, {**BASE, **patch}))
+
+
+def _plan() -> GenePlan:
+    """3 reference windows (slots 0-2); hap A replaces window 1 (slot 3, longer: an insertion); hap B
+    replaces windows 0 and 2 (slots 4, 5)."""
+    rng = np.random.default_rng(0)
+    unit = GeneUnit("G1", "GENE1", None, [None, None, None])
+    plan = GenePlan(unit, [], np.array([0, 1, 2]), ["A", "B"], [[(1, 3)], [(0, 4), (2, 5)]],
+                    [[("s1", 1), ("s2", 2)], [("s2", 1), ("s3", 1)]])
+    plan.sums = rng.normal(size=(6, 4))
+    plan.lengths = np.array([10, 10, 7, 12, 10, 6])
+    return plan
+
+
+def test_haplotype_embedding_is_the_pooled_mean_of_its_windows():
+    plan = _plan()
+    ref, haps = haplotype_embeddings(plan)
+    s, n = plan.sums, plan.lengths
+    np.testing.assert_allclose(ref, s[[0, 1, 2]].sum(0) / n[[0, 1, 2]].sum())
+    np.testing.assert_allclose(haps[0], s[[0, 3, 2]].sum(0) / n[[0, 3, 2]].sum())
+    np.testing.assert_allclose(haps[1], s[[4, 1, 5]].sum(0) / n[[4, 1, 5]].sum())
+
+
+def test_subjects_get_the_mean_of_their_two_haplotypes_and_the_reference_elsewhere():
+    plan = _plan()
+    ref, haps = haplotype_embeddings(plan)
+    emb = subject_embeddings(plan, ["s0", "s1", "s2", "s3"], "diploid", ref, haps)
+    expect = [ref, (haps[0] + ref) / 2, (haps[1] + haps[0]) / 2, (haps[1] + ref) / 2]
+    np.testing.assert_allclose(emb, np.array(expect), rtol=1e-6)
+    assert emb.dtype == np.float32
