@@ -136,13 +136,15 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
 
     cfg = config if isinstance(config, CohortConfig) else load_config(config)
     t0 = time.time()
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
     embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", dtype=cfg.model.dtype,
                         window=cfg.model.window, stride=cfg.model.stride or cfg.model.window)
     model_recipe = embedder.recipe()
     fs, root = _prepare_output(cfg, model_recipe["checkpoint_sha256"], overwrite)
+    for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
+        fs.rm(stale)
     units = build_units(cfg)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
     subjects, qc = cohort_subjects_and_qc(cfg)
     recipe = _recipe(cfg, model_recipe, units, qc)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
