@@ -25,7 +25,8 @@ import yaml
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--genes", type=int, default=20)
     parser.add_argument("--window", type=int, default=1024)
@@ -49,15 +50,16 @@ def main() -> None:
     t_import = 0.0
     if args.source == "mt":
         t = time.time()
+        mt = str(work / "cohort.mt")
         subprocess.run([sys.executable, "-m", "neuro_caduceus.cli", "import-vcf", "--vcf", source["vcf"],
-                        "--out", str(work / "cohort.mt"), "--reference", str(work / "cohort" / "genome.json")],
+                        "--out", mt, "--reference", str(work / "cohort" / "genome.json")],
                        check=True, capture_output=True)
         t_import = time.time() - t
-        source = {"matrix_table": str(work / "cohort.mt")}
+        source = {"matrix_table": mt}
     cohort = work / "cohort"
     body = {
-        "inputs": {**source, "reference_fasta": str(cohort / "genome.fa"), "gtf": str(cohort / "genes.gtf.gz"),
-                   "gene_set": str(cohort / "geneset.yaml")},
+        "inputs": {**source, "reference_fasta": str(cohort / "genome.fa"),
+                   "gtf": str(cohort / "genes.gtf.gz"), "gene_set": str(cohort / "geneset.yaml")},
         "model": {"checkpoint": str(work / "ckpt"), "device": "cpu", "window": args.window},
         "compute": {"actors_min": 1, "actors_max": 1, "cpus_per_task": 0.5},
         "output": {"dir": str(work / "embeddings")},
