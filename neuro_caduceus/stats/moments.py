@@ -1,0 +1,77 @@
+"""Mergeable float64 moments (count, mean, centred scatter) of row blocks: the sufficient statistics of PCA.
+
+Why centred: accumulating raw X^T X and subtracting n * mean mean^T at the end cancels catastrophically when
+the mean is large against the spread. Each block keeps its own mean and centred scatter M2 and pairs merge
+exactly (Chan et al.): M2 = M2a + M2b + delta delta^T * na nb / n, with delta = mean_b - mean_a.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Moments:
+    """count, mean [d] and centred scatter matrix M2 [d, d] = sum_i (x_i - mean)(x_i - mean)^T, float64."""
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, d: int) -> Moments:
+        return cls(0, np.zeros(d), np.zeros((d, d)))
+
+    @classmethod
+    def of_block(cls, x: np.ndarray) -> Moments:
+        """Moments of one block of rows (float64 throughout; the block is centred on its own mean)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"expected a 2-D block of rows, got shape {x.shape}")
+        if x.shape[0] == 0:
+            return cls.empty(x.shape[1])
+        mean = x.mean(axis=0)
+        xc = np.ascontiguousarray(x - mean)
+        return cls(x.shape[0], mean, xc.T @ xc)  # numpy uses a symmetric rank-k update for A.T @ A
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[0]
+
+    def merge(self, other: Moments) -> Moments:
+        """Exact pairwise merge (in place on self, which is returned)."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge moments of width {other.dim} into width {self.dim}")
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
+            return self
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        self.m2 += other.m2
+        self.m2 += np.outer(delta, delta) * (self.count * other.count / n)
+        self.mean = self.mean + delta * (other.count / n)
+        self.count = n
+        return self
+
+    def covariance(self) -> np.ndarray:
+        """Unbiased covariance (divides by n - 1, as sklearn's PCA does)."""
+        if self.count < 2:
+            raise ValueError(f"need at least 2 rows for a covariance, got {self.count}")
+        return self.m2 / (self.count - 1)
+
+
+def merge_all(parts: list[Moments]) -> Moments:
+    """Pairwise tree merge (balanced, so rounding grows with log(blocks) rather than blocks)."""
+    if not parts:
+        raise ValueError("no moments to merge")
+    level = list(parts)
+    while len(level) > 1:
+        nxt = [level[i].merge(level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
