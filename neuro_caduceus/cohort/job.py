@@ -186,9 +186,8 @@ def _pipeline(cfg: CohortConfig, pending: list[GeneUnit], subjects: list[str], r
             "debug_kill": _debug_kill(),
         },
         compute=ray.data.ActorPoolStrategy(min_size=compute.actors_min, max_size=compute.actors_max),
-        batch_size=compute.genes_per_batch, batch_format="numpy",
-        max_restarts=-1, max_task_retries=-1, **actor_resources,
-    )
+        batch_size=compute.genes_per_batch, batch_format="numpy", **actor_resources,
+    )  # Ray Data restarts a dead actor (max_restarts=-1) and retries its batch on another by default
     return ds.map_batches(
         _write_batch, batch_size=1, num_cpus=compute.cpus_per_task, batch_format="numpy",
         fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "recipe": recipe, "n_haps": n_haps},
