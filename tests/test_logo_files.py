@@ -43,8 +43,7 @@ def test_shards_pivot_to_the_same_matrix_in_recipe_order(tmp_path):
     rng = np.random.default_rng(0)
     E = rng.normal(size=(3, 2, 4)).astype(np.float32)  # subjects x genes x dim
     rows = [(s, g) for g in (1, 0) for s in (2, 0, 1)]  # shuffled row order across two files
-    recipe = json.dumps({"gene_list": [{"gene_id": "ENSG1", "gene_name": "A"},
-                                       {"gene_id": "ENSG2", "gene_name": "B"}]})
+    recipe = json.dumps({"gene_list": ["ENSG1", "ENSG2"], "gene_names": ["A", "B"], "d_model": 4})
     for part, chunk in enumerate((rows[:3], rows[3:])):
         flat = pa.array(np.stack([E[s, g] for s, g in chunk]).reshape(-1))
         t = pa.table({"subject_id": [f"s{s}" for s, _ in chunk],
@@ -58,6 +57,9 @@ def test_shards_pivot_to_the_same_matrix_in_recipe_order(tmp_path):
     for s in range(3):
         i = fm.subject_ids.index(f"s{s}")
         np.testing.assert_array_equal(fm.X[i], E[s].reshape(-1))
+    (tmp_path / "p1.parquet").unlink()  # gene A's rows are gone
+    with pytest.raises(ValueError, match=r"genes \['ENSG1'\] of the recipe's gene_list have no rows"):
+        read_features(tmp_path)
 
 
 def test_reader_errors_name_the_problem(tmp_path):

@@ -76,6 +76,9 @@ def gene_blocks(recipe: dict, width: int, source: str) -> tuple[list[str], dict[
     One block 'all' when there is no gene list or the width is not genes x dim (PCA scores, residuals).
     """
     genes = [_gene_label(g) for g in recipe.get("gene_list") or []]
+    names = [str(g) for g in recipe.get("gene_names") or []]
+    if len(names) == len(genes) and len(set(names)) == len(names):
+        genes = names  # the cohort recipe lists gene ids in gene_list and their names in gene_names
     dim = next((int(recipe[k]) for k in _DIM_KEYS if recipe.get(k)), width // max(len(genes), 1))
     if not genes or dim * len(genes) != width:  # no gene list, or a later stage (PCA scores, residuals)
         return ["all"], {"all": slice(0, width)}
@@ -143,32 +146,42 @@ def _from_matrix(table, recipe: dict, source: str) -> FeatureMatrix:
 
 
 def _from_shards(table, recipe: dict, source: str) -> FeatureMatrix:
-    gene_col = "gene_name" if "gene_name" in table.column_names else "gene_id"
-    genes_row = [str(g) for g in table.column(gene_col).to_pylist()]
+    key_col = "gene_id" if "gene_id" in table.column_names else "gene_name"
+    keys_row = [str(g) for g in table.column(key_col).to_pylist()]
     ids_row = [str(s) for s in table.column("subject_id").to_pylist()]
     E = _list_to_numpy(table.column("embedding"), source)
     listed = [_gene_label(g) for g in recipe.get("gene_list") or []]
-    genes = listed if set(genes_row) <= set(listed) and listed else list(dict.fromkeys(genes_row))
-    present = set(genes_row)
-    genes = [g for g in genes if g in present]
+    present = set(keys_row)
+    keys = listed if listed and present <= set(listed) else list(dict.fromkeys(keys_row))
+    absent = [g for g in keys if g not in present]
+    if absent:
+        raise ValueError(f"{source}: genes {absent[:10]} of the recipe's gene_list have no rows "
+                         f"({len(absent)} of {len(keys)}); is the embedding job complete?")
+    label = dict(zip(keys_row, (str(n) for n in table.column("gene_name").to_pylist()), strict=True)) \
+        if "gene_name" in table.column_names else {k: k for k in keys}
     subjects = list(dict.fromkeys(ids_row))
     s_index = {s: i for i, s in enumerate(subjects)}
-    g_index = {g: i for i, g in enumerate(genes)}
+    g_index = {g: i for i, g in enumerate(keys)}
+    si = np.array([s_index[s] for s in ids_row], dtype=np.int64)
+    gi = np.array([g_index[g] for g in keys_row], dtype=np.int64)
+    counts = np.zeros((len(subjects), len(keys)), dtype=np.int64)
+    np.add.at(counts, (si, gi), 1)
+    if (counts > 1).any():
+        i, j = np.argwhere(counts > 1)[0]
+        raise ValueError(f"{source}: subject {subjects[i]!r} has more than one row for gene {keys[j]!r}")
+    if (counts == 0).any():
+        i, j = np.argwhere(counts == 0)[0]
+        raise ValueError(f"{source}: subject {subjects[i]!r} has no row for gene {keys[j]!r} "
+                         f"({int((counts == 0).sum())} subject-gene pairs missing)")
     d = E.shape[1]
-    X = np.full((len(subjects), len(genes) * d), np.nan)
-    seen = np.zeros((len(subjects), len(genes)), dtype=bool)
-    for r, (s, g) in enumerate(zip(ids_row, genes_row, strict=True)):
-        i, j = s_index[s], g_index[g]
-        if seen[i, j]:
-            raise ValueError(f"{source}: subject {s!r} has more than one row for gene {g!r}")
-        seen[i, j] = True
-        X[i, j * d:(j + 1) * d] = E[r]
-    if not seen.all():
-        i, j = np.argwhere(~seen)[0]
-        raise ValueError(f"{source}: subject {subjects[i]!r} has no row for gene {genes[j]!r} "
-                         f"({int((~seen).sum())} subject-gene pairs missing)")
-    blocks = {g: slice(j * d, (j + 1) * d) for j, g in enumerate(genes)}
-    return FeatureMatrix(subjects, X, genes, blocks, recipe, source)
+    X3 = np.empty((len(subjects), len(keys), d))
+    X3[si, gi] = E
+    X = X3.reshape(len(subjects), len(keys) * d)
+    names = [label[g] for g in keys]
+    if len(set(names)) != len(names):
+        names = keys  # gene names are not unique: keep the ids
+    blocks = {n: slice(j * d, (j + 1) * d) for j, n in enumerate(names)}
+    return FeatureMatrix(subjects, X, names, blocks, recipe, source)
 
 
 def read_table(path: str | Path):
