@@ -72,12 +72,10 @@ def data(tmp_path_factory) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A real `ray start --head` cluster on 127.0.0.1 with its own ports and temp dir."""
-    import psutil
-
     port, dash = _free_port(), _free_port()
     temp = tempfile.mkdtemp(prefix="nc_head_", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     cmd = [RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
            "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
            "--temp-dir", temp, "--disable-usage-stats"]
@@ -85,14 +83,37 @@ def head(tmp_path_factory):
     try:
         yield SimpleNamespace(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env)
     finally:
-        mine = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        procs = {q.pid: q for p in mine for q in [p, *p.children(recursive=True)]}
-        for p in procs.values():
+        _kill_cluster(temp)
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) from /proc."""
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(list(procs.values()), timeout=20)
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            procs[int(entry.name)] = (ppid, cmd)
+    return procs
+
+
+def _kill_cluster(temp: str) -> None:
+    """SIGKILL the processes of this head (their command lines name its temp dir) and their descendants."""
+    procs = _processes()
+    mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd}
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    for pid in mine:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _read_shards(out: Path):
