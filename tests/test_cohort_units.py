@@ -81,3 +81,13 @@ def test_subjects_get_the_mean_of_their_two_haplotypes_and_the_reference_elsewhe
     expect = [ref, (haps[0] + ref) / 2, (haps[1] + haps[0]) / 2, (haps[1] + ref) / 2]
     np.testing.assert_allclose(emb, np.array(expect), rtol=1e-6)
     assert emb.dtype == np.float32
+
+
+def test_cli_reports_a_bad_config_and_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuro_caduceus.cli import app
+
+    res = CliRunner().invoke(app, ["embed-cohort", "--config", _write(tmp_path, {**BASE, "outptu": {}})])
+    assert res.exit_code == 2
+    assert "outptu" in res.output
