@@ -63,15 +63,3 @@ class Moments:
             raise ValueError(f"need at least 2 rows for a covariance, got {self.count}")
         return self.m2 / (self.count - 1)
 
-
-def merge_all(parts: list[Moments]) -> Moments:
-    """Pairwise tree merge (balanced, so rounding grows with log(blocks) rather than blocks)."""
-    if not parts:
-        raise ValueError("no moments to merge")
-    level = list(parts)
-    while len(level) > 1:
-        nxt = [level[i].merge(level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
