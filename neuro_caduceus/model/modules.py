@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuro_caduceus.model.config import CaduceusConfig
-from neuro_caduceus.model.scan import selective_scan
+from neuro_caduceus.model.scan import causal_conv1d_silu, selective_scan
 
 
 def flip_lc(t: torch.Tensor) -> torch.Tensor:
@@ -39,9 +39,8 @@ class Mamba(nn.Module):
                  out_proj: nn.Linear | None = None) -> None:
         super().__init__()
         d, e, r, n = cfg.d_model, cfg.d_inner, cfg.dt_rank_value, cfg.d_state
-        self.d_conv = cfg.d_conv
         self.in_proj = in_proj if in_proj is not None else nn.Linear(d, 2 * e, bias=cfg.bias)
-        self.conv1d = nn.Conv1d(e, e, cfg.d_conv, groups=e, bias=cfg.conv_bias, padding=cfg.d_conv - 1)
+        self.conv1d = nn.Conv1d(e, e, cfg.d_conv, groups=e, bias=cfg.conv_bias)  # weights only: see mix()
         self.x_proj = nn.Linear(e, r + 2 * n, bias=False)
         self.dt_proj = nn.Linear(r, e, bias=True)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1))
@@ -51,9 +50,8 @@ class Mamba(nn.Module):
 
     def mix(self, xz: torch.Tensor) -> torch.Tensor:
         """(b, L, 2E) in_proj output -> (b, L, E) gated scan output (before out_proj)."""
-        L = xz.shape[1]
         x, z = xz.chunk(2, dim=-1)
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :L]).transpose(1, 2)
+        x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus((dt @ self.dt_proj.weight.t()).float() + self.dt_proj.bias.float())
         A = -torch.exp(self.A_log.float())

@@ -7,9 +7,13 @@ Recurrence (per batch b, channel e, state n), all in fp32:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
+
+ScanFn = Callable[..., torch.Tensor]
 
 # Half of the largest within-chunk log-decay range for which P and 1/P (see selective_scan_chunked) stay
 # far inside fp32 (e^60 ~ 1e26); a chunk beyond it uses the doubling scan instead.
@@ -19,7 +23,7 @@ _SAFE_LOG_RANGE = 60.0
 def selective_scan_reference(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                              C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """Straightforward per-position loop (the oracle). x, delta: (b, L, E); A: (E, N); B, C: (b, L, N)."""
-    x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
+    x, delta, B, C = (t.float().contiguous() for t in (x, delta, B, C))
     b, L, E = x.shape
     s = x.new_zeros(b, E, A.shape[1])
     ys = []
@@ -49,7 +53,7 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     s_t = P_t * cumsum_s(u_s / P_s) where the carried state enters through u_0. A chunk whose decay range
     exceeds e^120 (P or 1/P could leave fp32's range) falls back to an overflow-free doubling scan.
     """
-    x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
+    x, delta, B, C = (t.float().contiguous() for t in (x, delta, B, C))
     A = A.float()
     b, L, E = x.shape
     s = x.new_zeros(b, E, A.shape[1])
@@ -75,8 +79,9 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return y + D.float() * x
 
 
-def _cuda_kernels():
-    """mamba-ssm / causal-conv1d CUDA kernels when importable, else None."""
+@functools.cache
+def _cuda_scan_kernel() -> ScanFn | None:
+    """mamba-ssm's selective_scan_fn when importable, else None."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:  # noqa: BLE001 - any import failure (missing wheel, ABI mismatch) means: use torch
@@ -84,7 +89,26 @@ def _cuda_kernels():
     return selective_scan_fn
 
 
-ScanFn = Callable[..., torch.Tensor]
+@functools.cache
+def _cuda_conv_kernel() -> ScanFn | None:
+    """causal-conv1d's causal_conv1d_fn when importable, else None."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return causal_conv1d_fn
+
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """silu(depthwise causal conv) of x (b, L, E) with weight (E, 1, K): left padding K-1, no look-ahead."""
+    L, K = x.shape[1], weight.shape[-1]
+    if x.is_cuda and (fn := _cuda_conv_kernel()) is not None:
+        out = fn(x.transpose(1, 2).contiguous(), weight.squeeze(1), bias, activation="silu")
+        return out.transpose(1, 2)
+    out = F.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=weight.shape[0])[..., :L]
+    return F.silu(out).transpose(1, 2)
+
+
 _override: list[ScanFn] = []
 
 
@@ -103,10 +127,8 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """Dispatch: an override (using_scan), mamba-ssm's CUDA kernel when available, else the chunked scan."""
     if _override:
         return _override[-1](x, delta, A, B, C, D)
-    if x.is_cuda:
-        fn = _cuda_kernels()
-        if fn is not None:
-            y = fn(x.transpose(1, 2).contiguous(), delta.transpose(1, 2).float().contiguous(), A.float(),
-                   B.transpose(1, 2).float().contiguous(), C.transpose(1, 2).float().contiguous(), D.float())
-            return y.transpose(1, 2).float()
+    if x.is_cuda and (fn := _cuda_scan_kernel()) is not None:
+        y = fn(x.transpose(1, 2).float().contiguous(), delta.transpose(1, 2).float().contiguous(), A.float(),
+               B.transpose(1, 2).float().contiguous(), C.transpose(1, 2).float().contiguous(), D.float())
+        return y.transpose(1, 2).float()
     return selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
