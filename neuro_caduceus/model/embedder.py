@@ -75,18 +75,16 @@ class Embedder:
 
     def _position_sums(self, ids: np.ndarray) -> np.ndarray:
         """(b, L) ids of equal length -> (b, dim) float64 sums over positions of the invariant vector."""
-        x = torch.from_numpy(ids).to(self.device)
+        if not self.rcps:  # PH: the reverse complements ride in the same batch (same length)
+            ids = np.concatenate([ids, tokenizer.COMPLEMENT_IDS[ids[:, ::-1]]])
+        x = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
         with self._autocast():
             h = self.model.hidden_states(x).float()
-            if self.rcps:
-                d = self.dim
-                c = (h[..., :d] + h[..., d:].flip(-1)) / 2
-                sums = c.double().sum(1)
-            else:
-                rc = torch.from_numpy(np.ascontiguousarray(tokenizer.COMPLEMENT_IDS[ids[:, ::-1]]))
-                h_rc = self.model.hidden_states(rc.to(self.device)).float()
-                sums = (h.double().sum(1) + h_rc.double().sum(1)) / 2
-        return sums.cpu().numpy()
+        if self.rcps:
+            d = self.dim
+            return ((h[..., :d] + h[..., d:].flip(-1)) / 2).double().sum(1).cpu().numpy()
+        fwd, rev = h.double().sum(1).chunk(2)
+        return ((fwd + rev) / 2).cpu().numpy()
 
     def pool_windows(self, seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per sequence (one model window each): sum over positions (float64 [n, dim]) and count ([n])."""
