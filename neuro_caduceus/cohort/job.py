@@ -55,6 +55,7 @@ def _resolve(subjects: Any) -> list[str]:
 
 
 def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: Any) -> dict[str, Any]:
+    """CPU stage: gene units -> pickled GenePlans (distinct windows to embed + how to reassemble)."""
     from neuro_caduceus.cohort.source import read_gene_haplotypes
 
     subjects = _resolve(subjects)
@@ -69,6 +70,7 @@ def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: Any) -> dict
 def _write_batch(
     batch: dict[str, Any], cfg: CohortConfig, subjects: Any, recipe: dict, n_haps: int
 ) -> dict[str, Any]:
+    """CPU stage: embedded plans -> committed shards; naive = every subject haplotype embedded whole."""
     subjects = _resolve(subjects)
     rows, stats_out = [], []
     for blob in batch["plan"]:
