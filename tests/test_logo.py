@@ -160,3 +160,16 @@ def test_logo_rejects_bad_inputs(planted):
     with pytest.raises(ValueError, match="per class"):
         run_logo(X, blocks, np.r_[np.ones(3, int), np.zeros(len(y) - 3, int)], cov, COVS,
                  LogoConfig(parallel=False))
+
+
+def test_gene_that_only_tracks_a_covariate_is_not_credited_after_residualization():
+    X, blocks, _, cov = make_planted_gene_blocks(n=240, genes=5, dim=12, planted_gene=0, effect=0.0, seed=2)
+    rng = np.random.default_rng(2)
+    age_z = (cov["age"].to_numpy() - 55) / 9
+    X[:, blocks["GENE3"]] += 2.0 * age_z[:, None] * rng.normal(size=12)  # GENE3 carries age, nothing else
+    y = (rng.random(240) < 1 / (1 + np.exp(-2.0 * age_z))).astype(np.int64)  # the phenotype depends on age
+    cfg = LogoConfig(k=16, n_boot=300, seed=0, parallel=False)
+    naive = run_logo(X, blocks, y, None, None, cfg)
+    adjusted = run_logo(X, blocks, y, cov, COVS, cfg)
+    assert naive.table.row(0, named=True)["gene"] == "GENE3" and naive.table["ci_excludes_zero"][0]
+    assert not adjusted.table["ci_excludes_zero"].any(), adjusted.table
