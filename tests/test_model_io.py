@@ -59,7 +59,7 @@ def test_config_parses_complement_map_by_int_key() -> None:
 @pytest.mark.parametrize("name", ["ps_d32_l2", "ph_d32_l2"])
 def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
     model = from_pretrained(GOLDEN / name)
-    out = save_pretrained(model, tmp_path / "ckpt")
+    out = model.save_pretrained(tmp_path / "ckpt")
     hub_keys = sorted(load_file(GOLDEN / name / "model.safetensors"))
     assert sorted(load_file(out / "model.safetensors")) == hub_keys
     again = from_pretrained(out)

@@ -6,6 +6,4 @@ from neuro_caduceus.model.checkpoint import from_pretrained, save_pretrained
 from neuro_caduceus.model.config import CaduceusConfig, preset_config
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
 
-CaduceusForMaskedLM.save_pretrained = save_pretrained  # type: ignore[attr-defined]
-
 __all__ = ["CaduceusConfig", "CaduceusForMaskedLM", "from_pretrained", "preset_config", "save_pretrained"]

@@ -5,6 +5,9 @@ Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -229,3 +232,9 @@ class CaduceusForMaskedLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.hidden_states(input_ids))
+
+    def save_pretrained(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write config.json + model.safetensors in the hub layout (see checkpoint.save_pretrained)."""
+        from neuro_caduceus.model.checkpoint import save_pretrained
+
+        return save_pretrained(self, out_dir)
