@@ -46,6 +46,7 @@ def test_config_resolves_paths_and_hashes_only_result_settings(tmp_path):
         ({"inputs": {**BASE["inputs"], "matrix_table": "x.mt"}}, "exactly one of"),
         ({"compute": {"actors_min": 3, "actors_max": 2}}, "actors_max"),
         ({"haplotype_strategy": "phased"}, "haplotype_strategy"),
+        ({"qc": {"min_gq": 20}}, "min_gq.*matrix_table"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, patch, message):

@@ -94,6 +94,17 @@ class CohortConfig(_Strict):
     compute: Compute = Compute()
     output: Output
 
+    @model_validator(mode="after")
+    def _qc_needs_hail(self) -> CohortConfig:
+        sample_only = {"include_samples", "exclude_samples"}
+        used = [k for k, v in self.qc.model_dump(exclude_defaults=True).items() if k not in sample_only and v]
+        if self.inputs.vcf and used:
+            raise ValueError(
+                f"qc keys {used} need inputs.matrix_table (or a Parquet export made with them); "
+                "the VCF path applies only include_samples/exclude_samples"
+            )
+        return self
+
     def result_hash(self) -> str:
         """Hash of every setting that changes the embeddings (compute and output location excluded)."""
         body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir"}})
