@@ -2,8 +2,74 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+
+def _ray_init() -> None:
+    """Join the cluster when RAY_ADDRESS is set, else start (or reuse) a local Ray."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+
+
+def subject_matrix(
+    input: str = typer.Option(..., "--input", help="embedding job output folder (or its shards/ folder)"),
+    out: Path = typer.Option(..., "--out", help="output folder: matrix/ Parquet + summary JSON"),
+    genes: Path | None = typer.Option(None, "--genes", help="gene-set YAML (default: recipe gene_list)"),
+    on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
+) -> None:
+    """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
+    from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
+
+    _ray_init()
+    s = build_subject_matrix(input, str(out), load_gene_list(str(genes)) if genes else None, on_missing_gene)
+    typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
+               f"features ({len(s['genes'])} genes x {s['dim_per_gene']}); dropped {s['subjects_dropped']}")
+
+
+def pca(
+    input: str = typer.Option(..., "--input", help="folder of subject_id + features Parquet"),
+    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n, d))"),
+    out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
+    whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
+    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+) -> None:
+    """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
+    from neuro_caduceus.stats.jobs import run_pca
+
+    _ray_init()
+    s = run_pca(input, str(out), n_components, whiten, batch_size)
+    typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims, "
+               f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
+               "merged")
+
+
+def residualize(
+    input: str = typer.Option(..., "--input", help="folder of subject_id + features Parquet (or a pca run)"),
+    covariates: Path = typer.Option(..., "--covariates", help="covariates CSV / TSV / Parquet"),
+    out: Path = typer.Option(..., "--out", help="output folder: residuals/, coefficients, R², PNG, summary"),
+    config: Path | None = typer.Option(None, "--config", help="covariate mapping YAML (CovariateSpec)"),
+    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+) -> None:
+    """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
+    from neuro_caduceus.stats.jobs import run_residualize
+    from neuro_caduceus.stats.residualize import CovariateSpec
+
+    spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
+    _ray_init()
+    s = run_residualize(input, str(covariates), str(out), spec, batch_size)
+    typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "
+               f"columns; {s['without_covariates']} without covariates excluded; "
+               f"median R² {s['r2_median']:.3f}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the top-level app."""
+    app.command("subject-matrix")(subject_matrix)
+    app.command("pca")(pca)
+    app.command("residualize")(residualize)

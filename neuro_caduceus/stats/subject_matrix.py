@@ -1,0 +1,145 @@
+"""Subject matrix: per-(subject, gene) embedding shards -> one row per subject, genes concatenated in order.
+
+Why a Ray Data groupby: shards are written per gene, so a subject's vectors live in as many files as there
+are genes; grouping by subject on the cluster assembles each row next to the data and the driver only sees
+per-batch counts. Gene order is the gene set's (the recipe's `gene_list`, or a gene-set YAML), so column
+block j always holds gene j; a subject lacking a gene is an error (default) or dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neuro_caduceus.stats import features_io as fio
+
+OnMissing = Literal["error", "drop"]
+
+
+def shard_folder(path: str) -> str:
+    """The embedding job's output folder (with `shards/`) or the shards folder itself."""
+    fs, root = fsspec.core.url_to_fs(path)
+    sub = f"{root.rstrip('/')}/shards"
+    return f"{path.rstrip('/')}/shards" if fs.isdir(sub) else path
+
+
+def check_recipes(files: list[str]) -> dict:
+    """The shards' common recipe; differing recipes (mixed runs) are an error naming the files."""
+    recipes = {f: fio.file_metadata(f).get(fio.RECIPE_KEY, b"{}") for f in files}
+    first = recipes[files[0]]
+    odd = [f for f, r in recipes.items() if r != first]
+    if odd:
+        raise ValueError(f"{len(odd)} shard(s) carry a different recipe than {files[0]} (e.g. {odd[:5]}); "
+                         "shards of different embedding runs cannot be combined")
+    return json.loads(first)
+
+
+def load_gene_list(path: str) -> list[str]:
+    """Gene ids or names from a gene-set YAML: `genes: [...]` of strings or of {gene_id|gene_name: ...}."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    genes = data.get("genes") if isinstance(data, dict) else data
+    if not isinstance(genes, list) or not genes:
+        raise ValueError(f"{path}: expected a non-empty `genes:` list")
+    out = []
+    for i, g in enumerate(genes):
+        name = g if isinstance(g, str) else (g.get("gene_id") or g.get("gene_name") or g.get("name")
+                                             if isinstance(g, dict) else None)
+        if not name:
+            raise ValueError(f"{path}: genes[{i}] = {g!r} is neither a name nor a mapping with "
+                             "gene_id/gene_name")
+        out.append(str(name))
+    return out
+
+
+def _in_gene_set(table: pa.Table, genes: list[str]) -> pa.Table:
+    """Rows of genes in the set (matched by gene_id or gene_name); other genes are ignored."""
+    wanted = pa.array(genes, pa.string())
+    return table.filter(pc.or_(pc.is_in(table["gene_id"], wanted), pc.is_in(table["gene_name"], wanted)))
+
+
+def _assemble(group: pa.Table, genes: list[str], dim: int) -> pa.Table:
+    """One subject's rows -> (subject_id, features [len(genes) * dim] | null, problem)."""
+    index = {g: i for i, g in enumerate(genes)}
+    sid = group.column("subject_id")[0].as_py()
+    ids, names = group.column("gene_id").to_pylist(), group.column("gene_name").to_pylist()
+    slots = [index.get(g, index.get(n)) for g, n in zip(ids, names, strict=True)]
+    problem = None
+    dup = sorted({genes[s] for s in slots if slots.count(s) > 1})
+    missing = [g for i, g in enumerate(genes) if i not in set(slots)]
+    if dup:
+        problem = f"duplicated: gene(s) {dup[:5]} appear more than once"
+    elif missing:
+        problem = f"missing: {len(missing)} gene(s) e.g. {missing[:5]}"
+    width = len(genes) * dim
+    ftype = pa.list_(pa.float32(), width)
+    if problem:
+        feats = pa.nulls(1, ftype)
+    else:
+        emb = group.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        rows = emb.reshape(len(slots), dim)[np.argsort(slots)]
+        feats = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), width)
+    return pa.table({"subject_id": pa.array([sid], pa.string()), "features": feats,
+                     "problem": pa.array([problem], pa.string())})
+
+
+def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None = None,
+                         on_missing: OnMissing = "error", batch_size: int = 4096) -> dict:
+    """Write `out_dir/matrix/` Parquet (subject_id, features) and `out_dir/subject_matrix_summary.json`."""
+    import ray.data
+
+    from neuro_caduceus.stats.jobs import write_json
+
+    if on_missing not in ("error", "drop"):
+        raise ValueError(f"on_missing must be 'error' or 'drop', got {on_missing!r}")
+    folder = shard_folder(input_dir)
+    files = fio.parquet_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{input_dir}: no embedding shards (*.parquet) found")
+    recipe = check_recipes(files)
+    genes = genes or recipe.get("gene_list")
+    if not genes:
+        raise ValueError(f"{input_dir}: the shards' recipe has no gene_list; pass --genes SET.yaml")
+    dim = _embedding_width(files[0])
+    ds = ray.data.read_parquet(files, columns=["subject_id", "gene_id", "gene_name", "embedding"])
+    ds = ds.map_batches(_in_gene_set, fn_kwargs={"genes": genes}, batch_format="pyarrow")
+    rows = ds.groupby("subject_id").map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim},
+                                               batch_format="pyarrow")
+    stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = fio.write_parts(rows, str(out / "matrix"), fio.stage_metadata(recipe, [], stage), batch_size)
+    kinds = written["problem_kinds"]
+    if kinds.get("duplicated") or (kinds.get("missing") and on_missing == "error"):
+        fio.abort_parts(written)
+        hint = ("duplicated (subject, gene) rows are always an error" if kinds.get("duplicated")
+                else "use --on-missing drop to drop them")
+        raise ValueError(f"{written['problems']} subject(s) cannot be assembled ({kinds}), e.g. "
+                         f"{written['examples']}; {hint}")
+    fio.commit_parts(written)
+    summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
+               "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
+               "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
+    write_json(out / "subject_matrix_summary.json", summary)
+    return summary
+
+
+def _embedding_width(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as f:
+        schema = pq.read_schema(f)
+    missing = [c for c in ("subject_id", "gene_id", "gene_name", "embedding") if c not in schema.names]
+    typ = schema.field("embedding").type if "embedding" in schema.names else None
+    if missing or not pa.types.is_fixed_size_list(typ):
+        raise ValueError(f"{path}: not an embedding shard (need subject_id, gene_id, gene_name, "
+                         f"embedding fixed_size_list<float32>[d]; has {schema.names})")
+    return typ.list_size

@@ -1,0 +1,120 @@
+"""Subject matrix from per-gene embedding shards, and the stats CLI round trip (CliRunner)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.decomposition import PCA as SkPCA
+from typer.testing import CliRunner
+
+from neuro_caduceus.cli import app
+from neuro_caduceus.stats import features_io as fio
+from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+
+GENES = ["ENSG3", "ENSG1", "ENSG2"]  # gene-set order, deliberately not sorted
+NAMES = {"ENSG1": "APOE", "ENSG2": "TREM2", "ENSG3": "SORL1"}
+DIM = 4
+
+
+def write_shards(folder, subjects: list[str], skip: dict[str, set[str]] | None = None,
+                 dup: tuple[str, str] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """One shard per gene in the embedding job's layout; returns the (subject, gene) -> vector oracle."""
+    recipe = {"recipe_id": "genetics_gene_fm_pca512_v1", "gene_list": GENES}
+    meta = {fio.RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()}
+    rng = np.random.default_rng(0)
+    truth = {}
+    (folder / "shards").mkdir(parents=True)
+    for gene in sorted(GENES):
+        subs = [s for s in subjects if s not in (skip or {}).get(gene, set())]
+        if dup and dup[1] == gene:
+            subs.append(dup[0])
+        emb = rng.normal(size=(len(subs), DIM)).astype(np.float32)
+        truth |= {(s, gene): e for s, e in zip(subs, emb, strict=True)}
+        n = len(subs)
+        table = pa.table({"subject_id": subs, "gene_id": [gene] * n, "gene_name": [NAMES[gene]] * n,
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), DIM)})
+        pq.write_table(table.replace_schema_metadata(meta), folder / "shards" / f"{gene}.parquet")
+    return truth
+
+
+def read_matrix(folder) -> dict[str, np.ndarray]:
+    ids, X = fio.as_matrix(pq.read_table(str(folder)))
+    return dict(zip(ids, X, strict=True))
+
+
+def test_genes_concatenated_in_gene_set_order(ray_session, tmp_path):
+    subjects = [f"S{i:03d}" for i in range(40)]
+    truth = write_shards(tmp_path / "emb", subjects)
+    s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), batch_size=7)
+    assert s["subjects_written"] == 40 and s["n_features"] == 3 * DIM and s["subjects_dropped"] == 0
+    got = read_matrix(tmp_path / "out" / "matrix")
+    for sid in subjects:
+        np.testing.assert_array_equal(got[sid], np.concatenate([truth[(sid, g)] for g in GENES]))
+    meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "out" / "matrix"))[0])
+    assert json.loads(meta[fio.RECIPE_KEY])["gene_list"] == GENES
+    # a gene set given by names reorders the blocks
+    build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "byname"), genes=["TREM2", "APOE"])
+    got = read_matrix(tmp_path / "byname" / "matrix")
+    want = np.concatenate([truth[("S007", "ENSG2")], truth[("S007", "ENSG1")]])
+    np.testing.assert_array_equal(got["S007"], want)
+
+
+def test_missing_gene_errors_or_drops(ray_session, tmp_path):
+    subjects = [f"S{i:03d}" for i in range(20)]
+    write_shards(tmp_path / "emb", subjects, skip={"ENSG2": {"S004", "S011"}})
+    with pytest.raises(ValueError, match=r"2 subject\(s\) cannot be assembled.*S004.*--on-missing drop"):
+        build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "matrix").exists()
+    s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), on_missing="drop")
+    assert s["subjects_written"] == 18 and s["subjects_dropped"] == 2
+    assert set(read_matrix(tmp_path / "out" / "matrix")) == set(subjects) - {"S004", "S011"}
+
+
+def test_duplicated_subject_gene_is_an_error(ray_session, tmp_path):
+    write_shards(tmp_path / "emb", [f"S{i}" for i in range(10)], dup=("S3", "ENSG1"))
+    with pytest.raises(ValueError, match=r"S3: duplicated: gene\(s\) \['ENSG1'\]"):
+        build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), on_missing="drop")
+
+
+def test_cli_round_trip(ray_session, tmp_path):
+    subjects = [f"S{i:03d}" for i in range(60)]
+    truth = write_shards(tmp_path / "emb", subjects)
+    runner = CliRunner()
+    r = runner.invoke(app, ["subject-matrix", "--input", str(tmp_path / "emb"),
+                            "--out", str(tmp_path / "sm")])
+    assert r.exit_code == 0, r.output
+    assert "60 subjects x 12 features" in r.output
+    r = runner.invoke(app, ["pca", "--input", str(tmp_path / "sm"), "--n-components", "5",
+                            "--out", str(tmp_path / "pca"), "--batch-size", "16"])
+    assert r.exit_code == 0, r.output
+    X = np.array([np.concatenate([truth[(s, g)] for g in GENES]) for s in subjects], dtype=np.float64)
+    model = np.load(tmp_path / "pca" / "pca_model.npz")
+    sk = SkPCA(n_components=5, svd_solver="full").fit(X)
+    np.testing.assert_allclose(model["explained_variance"], sk.explained_variance_, rtol=1e-6)
+    np.testing.assert_allclose(model["components"], sk.components_, atol=1e-8)
+    rng = np.random.default_rng(1)
+    cov = pl.DataFrame({"eid": subjects, "age": rng.normal(60, 8, 60), "sex": rng.integers(0, 2, 60),
+                        "site": rng.choice(["A", "B"], 60)})
+    cov.write_csv(tmp_path / "cov.tsv", separator="\t")
+    (tmp_path / "map.yaml").write_text("subject_id: eid\nnumeric: [age, sex]\ncategorical: [site]\n")
+    r = runner.invoke(app, ["residualize", "--input", str(tmp_path / "pca"), "--covariates",
+                            str(tmp_path / "cov.tsv"), "--out", str(tmp_path / "res"),
+                            "--config", str(tmp_path / "map.yaml")])
+    assert r.exit_code == 0, r.output
+    assert "60 subjects, 3 covariate columns" in r.output
+    summary = json.loads((tmp_path / "res" / "residualize_summary.json").read_text())
+    assert summary["design_columns"] == ["age", "sex", "site=B"] and summary["without_covariates"] == 0
+    res = read_matrix(tmp_path / "res" / "residuals")
+    scores = read_matrix(tmp_path / "pca" / "scores")
+    Y = np.array([scores[s] for s in subjects])
+    D = np.column_stack([np.ones(60), cov["age"], cov["sex"], cov["site"] == "B"]).astype(float)
+    want = Y - D @ np.linalg.lstsq(D, Y, rcond=None)[0]
+    np.testing.assert_allclose(np.array([res[s] for s in subjects]), want, atol=1e-5)
+    bad = runner.invoke(app, ["residualize", "--input", str(tmp_path / "pca"), "--covariates",
+                              str(tmp_path / "cov.tsv"), "--out", str(tmp_path / "res2")])
+    assert bad.exit_code != 0 and "subject_id" in str(bad.exception)
