@@ -8,8 +8,6 @@ import pytest
 from neuro_caduceus.analysis.cca import CCAConfig, fit_cca, run_cca
 from neuro_caduceus.analysis.simulate import make_cca_pair
 
-pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
-
 
 def _oracle_canonical_correlations(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Singular values of Qx^T Qy (orthonormal bases of the centred data): Björck-Golub, no whitening."""

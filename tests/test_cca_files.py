@@ -8,13 +8,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from neuro_caduceus.analysis.simulate import make_cca_pair
 from neuro_caduceus.cli import app
-
-pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
 
 
 def write_matrix(path, ids, X, recipe: dict | None) -> None:

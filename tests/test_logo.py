@@ -21,7 +21,6 @@ from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
 
 COVS = ["age", "sex", "PC1", "PC2", "PC3", "batch"]
 
-pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,16 @@ from neuro_caduceus.analysis.logo import LogoConfig, run_logo
 from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
 from neuro_caduceus.cli import app
 
-pytest.importorskip("neuro_caduceus.stats.residualize", reason="stats PCA/Residualizer not merged yet")
 
-
-def write_matrix(path, ids, X, recipe: dict | None) -> None:
+def write_matrix(path, ids, X, recipe: dict | None, stages: list | None = None) -> None:
     feats = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1).astype(np.float32)), X.shape[1])
     table = pa.table({"subject_id": ids, "features": feats})
+    meta = {}
     if recipe is not None:
-        table = table.replace_schema_metadata({"neuro_caduceus.recipe": json.dumps(recipe)})
-    pq.write_table(table, path)
+        meta["neuro_caduceus.recipe"] = json.dumps(recipe)
+    if stages is not None:
+        meta["neuro_caduceus.stages"] = json.dumps(stages)
+    pq.write_table(table.replace_schema_metadata(meta or None), path)
 
 
 def test_subject_matrix_blocks_follow_the_recipe(tmp_path):
@@ -37,6 +38,32 @@ def test_subject_matrix_blocks_follow_the_recipe(tmp_path):
     # a later stage (e.g. 4 PCA scores) with the same gene list: no gene blocks
     write_matrix(tmp_path / "p.parquet", ["s1", "s2"], X[:, :4], recipe)
     assert read_features(tmp_path / "p.parquet").blocks == {"all": slice(0, 4)}
+
+
+def test_stats_stage_records_decide_the_blocks(tmp_path):
+    X = np.arange(16, dtype=np.float32).reshape(2, 8)
+    recipe = {"recipe_id": "r", "gene_list": ["ENSG1", "ENSG2"], "gene_names": ["A", "B"], "d_model": 4}
+    matrix = {"stage": "subject_matrix", "genes": ["ENSG2", "ENSG1"], "dim_per_gene": 4}
+    write_matrix(tmp_path / "m.parquet", ["s1", "s2"], X, recipe, stages=[matrix])
+    fm = read_features(tmp_path / "m.parquet")
+    assert fm.gene_names == ["B", "A"]  # the stage's gene order, labelled with names
+    np.testing.assert_array_equal(fm.X[:, fm.blocks["A"]], X[:, 4:])
+    # PCA scores of the same width (2 genes x 4 = 8 components) are not gene blocks
+    write_matrix(tmp_path / "s.parquet", ["s1", "s2"], X, recipe, stages=[matrix, {"stage": "pca"}])
+    assert read_features(tmp_path / "s.parquet").blocks == {"all": slice(0, 8)}
+
+
+def test_folder_resolution(tmp_path):
+    for sub in ("matrix", "scores"):
+        (tmp_path / "stats" / sub).mkdir(parents=True)
+        write_matrix(tmp_path / "stats" / sub / "part-0.parquet", ["s1"], np.zeros((1, 2)), None)
+    with pytest.raises(ValueError, match=r"several subfolders hold Parquet \(\['matrix', 'scores'\]\)"):
+        read_features(tmp_path / "stats")
+    assert read_features(tmp_path / "stats" / "scores").subject_ids == ["s1"]
+    (tmp_path / "job" / "shards").mkdir(parents=True)
+    (tmp_path / "job" / "units").mkdir()
+    write_matrix(tmp_path / "job" / "shards" / "x.parquet", ["s9"], np.zeros((1, 2)), None)
+    assert read_features(tmp_path / "job").subject_ids == ["s9"]  # the embedding job's folder
 
 
 def test_shards_pivot_to_the_same_matrix_in_recipe_order(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 RECIPE_KEY = b"neuro_caduceus.recipe"
+STAGES_KEY = b"neuro_caduceus.stages"  # list of stage records appended by stats/ (subject_matrix, pca, ...)
 _DIM_KEYS = ("gene_dim", "embedding_dim", "dim", "d_model")
 
 
@@ -38,26 +39,42 @@ class FeatureMatrix:
 
 
 def _parquet_files(path: str | Path) -> list[Path]:
+    """A file, a folder's Parquet files, or those of its only subfolder that has any (e.g. `shards/`)."""
     p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
-        if not files:
-            raise FileNotFoundError(f"{p}: no *.parquet files in this folder")
-        return files
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
-    return [p]
+    if not p.is_dir():
+        return [p]
+
+    def visible(folder: Path) -> list[Path]:
+        return sorted(f for f in folder.glob("*.parquet") if not f.name.startswith((".", "_")))
+
+    if files := visible(p):
+        return files
+    subs = [d for d in sorted(p.iterdir()) if d.is_dir() and visible(d)]
+    if len(subs) == 1:
+        return visible(subs[0])
+    if not subs:
+        raise FileNotFoundError(f"{p}: no *.parquet files in this folder or its subfolders")
+    raise ValueError(f"{p}: several subfolders hold Parquet ({[d.name for d in subs]}); pass one of them")
 
 
-def _recipe(schema) -> dict:
-    meta = schema.metadata or {}
-    raw = meta.get(RECIPE_KEY)
+def _json_meta(schema, key: bytes):
+    raw = (schema.metadata or {}).get(key)
     if raw is None:
-        return {}
+        return None
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"metadata key {RECIPE_KEY.decode()} is not valid JSON: {err}") from err
+        raise ValueError(f"metadata key {key.decode()} is not valid JSON: {err}") from err
+
+
+def _recipe(schema) -> dict:
+    recipe = dict(_json_meta(schema, RECIPE_KEY) or {})
+    stages = _json_meta(schema, STAGES_KEY)
+    if stages:  # the stats stages: gene blocks exist only if the last stage is the subject matrix
+        recipe["_last_stage"] = stages[-1]
+    return recipe
 
 
 def _gene_label(entry) -> str:
@@ -71,17 +88,29 @@ def _gene_label(entry) -> str:
 
 
 def gene_blocks(recipe: dict, width: int, source: str) -> tuple[list[str], dict[str, slice]]:
-    """Gene names and column slices from a recipe's `gene_list` (+ per-gene dim).
+    """Gene names and column slices: from the stats `subject_matrix` stage record (genes, dim_per_gene),
+    else from the recipe's `gene_list` and per-gene dim; names from the recipe's `gene_names` when unique.
 
-    One block 'all' when there is no gene list or the width is not genes x dim (PCA scores, residuals).
+    One block 'all' when a later stage (PCA scores, residuals) made the file, there is no gene list, or the
+    width is not genes x dim.
     """
-    genes = [_gene_label(g) for g in recipe.get("gene_list") or []]
-    names = [str(g) for g in recipe.get("gene_names") or []]
-    if len(names) == len(genes) and len(set(names)) == len(names):
-        genes = names  # the cohort recipe lists gene ids in gene_list and their names in gene_names
-    dim = next((int(recipe[k]) for k in _DIM_KEYS if recipe.get(k)), width // max(len(genes), 1))
-    if not genes or dim * len(genes) != width:  # no gene list, or a later stage (PCA scores, residuals)
+    last = recipe.get("_last_stage")
+    if last is not None and last.get("stage") != "subject_matrix":  # PCA scores, residuals
         return ["all"], {"all": slice(0, width)}
+    ids = [_gene_label(g) for g in recipe.get("gene_list") or []]
+    names = [str(g) for g in recipe.get("gene_names") or []]
+    to_name = dict(zip(ids, names, strict=True)) if len(names) == len(ids) else {}
+    if last is not None:
+        genes = [str(g) for g in last.get("genes") or []]
+        dim = int(last.get("dim_per_gene") or 0)
+    else:
+        genes = ids
+        dim = next((int(recipe[k]) for k in _DIM_KEYS if recipe.get(k)), width // max(len(genes), 1))
+    if not genes or dim * len(genes) != width:
+        return ["all"], {"all": slice(0, width)}
+    labels = [to_name.get(g, g) for g in genes]
+    if len(set(labels)) == len(labels):
+        genes = labels  # the cohort recipe lists gene ids in gene_list and their names in gene_names
     if len(set(genes)) != len(genes):
         raise ValueError(f"{source}: recipe gene_list has duplicate genes")
     return genes, {g: slice(i * dim, (i + 1) * dim) for i, g in enumerate(genes)}
