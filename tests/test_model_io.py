@@ -92,8 +92,11 @@ def test_automodel_prefix_and_pytorch_bin(tmp_path: Path) -> None:
     torch.testing.assert_close(_outputs(loaded)[1], _outputs(ref)[1], rtol=0, atol=0)
 
 
-def test_missing_config_names_it(tmp_path: Path) -> None:
+def test_missing_config_or_weights_names_them(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
+        from_pretrained(tmp_path)
+    shutil.copy(GOLDEN / "ph_d32_l2" / "config.json", tmp_path / "config.json")
+    with pytest.raises(FileNotFoundError, match="model.safetensors, pytorch_model.bin"):
         from_pretrained(tmp_path)
 
 
