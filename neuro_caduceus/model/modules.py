@@ -76,7 +76,9 @@ class BiMamba(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         xz = self.mamba_fwd.in_proj(h)  # in_proj(flip(h)) == flip(in_proj(h)): linear per position
         y = self.mamba_fwd.mix(xz) + self.mamba_rev.mix(xz.flip(1)).flip(1)
-        return self.mamba_fwd.out_proj(y)
+        out = self.mamba_fwd.out_proj(y)
+        bias = self.mamba_fwd.out_proj.bias
+        return out if bias is None else out + bias  # each direction adds the (shared) bias once
 
 
 class RCPSMixer(nn.Module):
