@@ -111,8 +111,8 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     dim = _embedding_width(files[0])
     ds = ray.data.read_parquet(files, columns=["subject_id", "gene_id", "gene_name", "embedding"])
     ds = ds.map_batches(_in_gene_set, fn_kwargs={"genes": genes}, batch_format="pyarrow")
-    rows = ds.groupby("subject_id").map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim},
-                                               batch_format="pyarrow")
+    grouped = ds.groupby("subject_id", num_partitions=_partitions(files))
+    rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim}, batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +130,13 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
     write_json(out / "subject_matrix_summary.json", summary)
     return summary
+
+
+def _partitions(files: list[str]) -> int:
+    """Shuffle partitions: about one per 128 MiB of shards (Ray's default of 200 is slow on small inputs)."""
+    fs, _ = fsspec.core.url_to_fs(files[0])
+    total = sum(fs.size(f) for f in files)
+    return int(min(200, max(2, np.ceil(total / 2**27))))
 
 
 def _embedding_width(path: str) -> int:
