@@ -122,6 +122,23 @@ def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool) -> 
     return fs, root
 
 
+def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tuple[list[str], dict]:
+    """Subjects and QC summary, computed once per output folder (a resumed run reuses them verbatim)."""
+    from neuro_caduceus.cohort.source import cohort_subjects_and_qc
+
+    path = f"{root}/_cohort.json"
+    if fs.exists(path):
+        with fs.open(path, "r") as f:
+            saved = json.load(f)
+        return saved["subjects"], saved["qc"]
+    subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "w") as f:
+        json.dump({"subjects": subjects, "qc": qc}, f)
+    fs.mv(tmp, path)
+    return subjects, qc
+
+
 def _debug_kill() -> tuple[int, str] | None:
     after, marker = os.environ.get(KILL_AFTER_ENV), os.environ.get(KILL_MARKER_ENV)
     return (int(after), marker) if after and marker else None
@@ -132,7 +149,6 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     import ray
 
     from neuro_caduceus.cohort.manifest import build_manifest, format_summary, write_manifest
-    from neuro_caduceus.cohort.source import cohort_subjects_and_qc
     from neuro_caduceus.model import from_pretrained
     from neuro_caduceus.model.embedder import Embedder
 
@@ -147,7 +163,7 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     units = build_units(cfg)
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    subjects, qc = cohort_subjects_and_qc(cfg)
+    subjects, qc = _cohort(fs, root, cfg, units)
     recipe = _recipe(cfg, model_recipe, units, qc)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
     pending = [u for u in units if unit_name(u.gene_id) not in done]

@@ -52,26 +52,32 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
     return pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
 
 
-def _mt_subjects_and_qc(mt_path: str, qc: Any) -> tuple[list[str], dict]:
+def _mt_subjects_and_qc(mt_path: str, qc: Any, spans: list) -> tuple[list[str], dict]:
+    """QC counts over the configured regions only (interval pushdown), never a scan of the whole exome."""
+    from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, read_region_matrix
     from neuro_caduceus.variants.hail_session import init_hail
     from neuro_caduceus.variants.qc import filter_ids, qc_summary, sample_sets
     from neuro_caduceus.variants.source import WORKER_DRIVER_MEMORY
 
     hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
-    mt = hl.read_matrix_table(mt_path)
+    mt = read_region_matrix(hl, mt_path, spans, DEFAULT_MAX_REF_LENGTH)
     summary = qc_summary(mt, qc)
+    summary["scope"] = "variants in the configured regions"
     kept, _ = filter_ids(mt.s.collect(), qc, sample_sets(qc), warn=False)
     return kept, summary
 
 
-def cohort_subjects_and_qc(cfg: CohortConfig) -> tuple[list[str], dict]:
+def cohort_subjects_and_qc(cfg: CohortConfig, regions: list) -> tuple[list[str], dict]:
     """Subjects after QC (source order) and the counted QC summary for the recipe and the manifest."""
     import ray
 
     inputs = cfg.inputs
     if inputs.matrix_table:
-        task = ray.remote(num_cpus=1)(_mt_subjects_and_qc)
-        return ray.get(task.remote(inputs.matrix_table, cfg.qc))
+        from neuro_caduceus.variants.extract import RegionSpan
+
+        spans = [RegionSpan.of(r) for r in regions]
+        task = ray.remote(num_cpus=1)(_mt_subjects_and_qc)  # Hail runs in a worker: no JVM on the driver
+        return ray.get(task.remote(inputs.matrix_table, cfg.qc, spans))
     if inputs.haplotypes_parquet:
         from neuro_caduceus.variants.export import read_export_samples
 
