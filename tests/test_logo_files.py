@@ -138,3 +138,37 @@ def test_logo_command_reports_a_missing_phenotype_column(tmp_path):
                                    str(tmp_path / "p.tsv"), "--out", str(tmp_path / "o"), "--serial"])
     assert res.exit_code != 0
     assert "phenotype column 'mdd' not found" in res.output
+
+
+def test_reads_what_the_embedding_job_and_the_stats_stages_write(tmp_path, ray_session):
+    """The real producers: cohort shard schema -> stats subject matrix (gene blocks) -> stats PCA (none)."""
+    from neuro_caduceus.cohort.shards import shard_schema
+    from neuro_caduceus.stats.jobs import run_pca
+    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+
+    rng = np.random.default_rng(0)
+    genes = [("ENSG01", "SYN1"), ("ENSG02", "SYN2"), ("ENSG03", "SYN3")]
+    recipe = {"recipe_id": "t", "gene_list": [g for g, _ in genes], "gene_names": [n for _, n in genes]}
+    subjects = [f"S{i:03d}" for i in range(30)]
+    E = rng.normal(size=(30, 3, 4)).astype(np.float32)
+    (tmp_path / "job" / "shards").mkdir(parents=True)
+    for j, (gid, name) in enumerate(genes):
+        order = rng.permutation(30)
+        t = pa.table({"subject_id": [subjects[i] for i in order], "gene_id": [gid] * 30,
+                      "gene_name": [name] * 30,
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(E[order, j].reshape(-1)), 4)},
+                     schema=shard_schema(4, recipe))
+        pq.write_table(t, tmp_path / "job" / "shards" / f"{gid}.parquet")
+    expected = E.reshape(30, 12)
+
+    shards = read_features(tmp_path / "job")
+    build_subject_matrix(str(tmp_path / "job"), str(tmp_path / "stats"))
+    matrix = read_features(tmp_path / "stats" / "matrix")
+    for fm in (shards, matrix):
+        assert fm.gene_names == ["SYN1", "SYN2", "SYN3"]
+        assert fm.blocks["SYN2"] == slice(4, 8)
+        rows = [fm.subject_ids.index(s) for s in subjects]
+        np.testing.assert_array_equal(fm.X[rows], expected)
+    run_pca(str(tmp_path / "stats" / "matrix"), str(tmp_path / "pca"), n_components=12)
+    scores = read_features(tmp_path / "pca" / "scores")
+    assert scores.X.shape == (30, 12) and scores.blocks == {"all": slice(0, 12)}  # 12 = 3 x 4, still one
