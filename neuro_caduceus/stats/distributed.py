@@ -26,15 +26,21 @@ def _moments_row(ids: list[str], X: np.ndarray) -> pa.Table:
     """One summary row of a batch: count, mean and scatter (bytes) + the ids (for duplicate/NaN checks)."""
     finite = np.isfinite(X).all(axis=1)
     bad = [ids[i] for i in np.flatnonzero(~finite)]
-    m = Moments.of_block(X[finite])
+    m = Moments.of_block(X if finite.all() else X[finite], overwrite=True)  # X is this batch's own copy
     return pa.table({
         "count": pa.array([m.count], pa.int64()),
         "dim": pa.array([m.dim], pa.int64()),
-        "mean": pa.array([m.mean.tobytes()], pa.large_binary()),
-        "m2": pa.array([m.m2.tobytes()], pa.large_binary()),
+        "mean": _binary(m.mean),
+        "m2": _binary(m.m2),
         "ids": pa.array([ids], pa.list_(pa.string())),
         "bad": pa.array([bad], pa.list_(pa.string())),
     })
+
+
+def _binary(a: np.ndarray) -> pa.Array:
+    """A one-value large_binary array viewing the array's bytes (no copy of the d x d matrix)."""
+    offsets = pa.array([0, a.nbytes], pa.int64()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(np.ascontiguousarray(a))])
 
 
 def _pca_batch_moments(batch: pa.Table) -> pa.Table:
@@ -50,8 +56,8 @@ def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
     for block in stats_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in range(block.num_rows):
             d = block.column("dim")[row].as_py()
-            m2 = np.frombuffer(block.column("m2")[row].as_py(), dtype=np.float64).reshape(d, d).copy()
-            mean = np.frombuffer(block.column("mean")[row].as_py(), dtype=np.float64)
+            m2 = np.frombuffer(block.column("m2")[row].as_buffer(), dtype=np.float64).reshape(d, d)
+            mean = np.frombuffer(block.column("mean")[row].as_buffer(), dtype=np.float64)
             part = Moments(block.column("count")[row].as_py(), mean, m2)
             ids = block.column("ids")[row].as_py()
             seen.update(ids)

@@ -109,7 +109,8 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
     ds = fio.read_features(folder)
-    ids = [r["subject_id"] for r in ds.select_columns(["subject_id"]).iter_rows()]
+    id_batches = ds.select_columns(["subject_id"]).iter_batches(batch_size=None, batch_format="pyarrow")
+    ids = [s for batch in id_batches for s in batch.column("subject_id").to_pylist()]  # O(n) strings only
     matched, counts = match_covariates(ids, read_table(covariates), spec)
     if counts["without_covariates"] and spec.on_missing == "error":
         raise ValueError(f"{counts['without_covariates']} subject(s) have no complete covariate row in "

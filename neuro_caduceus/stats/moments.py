@@ -25,15 +25,19 @@ class Moments:
         return cls(0, np.zeros(d), np.zeros((d, d)))
 
     @classmethod
-    def of_block(cls, x: np.ndarray) -> Moments:
-        """Moments of one block of rows (float64 throughout; the block is centred on its own mean)."""
+    def of_block(cls, x: np.ndarray, overwrite: bool = False) -> Moments:
+        """Moments of one block of rows (float64; centred on its own mean, in place when `overwrite`)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"expected a 2-D block of rows, got shape {x.shape}")
         if x.shape[0] == 0:
             return cls.empty(x.shape[1])
         mean = x.mean(axis=0)
-        xc = np.ascontiguousarray(x - mean)
+        if overwrite and x.flags.c_contiguous and x.flags.writeable:
+            x -= mean
+            xc = x
+        else:
+            xc = np.ascontiguousarray(x - mean)
         return cls(x.shape[0], mean, xc.T @ xc)  # numpy uses a symmetric rank-k update for A.T @ A
 
     @property
@@ -49,10 +53,15 @@ class Moments:
         if self.count == 0:
             self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
             return self
+        from scipy.linalg.blas import dger
+
         n = self.count + other.count
         delta = other.mean - self.mean
+        if not (self.m2.flags.c_contiguous and self.m2.flags.writeable):
+            self.m2 = np.array(self.m2, order="C")
         self.m2 += other.m2
-        self.m2 += np.outer(delta, delta) * (self.count * other.count / n)
+        # rank-1 update in place (no d x d temporary): M2 is symmetric, so its F-ordered view is M2 itself
+        dger(self.count * other.count / n, delta, delta, a=self.m2.T, overwrite_a=1)
         self.mean = self.mean + delta * (other.count / n)
         self.count = n
         return self

@@ -64,12 +64,12 @@ class PCA:
         if constant.size:
             warnings.warn(f"{constant.size} constant feature column(s) (e.g. {constant[:10].tolist()}); "
                           "they carry no variance and get zero loadings", stacklevel=2)
-        evals, evecs = eigh(cov, subset_by_index=(d - k, d - 1))
+        total = float(np.trace(cov))
+        evals, evecs = eigh(cov, subset_by_index=(d - k, d - 1), overwrite_a=True, check_finite=False)
         order = np.argsort(evals)[::-1]
         evals, comps = np.clip(evals[order], 0.0, None), evecs[:, order].T
         self.components_ = _flip_signs(comps)
         self.explained_variance_ = evals
-        total = float(np.trace(cov))
         self.explained_variance_ratio_ = evals / total if total > 0 else np.zeros_like(evals)
         self.singular_values_ = np.sqrt(evals * (n - 1))
         self.mean_ = moments.mean.copy()
