@@ -104,3 +104,12 @@ def test_bad_covariate_input_is_explained():
         CovariateSpec(numerics=["age"])
     with pytest.raises(ValueError, match="features have 49 rows but covariates 50"):
         Residualizer().fit(Y[:49], cov)
+
+
+def test_spec_from_yaml(tmp_path):
+    (tmp_path / "m.yaml").write_text("covariates:\n  subject_id: eid\n  numeric: [age]\n  categorical: []\n")
+    spec = CovariateSpec.from_yaml(tmp_path / "m.yaml")
+    assert spec.subject_id == "eid" and spec.columns == ["age"]
+    (tmp_path / "bad.yaml").write_text("numeric: [age]\nreference: {batch: b1}\n")
+    with pytest.raises(ValueError, match=r"(?s)bad.yaml: invalid covariate mapping.*reference.*Extra inputs"):
+        CovariateSpec.from_yaml(tmp_path / "bad.yaml")

@@ -118,3 +118,15 @@ def test_cli_round_trip(ray_session, tmp_path):
     bad = runner.invoke(app, ["residualize", "--input", str(tmp_path / "pca"), "--covariates",
                               str(tmp_path / "cov.tsv"), "--out", str(tmp_path / "res2")])
     assert bad.exit_code != 0 and "subject_id" in str(bad.exception)
+
+
+def test_gene_set_yaml_forms(tmp_path):
+    from neuro_caduceus.stats.subject_matrix import load_gene_list
+
+    (tmp_path / "a.yaml").write_text("name: x\ngenes: [APOE, ENSG2]\n")
+    (tmp_path / "b.yaml").write_text("genes:\n  - {gene_id: ENSG3}\n  - {gene_name: TREM2}\n")
+    (tmp_path / "c.yaml").write_text("genes: []\n")
+    assert load_gene_list(str(tmp_path / "a.yaml")) == ["APOE", "ENSG2"]
+    assert load_gene_list(str(tmp_path / "b.yaml")) == ["ENSG3", "TREM2"]
+    with pytest.raises(ValueError, match="non-empty `genes:` list"):
+        load_gene_list(str(tmp_path / "c.yaml"))
