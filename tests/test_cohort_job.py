@@ -72,6 +72,10 @@ def data(tmp_path_factory) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A real `ray start --head` cluster on 127.0.0.1 with its own ports and temp dir."""
+    try:
+        import aiohttp_cors  # noqa: F401  (the dashboard's job API needs ray[default])
+    except ImportError:
+        pytest.fail("`ray job submit` needs the Ray dashboard: pip install 'ray[default]' (ray's version)")
     port, dash = _free_port(), _free_port()
     temp = tempfile.mkdtemp(prefix="nc_head_", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
