@@ -1,0 +1,145 @@
+"""`make demo`: the whole pipeline end to end on the embedded default (local Ray, local Hail, CPU).
+
+synthetic cohort -> RANDOM tiny checkpoint -> Hail MatrixTable -> cohort embedding job on Ray -> subject
+matrix -> exact PCA -> residuals on covariates -> leave-one-gene-out ΔAUC and gene-brain CCA.
+
+Why a module and not a shell script: one Ray session and one Hail session serve every stage (each costs
+seconds to start), and every step is skipped when its output is already complete, so a re-run after an
+interruption resumes. The settings of the embedding job come from `configs/demo.yaml`; only its
+`demo_out/` paths are moved under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEMO_PREFIX = "demo_out/"
+RANDOM_BANNER = (
+    "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
+    "tiny-ps): the numbers exercise the pipeline, they carry no biology. Point model.checkpoint at a "
+    "real Caduceus checkpoint for science."
+)
+
+
+def _step(title: str, done: bool, run: Callable[[], Any]) -> Any:
+    """Run one stage with a header and its wall time, or say it is already complete."""
+    print(f"\n== {title}", flush=True)
+    if done:
+        print("   already complete, skipped (delete the folder or use --fresh to redo it)", flush=True)
+        return None
+    t0 = time.time()
+    result = run()
+    print(f"   done in {time.time() - t0:.1f} s", flush=True)
+    return result
+
+
+def demo_config(config_path: Path, out: Path) -> Any:
+    """The demo cohort job config with its `demo_out/` paths moved under `out` (absolute)."""
+    from neuro_caduceus.cohort.config import CohortConfig
+
+    raw = yaml.safe_load(config_path.read_text())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(DEMO_PREFIX):
+            return str((out / value[len(DEMO_PREFIX):]).resolve())
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return CohortConfig.model_validate(move(raw))
+
+
+def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) -> dict:
+    """Every stage in order; returns the paths and headline numbers printed at the end."""
+    import ray
+
+    from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
+    from neuro_caduceus.cohort.job import run_embed_cohort
+    from neuro_caduceus.model.config import preset_config
+    from neuro_caduceus.model.random_init import random_model
+    from neuro_caduceus.stats.jobs import run_pca, run_residualize
+    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+    from neuro_caduceus.synthetic import make_cohort
+    from neuro_caduceus.variants.importer import import_vcf
+
+    cfg = demo_config(config_path, out)
+    cohort = out / "cohort"
+    checkpoint = Path(cfg.model.checkpoint)
+    stats, pca, resid = out / "stats", out / "pca", out / "residuals"
+    print(RANDOM_BANNER, flush=True)
+
+    _step(f"1/9 synthetic cohort ({samples} subjects, {genes} genes, seed {seed}) -> {cohort}",
+          (cohort / "synth_manifest.json").exists(),
+          lambda: make_cohort(cohort, n_samples=samples, n_genes=genes, seed=seed))
+    _step(f"2/9 RANDOM tiny-ps checkpoint -> {checkpoint}", (checkpoint / "config.json").exists(),
+          lambda: random_model(preset_config("tiny-ps"), seed=0).save_pretrained(checkpoint))
+    _step(f"3/9 Hail import (split_multi_hts) -> {cfg.inputs.matrix_table}",
+          Path(cfg.inputs.matrix_table).is_dir(),  # committed by rename: present = complete
+          lambda: import_vcf([str(cohort / "cohort.vcf.gz")], cfg.inputs.matrix_table,
+                             str(cohort / "genome.json")))
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    manifest = _step(f"4/9 cohort embedding job on Ray -> {cfg.output.dir}", False,
+                     lambda: run_embed_cohort(cfg))
+    _step(f"5/9 subject matrix -> {stats}", False,
+          lambda: build_subject_matrix(cfg.output.dir, str(stats)))
+    pca_summary = _step(f"6/9 exact PCA (512-D, capped at the data) -> {pca}", False,
+                        lambda: run_pca(str(stats), str(pca), n_components=512))
+    _step(f"7/9 residualize on age, sex, PC1-10, batch -> {resid}", False,
+          lambda: run_residualize(str(pca), str(cohort / "covariates.tsv"), str(resid)))
+    logo = _step(f"8/9 leave-one-gene-out ΔAUC (nested CV) -> {out / 'logo'}", False,
+                 lambda: logo_from_files(stats / "matrix", cohort / "phenotype.tsv",
+                                         cohort / "covariates.tsv", out / "logo",
+                                         config=LogoConfig(n_boot=200)))
+    cca = _step(f"9/9 gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
+                lambda: cca_from_files(resid, cohort / "brain.parquet", out / "cca",
+                                       config=CCAConfig(n_perm=50, reduce_dims=10, n_components=3),
+                                       gene_matrix=stats / "matrix"))
+    planted = json.loads((cohort / "synth_manifest.json").read_text())["planted_gene"]["gene_name"]
+    top = logo.table.sort("rank").row(0, named=True)
+    return {
+        "embeddings": cfg.output.dir,
+        "subjects": (manifest or {}).get("subjects"),
+        "pca_components": (pca_summary or {}).get("n_components"),
+        "logo_auc_all_genes": round(float(logo.auc_all), 3),
+        "logo_top_gene": f"{top['gene']} (ΔAUC {top['delta_auc']:+.3f}); planted gene: {planted}",
+        "cca_heldout_r1": round(float(cca.table["heldout_r"][0]), 3),
+        "cca_p1": float(cca.table["p_value"][0]),
+        "outputs": str(out.resolve()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neuro_caduceus.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"), help="cohort job config")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--genes", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fresh", action="store_true", help="delete --out first and redo every stage")
+    args = parser.parse_args(argv)
+    if not args.config.is_file():
+        parser.error(f"{args.config} not found: run from the repository root or pass --config")
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    t0 = time.time()
+    summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed)
+    print(f"\n== demo finished in {time.time() - t0:.0f} s", flush=True)
+    for key, value in summary.items():
+        print(f"   {key}: {value}")
+    print(RANDOM_BANNER)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
