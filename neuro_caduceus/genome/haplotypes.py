@@ -143,8 +143,14 @@ def _open_vcf(vcf: str):
     return VCF(vcf, lazy=True, threads=1)
 
 
-def _region_calls(reader, seqnames: set, region: Span, sample_idx: np.ndarray, samples: np.ndarray):
-    """SparseCalls of one region: every ALT of every record whose REF span overlaps a segment."""
+def _region_calls(
+    reader, seqnames: set, region: Span, sample_idx: np.ndarray, samples: np.ndarray, whole_calls: bool
+):
+    """SparseCalls of one region: every ALT of every record whose REF span overlaps a segment.
+
+    `whole_calls`: a genotype with a missing allele (`.|1`) counts as missing altogether (bcftools -H A);
+    otherwise each allele stands alone (bcftools -H 1 / -H 2).
+    """
     from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED, SparseCalls
 
     variants, record, a_index, sample, var, code = [], [], [], [], [], []
@@ -160,9 +166,12 @@ def _region_calls(reader, seqnames: set, region: Span, sample_idx: np.ndarray, s
                 v = Variant(rec.CHROM, rec.POS, rec.REF, alt)
                 if gt is None or not overlaps(v, region.segments):
                     continue
-                g0 = gt[:, 0] == k
                 haploid = gt[:, 1] == -2 if gt.shape[1] > 2 else np.ones(len(gt), dtype=bool)
+                g0 = gt[:, 0] == k
                 g1 = (gt[:, 1] == k) & ~haploid if gt.shape[1] > 2 else np.zeros(len(gt), dtype=bool)
+                if whole_calls:
+                    called = (gt[:, 0] >= 0) & (haploid | (gt[:, 1] >= 0))
+                    g0, g1 = g0 & called, g1 & called
                 carriers = np.flatnonzero(g0 | g1)
                 if not len(carriers):
                     continue
@@ -196,7 +205,8 @@ def unique_haplotypes_from_vcf(
     """HAPLOTYPE_SCHEMA rows (unique non-reference haplotypes + carriers) per region, read from a VCF.
 
     GT alleles go to haplotypes in written order (hap1 = first allele, phased or not, as bcftools consensus);
-    missing alleles carry nothing. Rows are identical to the Hail datasource's for the same calls.
+    a missing allele carries nothing (diploid); for consensus a call with any missing allele is missing.
+    Rows are identical to the Hail datasource's for the same calls (Hail reads `.|1` as a missing call).
     """
     from neuro_caduceus.variants.calls import STRATEGIES, haplotype_table
 
@@ -220,7 +230,11 @@ def unique_haplotypes_from_vcf(
         return HAPLOTYPE_SCHEMA.empty_table()
     seqnames = set(reader.seqnames)
     tables = [
-        haplotype_table(r.region_id, _region_calls(reader, seqnames, r, sample_idx, names), strategy)
+        haplotype_table(
+            r.region_id,
+            _region_calls(reader, seqnames, r, sample_idx, names, strategy == "consensus"),
+            strategy,
+        )
         for r in regions
     ]
     tables = [t for t in tables if t.num_rows]

@@ -1,0 +1,208 @@
+"""Haplotype builder and the VCF path against `bcftools consensus` (bundled in pysam) as the oracle.
+
+A generated genome (soft-masked stretch, N stretch) and VCF (SNVs, MNVs, insertions, deletions, complex
+replacements, a multi-allelic site, phased and unphased hets, hom-alt, missing calls, an overlapping pair on
+one haplotype): every sample, region and haplotype must equal bcftools' sequence (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pysam
+import pytest
+from pysam import bcftools
+
+from neuro_caduceus.genome.fasta import Reference
+from neuro_caduceus.genome.haplotypes import (
+    build_sequence,
+    reverse_complement,
+    unique_haplotypes_from_vcf,
+    variants_in,
+)
+from neuro_caduceus.genome.regions import Region, tile_windows
+from neuro_caduceus.genome.variant_schema import Variant
+
+SAMPLES = [f"S{i}" for i in range(1, 9)]
+LENGTH = 4000
+
+
+def _alt_for(kind: str, ref_base: str, seq: str, pos0: int, rng: random.Random) -> tuple[str, str]:
+    other = lambda b: rng.choice([x for x in "ACGT" if x != b.upper()])  # noqa: E731
+    if kind == "snv":
+        return seq[pos0], other(seq[pos0])
+    if kind == "mnv":
+        ref = seq[pos0:pos0 + 3]
+        return ref, "".join(other(b) for b in ref)
+    if kind == "ins":
+        return seq[pos0], seq[pos0] + "".join(rng.choice("ACGT") for _ in range(rng.randint(1, 6)))
+    if kind == "del":
+        ref = seq[pos0:pos0 + rng.randint(2, 7)]
+        return ref, ref[0]
+    ref = seq[pos0:pos0 + 3]  # complex: 3 bases -> 2..5 other bases
+    return ref, other(ref[0]) + "".join(rng.choice("ACGT") for _ in range(rng.randint(1, 4)))
+
+
+def _genotypes(rng: random.Random, n_alts: int) -> list[str]:
+    choices = ["0/0"] * 6 + ["0/1", "1/0", "0|1", "1|0", "1/1", "1|1", "./.", "1|.", ".|1", "0/."]
+    if n_alts == 2:
+        choices += ["1/2", "2|1", "0/2", "2/2"]
+    return [rng.choice(choices) for _ in SAMPLES]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    rng = random.Random(42)
+    bases = [rng.choice("ACGT") for _ in range(LENGTH)]
+    bases[600:900] = [b.lower() for b in bases[600:900]]  # soft-masked repeat
+    bases[3300:3400] = ["N"] * 100
+    seq = "".join(bases)
+    out = tmp_path_factory.mktemp("hap")
+    fasta = out / "ref.fa"
+    fasta.write_text(">chr1\n" + "".join(seq[i:i + 70] + "\n" for i in range(0, LENGTH, 70)))
+    pysam.faidx(str(fasta))
+    upper = seq.upper()
+    records, pos0 = [], 40
+    kinds = ["snv", "mnv", "ins", "del", "complex"]
+    while pos0 < 3200:
+        kind = kinds[len(records) % len(kinds)]
+        ref, alt = _alt_for(kind, upper[pos0], upper, pos0, rng)
+        alts = [alt]
+        if len(records) % 7 == 3:  # multi-allelic: a second ALT at the same REF
+            second = _alt_for("snv", upper[pos0], upper, pos0, rng)[1] + ref[1:]
+            alts += [second] if second != alt else []
+        gts = _genotypes(rng, len(alts))
+        records.append((pos0 + 1, ref, alts, gts))
+        pos0 += len(ref) + rng.randint(8, 60)
+    # the overlapping pair: a deletion and an SNV inside it, both on haplotype 1 of S1 (and hom in S2)
+    d0 = 3230
+    records.append((d0 + 1, upper[d0:d0 + 6], [upper[d0]], ["1|0", "1/1"] + ["0/0"] * 6))
+    snv = "T" if upper[d0 + 2] != "T" else "G"
+    records.append((d0 + 3, upper[d0 + 2], [snv], ["1|0", "1/1"] + ["0/0"] * 6))
+    lines = ["##fileformat=VCFv4.2", f"##contig=<ID=chr1,length={LENGTH}>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#" + "\t".join(["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT",
+                              *SAMPLES])]
+    for pos, ref, alts, gts in records:
+        lines.append("\t".join(["chr1", str(pos), ".", ref, ",".join(alts), ".", "PASS", ".", "GT", *gts]))
+    vcf = out / "calls.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    gaps = [records[i][0] + len(records[i][1]) + 3 for i in (5, 14, 25)]  # cut points between variants
+    regions = [
+        Region("WHOLE", "WHOLE", "chr1", "+", ((0, 3500),), "reference"),
+        Region("LEFT", "LEFT", "chr1", "+", ((10, gaps[0]),), "reference"),
+        Region("MIDDLE", "MIDDLE", "chr1", "+", ((gaps[0], gaps[1]), (gaps[2], 3500)), "reference"),
+    ]
+    return {"seq": seq, "fasta": fasta, "vcf": Path(f"{vcf}.gz"), "regions": regions, "records": records,
+            "out": out}
+
+
+def _bcftools(case, region: Region, sample: str, haplotype: str) -> str:
+    """bcftools consensus of one region (each segment: its own `chr:from-to` FASTA record), concatenated."""
+    parts = []
+    for a, b in region.segments:
+        fa = case["out"] / f"{region.region_id}_{a}_{b}.fa"
+        if not fa.exists():
+            fa.write_text(f">chr1:{a + 1}-{b}\n{case['seq'][a:b]}\n")
+        text = bcftools.consensus("-f", str(fa), "-s", sample, "-H", haplotype, str(case["vcf"]))
+        parts.append("".join(text.split("\n")[1:]))
+    return "".join(parts).upper()
+
+
+def _carried(table) -> dict:
+    out: dict = {}
+    for row in table.to_pylist():
+        variants = [Variant(**v) for v in row["variants"]]
+        for c in row["carriers"]:
+            out[(row["gene_id"], c["subject_id"], c["hap_index"])] = variants
+    return out
+
+
+def test_diploid_haplotypes_equal_bcftools_consensus(case):
+    ref = Reference(str(case["fasta"]))
+    carried = _carried(unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid"))
+    skipped = 0
+    for region in case["regions"]:
+        for sample in SAMPLES:
+            for hap in (1, 2):
+                result = build_sequence(ref, region, carried.get((region.region_id, sample, hap), []))
+                skipped += len(result.skipped_overlap)
+                assert result.sequence == _bcftools(case, region, sample, str(hap)), (region, sample, hap)
+    assert skipped >= 2  # the overlapping pair (S1 hap 1, S2 both) was exercised
+
+
+def test_consensus_strategy_equals_bcftools_alt_mode(case):
+    ref = Reference(str(case["fasta"]))
+    carried = _carried(unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "consensus"))
+    multi = {pos for pos, _, alts, _ in case["records"] if len(alts) > 1}
+    for region in case["regions"]:
+        for sample in SAMPLES:
+            variants = carried.get((region.region_id, sample, 1), [])
+            if sum(v.pos in multi for v in variants) > 1:
+                continue  # two ALTs at one site: which one bcftools -H A keeps is not specified
+            ours = build_sequence(ref, region, variants).sequence
+            assert ours == _bcftools(case, region, sample, "A"), (region.region_id, sample)
+
+
+def test_minus_strand_is_the_reverse_complement(case):
+    ref = Reference(str(case["fasta"]))
+    carried = _carried(unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid"))
+    plus = case["regions"][2]
+    minus = Region(plus.region_id, plus.gene_name, "chr1", "-", plus.segments, "transcript")
+    for sample in SAMPLES:
+        variants = carried.get((plus.region_id, sample, 1), [])
+        assert build_sequence(ref, minus, variants).sequence == reverse_complement(
+            build_sequence(ref, plus, variants).sequence)
+
+
+def test_samples_subset_and_reference_strategy(case):
+    full = _carried(unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid"))
+    some = _carried(
+        unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid", samples=["S3", "S1"]))
+    assert some == {k: v for k, v in full.items() if k[1] in ("S1", "S3")}
+    assert unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "reference").num_rows == 0
+    with pytest.raises(ValueError, match="not in VCF .*: NOPE"):
+        unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid", samples=["S1", "NOPE"])
+    with pytest.raises(FileNotFoundError, match="has no index"):
+        plain = case["out"] / "unindexed.vcf.gz"
+        plain.write_bytes(case["vcf"].read_bytes())
+        unique_haplotypes_from_vcf(str(plain), case["regions"], "diploid")
+
+
+def test_ref_mismatch_rejected_or_strict_error_and_ignored_alleles(case):
+    ref = Reference(str(case["fasta"]))
+    region = Region("R", "R", "chr1", "+", ((100, 200),), "reference")
+    true_base = case["seq"][150].upper()
+    wrong = Variant("chr1", 151, "A" if true_base != "A" else "C", "G")
+    good = Variant("chr1", 161, case["seq"][160].upper(), "N")
+    star = Variant("chr1", 171, case["seq"][170].upper(), "*")
+    res = build_sequence(ref, region, [wrong, good, star])
+    assert res.rejected_ref_mismatch == [wrong] and res.applied == [good] and res.ignored == [star]
+    assert res.sequence == case["seq"][100:160].upper() + "N" + case["seq"][161:200].upper()
+    with pytest.raises(ValueError, match="REF mismatch at chr1:151"):
+        build_sequence(ref, region, [wrong], strict_ref=True)
+
+
+def test_windows_of_a_haplotype_concatenate_to_the_region_haplotype(case):
+    """Boundary rule: variants straddling window and region edges (indels included) split consistently."""
+    ref = Reference(str(case["fasta"]))
+    rng = random.Random(3)
+    upper = case["seq"].upper()
+    region = Region("R", "R", "chr1", "+", ((1000, 1500), (1600, 2300), (2400, 2600)), "reference")
+    for trial in range(30):
+        variants, pos0 = [], 990 + rng.randint(0, 5)
+        while pos0 < 2610:
+            kind = rng.choice(["snv", "mnv", "ins", "del", "complex"])
+            r, a = _alt_for(kind, upper[pos0], upper, pos0, rng)
+            variants.append(Variant("chr1", pos0 + 1, r, a))
+            pos0 += len(r) + rng.randint(0, 40)
+        whole = build_sequence(ref, region, variants).sequence
+        for window in (64, 100, 333):
+            pieces = [build_sequence(ref, w, variants_in(w, variants)).sequence
+                      for w in tile_windows(region, window)]
+            assert "".join(pieces) == whole, (trial, window)
+        reverse = Region("R", "R", "chr1", "-", region.segments, "transcript")
+        pieces = [build_sequence(ref, w, variants).sequence for w in tile_windows(reverse, 100)]
+        assert "".join(reversed(pieces)) == build_sequence(ref, reverse, variants).sequence
