@@ -2,8 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import typer
+
+MODE_HELP = "gene_body | exons | cds (canonical transcript)"
+ORIENT_HELP = "transcript (minus-strand genes reverse-complemented) | reference (+ strand)"
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad input ends the command with its message on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except (ValueError, KeyError, OSError) as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _spec(mode: str, flank: int, orient: str):
+    from neuro_caduceus.genome.regions import RegionSpec
+
+    return RegionSpec(mode=mode, flank=flank, orient=orient)  # type: ignore[arg-type]
+
+
+def genes(
+    gtf: Path = typer.Option(..., help="GENCODE GTF (plain or .gz)"),
+    genes: Path = typer.Option(..., "--genes", help="Gene set YAML (name, genes)"),
+    fasta: str = typer.Option(..., help="Reference FASTA with .fai (path or fsspec URL)"),
+    out: Path = typer.Option(..., help="Output prefix: writes PREFIX.tsv and PREFIX.fa"),
+    mode: str = typer.Option("gene_body", help=MODE_HELP),
+    flank: int = typer.Option(0, help="Bases added to the region's outer ends"),
+    orient: str = typer.Option("transcript", help=ORIENT_HELP),
+) -> None:
+    """Gene set + GTF + FASTA -> regions table (PREFIX.tsv) and reference sequences (PREFIX.fa)."""
+    with _user_errors():
+        from neuro_caduceus.genome.fasta import Reference
+        from neuro_caduceus.genome.gene_regions import check_contigs, regions_from_gene_set, write_regions
+
+        regions = regions_from_gene_set(gtf, genes, _spec(mode, flank, orient))
+        reference = Reference(fasta)
+        check_contigs(reference, regions)
+        tsv, fa, bases = write_regions(reference, regions, out)
+    minus = sum(r.reverse for r in regions)
+    typer.echo(
+        f"{len(regions)} regions ({mode}, flank {flank}, orient {orient}; {minus} reverse-complemented), "
+        f"{bases:,} bases -> {tsv}, {fa}"
+    )
+
+
+def personalize(
+    fasta: str = typer.Option(..., help="Reference FASTA with .fai (path or fsspec URL)"),
+    vcf: str = typer.Option(..., help="Multi-sample bgzipped VCF with a .tbi or .csi index"),
+    regions: Path | None = typer.Option(None, help="BED regions (0-based half-open; name, strand optional)"),
+    gtf: Path | None = typer.Option(None, help="GTF, with --genes, instead of --regions"),
+    genes: Path | None = typer.Option(None, "--genes", help="Gene set YAML (with --gtf)"),
+    strategy: str = typer.Option(..., help="reference | consensus | diploid"),
+    out: Path = typer.Option(..., help="Output FASTA; the summary goes to OUT.summary.json"),
+    samples: Path | None = typer.Option(
+        None, help="File with one sample id per line (default: all, VCF order)"
+    ),
+    mode: str = typer.Option("gene_body", help=MODE_HELP + " (with --gtf)"),
+    flank: int = typer.Option(0, help="Bases added to the region's outer ends (with --gtf)"),
+    orient: str = typer.Option("transcript", help=ORIENT_HELP),
+    strict_ref: bool = typer.Option(
+        False, "--strict-ref", help="A REF mismatch is an error, not a rejection"
+    ),
+) -> None:
+    """Each sample's haplotype sequences of each region (bcftools consensus semantics) as FASTA."""
+    with _user_errors():
+        from neuro_caduceus.genome import gene_regions
+        from neuro_caduceus.genome import personalize as run
+
+        if strategy not in run.STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(run.STRATEGIES)}, got {strategy!r}")
+        if (regions is None) == (gtf is None and genes is None):
+            raise ValueError("give either --regions BED or --gtf GTF with --genes SET (not both)")
+        spec = _spec(mode, flank, orient)
+        if regions is not None:
+            chosen = gene_regions.read_bed(regions, spec.orient)
+        elif gtf is None or genes is None:
+            raise ValueError("--gtf and --genes go together")
+        else:
+            chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
+        names = run.read_samples_file(samples) if samples is not None else None
+        summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref)
+    for line in summary.lines():
+        typer.echo(line, err=True)
+    typer.echo(f"wrote {out} and {run.summary_path(out)}", err=True)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the top-level app."""
+    app.command("genes")(genes)
+    app.command("personalize")(personalize)

@@ -1,0 +1,255 @@
+"""Subject-specific haplotype sequences of regions, from a multi-sample VCF (the `personalize` command).
+
+Why this shape: in a cohort most subjects share a region's haplotype. `unique_haplotypes_from_vcf` groups
+subject haplotypes by their variants, so each unique haplotype is built once (`build_sequence`, bcftools
+consensus semantics) and the same string is handed to every carrier; subjects absent from a region's rows
+carry its reference sequence.
+
+Output order: samples (VCF header order, or the --samples file's), then regions, then haplotypes;
+records are named `SAMPLE|REGION|hapN` (N = 1, 2 for diploid, 1 for consensus and reference).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neuro_caduceus.genome.gene_regions import atomic_writer, check_contigs
+from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps
+from neuro_caduceus.genome.regions import Region
+from neuro_caduceus.genome.variant_schema import Variant
+
+STRATEGIES = ("reference", "consensus", "diploid")
+OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")
+
+
+@dataclass
+class RegionHaplotypes:
+    """One region's distinct sequences (index 0 = reference) and which one each sample haplotype carries."""
+
+    region: Region
+    builds: list[BuildResult]
+    assignment: np.ndarray  # int32 [n_samples, n_haps]: index into `builds`
+
+    @property
+    def sequences(self) -> list[str]:
+        return [b.sequence for b in self.builds]
+
+
+def n_haps(strategy: str) -> int:
+    return 2 if strategy == "diploid" else 1
+
+
+def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per carrier (flattened over rows): row index, sample index (into `samples`), haplotype column."""
+    carriers = table.column("carriers").combine_chunks()
+    offsets = carriers.offsets.to_numpy()
+    values = carriers.values
+    sample = pc.index_in(values.field("subject_id"), value_set=pa.array(list(samples), pa.string()))
+    row = np.repeat(np.arange(table.num_rows), np.diff(offsets))
+    hap = values.field("hap_index").to_numpy(zero_copy_only=False).astype(np.int64) - 1
+    return row, sample.to_numpy(zero_copy_only=False).astype(np.int64), hap
+
+
+def _row_ranges(gene_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Contiguous row range of each gene (the VCF path writes each region's rows together)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    start = 0
+    for i in range(1, len(gene_ids) + 1):
+        if i == len(gene_ids) or gene_ids[i] != gene_ids[start]:
+            if gene_ids[start] in ranges:
+                raise ValueError(f"haplotype rows of {gene_ids[start]} are not contiguous")
+            ranges[gene_ids[start]] = (start, i)
+            start = i
+    return ranges
+
+
+def region_haplotypes(
+    reference,
+    table: pa.Table,
+    regions: Sequence[Region],
+    samples: Sequence[str],
+    strategy: str,
+    strict_ref: bool = False,
+) -> Iterator[RegionHaplotypes]:
+    """Build each region's reference and unique haplotypes once; map every sample haplotype to one of them."""
+    gene_ids = table.column("gene_id").to_pylist()
+    ranges = _row_ranges(gene_ids)
+    row, sample, hap = _carrier_columns(table, samples) if table.num_rows else (None, None, None)
+    offsets = table.column("carriers").combine_chunks().offsets.to_numpy() if table.num_rows else None
+    variants_col = table.column("variants")
+    for region in regions:
+        builds = [build_sequence(reference, region, [], strict_ref=strict_ref)]
+        assignment = np.zeros((len(samples), n_haps(strategy)), dtype=np.int32)
+        r0, r1 = ranges.get(region.region_id, (0, 0))
+        for r in range(r0, r1):
+            variants = [Variant(**v) for v in variants_col[r].as_py()]
+            builds.append(build_sequence(reference, region, variants, strict_ref=strict_ref))
+        if r1 > r0:
+            c0, c1 = offsets[r0], offsets[r1]
+            assignment[sample[c0:c1], hap[c0:c1]] = row[c0:c1] - r0 + 1
+        yield RegionHaplotypes(region, builds, assignment)
+
+
+def count_missing_calls(vcf: str, regions: Sequence[Region], samples: Sequence[str]) -> tuple[int, int]:
+    """(VCF records overlapping the regions, genotype calls with a missing allele among them), per region.
+
+    Read with pysam, independently of the haplotype path. A record overlapping two regions counts in each.
+    """
+    import pysam
+
+    from neuro_caduceus.genome.fasta import ContigNotFound, resolve_contig
+
+    records = missing = 0
+    with pysam.VariantFile(vcf) as vf:
+        vf.subset_samples(list(samples))
+        contigs = set(vf.header.contigs) | set(vf.index or [])
+        for region in regions:
+            try:
+                chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
+            except ContigNotFound:
+                continue
+            start, end = region.segments[0][0], region.segments[-1][1]
+            for rec in vf.fetch(chrom, start, end):
+                probe = Variant(rec.chrom, rec.pos, rec.ref or "N", "N")
+                if not overlaps(probe, region.segments):
+                    continue
+                records += 1
+                for call in rec.samples.values():
+                    gt = call.get("GT") if "GT" in rec.format else None
+                    if not gt or None in gt:
+                        missing += 1
+    return records, missing
+
+
+@dataclass
+class Summary:
+    """What `personalize` did; the counts are over written haplotypes (sample x region x hap)."""
+
+    strategy: str
+    samples: int = 0
+    regions: int = 0
+    vcf_records_in_regions: int = 0
+    missing_calls: int = 0
+    haplotypes_built: int = 0
+    haplotypes_written: int = 0
+    bases_written: int = 0
+    variants: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    distinct_variants: dict = field(default_factory=lambda: {k: set() for k in OUTCOMES})
+    seconds: float = 0.0
+
+    def add(self, rh: RegionHaplotypes) -> None:
+        uses = np.bincount(rh.assignment.ravel(), minlength=len(rh.builds))
+        self.haplotypes_built += len(rh.builds)
+        self.haplotypes_written += int(uses.sum())
+        for build, n in zip(rh.builds, uses.tolist(), strict=True):
+            self.bases_written += n * len(build.sequence)
+            for outcome in OUTCOMES:
+                hits = getattr(build, outcome)
+                self.variants[outcome] += n * len(hits)
+                if n:
+                    self.distinct_variants[outcome].update(v.token() for v in hits)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "distinct_variants"}
+        out["variants"] = dict(self.variants)
+        out["distinct_variants"] = {k: len(v) for k, v in self.distinct_variants.items()}
+        out["rejected_ref_mismatch_examples"] = sorted(self.distinct_variants["rejected_ref_mismatch"])[:20]
+        out["skipped_overlap_examples"] = sorted(self.distinct_variants["skipped_overlap"])[:20]
+        out["shared"] = "each unique haplotype is built once and written to every carrier"
+        return out
+
+    def lines(self) -> list[str]:
+        v = self.variants
+        return [
+            f"samples {self.samples}, regions {self.regions}, strategy {self.strategy}",
+            f"haplotypes written {self.haplotypes_written:,} ({self.bases_written:,} bases), "
+            f"built {self.haplotypes_built:,} (unique sequences per region, reference included)",
+            f"VCF records in the regions {self.vcf_records_in_regions:,}; "
+            f"missing calls {self.missing_calls:,} (those haplotypes keep the reference)",
+            f"variants over written haplotypes: applied {v['applied']:,}, skipped overlapping "
+            f"{v['skipped_overlap']:,}, rejected REF mismatch {v['rejected_ref_mismatch']:,}, "
+            f"ignored (*, symbolic, ALT=REF) {v['ignored']:,}",
+            f"time {self.seconds:.2f} s",
+        ]
+
+
+def vcf_samples(vcf: str) -> list[str]:
+    import pysam
+
+    with pysam.VariantFile(vcf) as vf:
+        return list(vf.header.samples)
+
+
+def read_samples_file(path: str | Path) -> list[str]:
+    """One sample id per line (blank lines and # comments skipped); repeats are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file {path} does not exist")
+    out, seen = [], {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in seen:
+            raise ValueError(f"samples file {path} line {n}: {name!r} repeats line {seen[name]}")
+        seen[name] = n
+        out.append(name)
+    if not out:
+        raise ValueError(f"samples file {path} lists no samples")
+    return out
+
+
+def summary_path(out: str | Path) -> Path:
+    """OUT.fa -> OUT.summary.json (the FASTA suffix replaced)."""
+    out = Path(out)
+    stem = out.name
+    for suffix in (".fa.gz", ".fasta", ".fa", ".fna"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return out.with_name(f"{stem}.summary.json")
+
+
+def personalize(
+    fasta: str,
+    vcf: str,
+    regions: Sequence[Region],
+    strategy: str,
+    out: str | Path,
+    samples: Sequence[str] | None = None,
+    strict_ref: bool = False,
+) -> Summary:
+    """Write every sample's haplotype sequences of every region to `out` (FASTA) and its summary JSON."""
+    from neuro_caduceus.genome.fasta import Reference
+    from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    t0 = time.perf_counter()
+    reference = Reference(fasta)
+    check_contigs(reference, list(regions), vcf)
+    table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples)  # checks index and samples
+    chosen = list(samples) if samples is not None else vcf_samples(vcf)
+    summary = Summary(strategy, samples=len(chosen), regions=len(regions))
+    summary.vcf_records_in_regions, summary.missing_calls = count_missing_calls(vcf, regions, chosen)
+    built = list(region_haplotypes(reference, table, regions, chosen, strategy, strict_ref))
+    for rh in built:
+        summary.add(rh)
+    sequences = [rh.sequences for rh in built]
+    with atomic_writer(out) as fh:
+        for s, name in enumerate(chosen):
+            for rh, seqs in zip(built, sequences, strict=True):
+                for h, k in enumerate(rh.assignment[s].tolist(), start=1):
+                    fh.write(f">{name}|{rh.region.region_id}|hap{h}\n{seqs[k]}\n")
+    summary.seconds = time.perf_counter() - t0
+    with atomic_writer(summary_path(out)) as fh:
+        json.dump(summary.as_dict(), fh, indent=1)
+    return summary
