@@ -16,7 +16,7 @@ from neuro_caduceus.cohort.shards import unit_name
 SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
     "haplotype_windows_equal_reference", "haplotype_windows_deduplicated", "tokens_embedded", "naive_tokens",
-    "variants_applied", "variants_skipped_overlap", "variants_rejected_ref_mismatch",
+    "variants_applied", "variants_skipped_overlap", "variants_rejected_ref_mismatch", "variants_ignored",
 )
 
 
@@ -43,6 +43,7 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
             "applied": totals["variants_applied"],
             "skipped_overlap": totals["variants_skipped_overlap"],
             "rejected_ref_mismatch": totals["variants_rejected_ref_mismatch"],
+            "ignored": totals["variants_ignored"],
         },
         "unique_haplotypes": totals["unique_haplotypes"],
         "windows": {
@@ -81,7 +82,7 @@ def format_summary(m: dict) -> str:
         f"  subjects {m['subjects']:,} x genes {m['genes']:,} = {m['rows']:,} rows "
         f"(units: {u['done_now']} now, {u['done_before']} from an earlier run)",
         f"  variants applied {v['applied']:,}, skipped (overlap) {v['skipped_overlap']:,}, "
-        f"rejected (REF mismatch) {v['rejected_ref_mismatch']:,}",
+        f"rejected (REF mismatch) {v['rejected_ref_mismatch']:,}, ignored (*, symbolic) {v['ignored']:,}",
         f"  unique non-reference haplotypes {m['unique_haplotypes']:,}",
         f"  windows embedded {w['embedded']:,} of {w['naive']:,} naive (reused {w['reused']:,})",
         f"  tokens embedded {t['embedded']:,} of {t['naive']:,} naive: {t['reduction']:.1f}x fewer",

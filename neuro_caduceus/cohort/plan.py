@@ -45,6 +45,9 @@ class GenePlan:
     lengths: np.ndarray | None = None  # int64 [n_slots]
 
 
+VARIANT_OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")  # BuildResult fields
+
+
 def content_key(seq: str) -> str:
     """Window content key: identical sequences share one model call."""
     return hashlib.sha1(seq.encode()).hexdigest()
@@ -56,15 +59,6 @@ def open_reference(path: str):
     from neuro_caduceus.genome.fasta import Reference
 
     return Reference(path)
-
-
-def _variant_set(x: Any) -> set:
-    """BuildResult fields may be counts or lists of variants; count lists by identity across windows."""
-    return set(x) if isinstance(x, list | tuple | set) else set()
-
-
-def _as_count(x: Any) -> int:
-    return len(x) if isinstance(x, list | tuple | set) else int(x or 0)
 
 
 def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
@@ -85,10 +79,7 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
     ref_slots = np.array([slot(s) for s in ref_seqs], dtype=np.int64)
     ref_len = sum(len(s) for s in ref_seqs)
     hap_keys, hap_repl, carriers = [], [], []
-    applied: set = set()
-    skipped: set = set()
-    rejected: set = set()
-    n_counted = {"applied": 0, "skipped_overlap": 0, "rejected_ref_mismatch": 0}
+    outcomes: dict[str, set] = {name: set() for name in VARIANT_OUTCOMES}  # a variant counts once per gene
     windows_built = windows_same_as_ref = windows_dedup = 0
     naive_tokens = 0
     n_subject_haps_listed = 0
@@ -97,16 +88,11 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
         repl = []
         hap_len = ref_len
         for i, window in enumerate(unit.windows):
-            overlapping = variants_in(window, variants)
-            if not overlapping:
+            if not variants_in(window, variants):
                 continue
-            res = build_sequence(reference, window, overlapping)
-            for name, seen in (("applied", applied), ("skipped_overlap", skipped),
-                               ("rejected_ref_mismatch", rejected)):
-                value = getattr(res, name)
-                seen |= _variant_set(value)
-                if not isinstance(value, list | tuple | set):
-                    n_counted[name] += _as_count(value)
+            res = build_sequence(reference, window, variants)  # all: overlap skips depend on earlier ones
+            for name in VARIANT_OUTCOMES:
+                outcomes[name].update(getattr(res, name))
             windows_built += 1
             hap_len += len(res.sequence) - len(ref_seqs[i])
             if res.sequence == ref_seqs[i]:
@@ -132,8 +118,6 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
         "tokens_embedded": sum(len(s) for s in seqs),
         "carrier_haplotype_tokens": naive_tokens,
         "carrier_subject_haplotypes": n_subject_haps_listed,
-        "variants_applied": len(applied) or n_counted["applied"],
-        "variants_skipped_overlap": len(skipped) or n_counted["skipped_overlap"],
-        "variants_rejected_ref_mismatch": len(rejected) or n_counted["rejected_ref_mismatch"],
+        **{f"variants_{name}": len(outcomes[name]) for name in VARIANT_OUTCOMES},
     }
     return GenePlan(unit, seqs, ref_slots, hap_keys, hap_repl, carriers, counts)

@@ -70,18 +70,29 @@ def _is_ignored(v: Variant) -> bool:
     return alt in ("*", ".", v.ref.upper()) or alt.startswith("<") or "[" in alt or "]" in alt
 
 
-def _select(reference, lo: int, variants: list[Variant], ctx: str, strict_ref: bool):
-    """Split the overlapping variants into applied / skipped / rejected / ignored, in position order."""
+def _reference_bases(reference, chrom: str, v: Variant) -> str:
+    if v.end0 > reference.length(chrom):
+        raise ValueError(
+            f"{v.chrom}:{v.pos} {v.ref}>{v.alt} ends past the end of contig {chrom} in "
+            f"{reference.path}: the VCF and the FASTA are different assemblies"
+        )
+    return reference.fetch(chrom, v.start0, v.end0)
+
+
+def _select(reference, chrom: str, variants: list[Variant], strict_ref: bool):
+    """Split the haplotype's variants into applied / skipped / rejected / ignored, in position order."""
     applied, skipped, rejected, ignored = [], [], [], []
     last_end = -1
     for v in sorted(variants):
         if _is_ignored(v):
             ignored.append(v)
-        elif ctx[v.start0 - lo : v.end0 - lo] != v.ref.upper():
+            continue
+        found = _reference_bases(reference, chrom, v)
+        if found != v.ref.upper():
             if strict_ref:
                 raise ValueError(
                     f"REF mismatch at {v.chrom}:{v.pos}: VCF REF {v.ref} but FASTA "
-                    f"{reference.path} has {ctx[v.start0 - lo : v.end0 - lo]}"
+                    f"{reference.path} has {found}"
                 )
             rejected.append(v)
         elif v.start0 < last_end:
@@ -113,15 +124,18 @@ def _build_segment(ctx: str, lo: int, start: int, end: int, applied: list[Varian
 def build_sequence(
     reference, span: Span, variants: Iterable[Variant], *, strict_ref: bool = False
 ) -> BuildResult:
-    """The haplotype sequence of a region or window (oriented), and what happened to each variant."""
+    """The haplotype sequence of a region or window (oriented), and what happened to its variants.
+
+    `variants` may be all of the haplotype's variants: whether one is skipped as overlapping depends on the
+    ones before it, also outside this window, so the choice is made over all of them and only the variants
+    overlapping the span are reported and applied. That keeps windows consistent with the whole region.
+    """
     segments = span.segments
-    hits = variants_in(span, variants)
-    lo = min([segments[0][0], *(v.start0 for v in hits)])
-    hi = max([segments[-1][1], *(v.end0 for v in hits)])
-    if hits and hi > reference.length(span.chrom):
-        raise ValueError(f"a variant of {span.chrom} ends past the contig end in {reference.path}")
+    chosen = _select(reference, span.chrom, list(variants), strict_ref)
+    applied, skipped, rejected, ignored = ([v for v in part if overlaps(v, segments)] for part in chosen)
+    lo = min([segments[0][0], *(v.start0 for v in applied)])
+    hi = max([segments[-1][1], *(v.end0 for v in applied)])
     ctx = reference.fetch(span.chrom, lo, hi)
-    applied, skipped, rejected, ignored = _select(reference, lo, hits, ctx, strict_ref)
     seq = "".join(_build_segment(ctx, lo, a, b, applied) for a, b in segments)
     return BuildResult(reverse_complement(seq) if span.reverse else seq, applied, skipped, rejected, ignored)
 
