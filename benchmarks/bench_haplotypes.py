@@ -197,7 +197,8 @@ def gvl_subprocess(python: str, job: dict) -> dict:
                               stdout=fh, stderr=subprocess.STDOUT, check=False)
     if done.returncode:
         tail = log.read_text()[-3000:]
-        raise SystemExit(f"GenVarLoader run failed (exit {done.returncode}) with {python or sys.executable}:\n"
+        exe = python or sys.executable
+        raise SystemExit(f"GenVarLoader run failed (exit {done.returncode}) with {exe}:\n"
                          f"{tail}\nInstall it in its own environment: python -m venv ENV && "
                          "ENV/bin/pip install genvarloader; then pass --gvl-python ENV/bin/python")
     return json.loads(Path(job["folder"], "gvl_result.json").read_text())
@@ -274,8 +275,8 @@ def main() -> None:
             assert theirs["haplotypes"] == ours["haplotypes"], (theirs["haplotypes"], ours["haplotypes"])
 
     n, b = ours["haplotypes"], ours["bases"]
-    print(f"\n{n:,} haplotypes ({args.samples} samples x {args.regions} regions x 2), {b:,} bases; ours built "
-          f"{ours['built']:,} unique sequences (reference included) and shared them with their carriers")
+    print(f"\n{n:,} haplotypes ({args.samples} samples x {args.regions} regions x 2), {b:,} bases; "
+          f"ours built {ours['built']:,} unique sequences (reference included), shared with their carriers")
     print(f"{'step':45s} {'seconds':>9s} {'haplotypes/s':>14s} {'Mbases/s':>10s}")
     for name, sec in rows:
         total = "total" in name or "retrieve" in name

@@ -47,6 +47,30 @@ def n_haps(strategy: str) -> int:
     return 2 if strategy == "diploid" else 1
 
 
+class RegionReference:
+    """The reference bases around one region, fetched once and served from memory.
+
+    Why: `build_sequence` asks the reference for the region's bases and for every variant's REF bases, once
+    per haplotype; a region with thousands of unique haplotypes would otherwise resolve the contig and
+    fetch from the FASTA hundreds of thousands of times. Requests outside the cached span go through.
+    """
+
+    def __init__(self, reference, chrom: str, start: int, end: int):
+        self.path = reference.path
+        self._reference, self._chrom = reference, chrom
+        self._length = reference.length(chrom)
+        self._start, self._end = max(0, start), min(end, self._length)
+        self._bases = reference.fetch(chrom, self._start, self._end)
+
+    def length(self, chrom: str) -> int:
+        return self._length if chrom == self._chrom else self._reference.length(chrom)
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        if chrom == self._chrom and self._start <= start <= end <= self._end:
+            return self._bases[start - self._start : end - self._start]
+        return self._reference.fetch(chrom, start, end)
+
+
 def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per carrier (flattened over rows): row index, sample index (into `samples`), haplotype column."""
     carriers = table.column("carriers").combine_chunks()
@@ -56,6 +80,22 @@ def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarra
     row = np.repeat(np.arange(table.num_rows), np.diff(offsets))
     hap = values.field("hap_index").to_numpy(zero_copy_only=False).astype(np.int64) - 1
     return row, sample.to_numpy(zero_copy_only=False).astype(np.int64), hap
+
+
+def _variant_lists(table: pa.Table) -> tuple[list[Variant], list[int]]:
+    """All rows' variants flattened (one shared Variant object per distinct variant) and row offsets."""
+    column = table.column("variants").combine_chunks() if table.num_rows else None
+    if column is None:
+        return [], [0]
+    values = column.values
+    memo: dict[tuple, Variant] = {}
+    flat = []
+    for key in zip(*(values.field(f).to_pylist() for f in ("chrom", "pos", "ref", "alt")), strict=True):
+        v = memo.get(key)
+        if v is None:
+            v = memo[key] = Variant(*key)
+        flat.append(v)
+    return flat, column.offsets.to_pylist()
 
 
 def _row_ranges(gene_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -84,14 +124,17 @@ def region_haplotypes(
     ranges = _row_ranges(gene_ids)
     row, sample, hap = _carrier_columns(table, samples) if table.num_rows else (None, None, None)
     offsets = table.column("carriers").combine_chunks().offsets.to_numpy() if table.num_rows else None
-    variants_col = table.column("variants")
+    variants, v_offsets = _variant_lists(table)
     for region in regions:
-        builds = [build_sequence(reference, region, [], strict_ref=strict_ref)]
-        assignment = np.zeros((len(samples), n_haps(strategy)), dtype=np.int32)
         r0, r1 = ranges.get(region.region_id, (0, 0))
-        for r in range(r0, r1):
-            variants = [Variant(**v) for v in variants_col[r].as_py()]
-            builds.append(build_sequence(reference, region, variants, strict_ref=strict_ref))
+        haplotypes = [variants[v_offsets[r] : v_offsets[r + 1]] for r in range(r0, r1)]
+        starts = [v.start0 for vs in haplotypes for v in vs]
+        ends = [v.end0 for vs in haplotypes for v in vs]
+        local = RegionReference(reference, region.chrom, min([region.segments[0][0], *starts]),
+                                max([region.segments[-1][1], *ends]))
+        builds = [build_sequence(local, region, variants, strict_ref=strict_ref)
+                  for variants in [[], *haplotypes]]
+        assignment = np.zeros((len(samples), n_haps(strategy)), dtype=np.int32)
         if r1 > r0:
             c0, c1 = offsets[r0], offsets[r1]
             assignment[sample[c0:c1], hap[c0:c1]] = row[c0:c1] - r0 + 1
