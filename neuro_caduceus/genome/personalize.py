@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neuro_caduceus.genome.gene_regions import atomic_writer, check_contigs
-from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps
-from neuro_caduceus.genome.regions import Region
+from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps, reverse_complement
+from neuro_caduceus.genome.regions import Region, Window
 from neuro_caduceus.genome.variant_schema import Variant
 
 STRATEGIES = ("reference", "consensus", "diploid")
@@ -71,6 +71,53 @@ class RegionReference:
         return self._reference.fetch(chrom, start, end)
 
 
+class RegionBuilder:
+    """Builds one region's haplotypes: the plain case is spliced directly, anything else by build_sequence.
+
+    Why: `build_sequence` re-checks every variant of every haplotype, and a region's unique haplotypes share
+    most of their variants. Here each distinct variant is judged once, by `build_sequence` on that variant
+    alone over its REF span (so the REF / ignored rules stay the core's). A haplotype whose variants all
+    passed alone, each inside one segment, none overlapping the one before, is the reference with each REF
+    replaced by its ALT, which is what `build_sequence` returns for it; any other goes to `build_sequence`.
+    Haplotypes are given as indices into `variants` (the distinct variants), so nothing is hashed twice.
+    """
+
+    def __init__(self, local: RegionReference, region: Region, variants: Sequence[Variant], strict_ref: bool):
+        self.local, self.region, self.variants, self.strict_ref = local, region, variants, strict_ref
+        self._plain: dict[int, tuple[int, int, str] | None] = {}  # (start0, end0, ALT) of a plain variant
+        self._bases = [local.fetch(region.chrom, a, b) for a, b in region.segments]
+
+    def _judge(self, i: int) -> tuple[int, int, str] | None:
+        v = self.variants[i]
+        inside = any(a <= v.start0 and v.end0 <= b for a, b in self.region.segments)
+        just_v = Window(self.region.region_id, 0, self.region.chrom, ((v.start0, v.end0),))
+        alone = inside and build_sequence(self.local, just_v, [v], strict_ref=self.strict_ref)
+        plain = (v.start0, v.end0, v.alt.upper()) if alone and alone.applied == [v] else None
+        self._plain[i] = plain
+        return plain
+
+    def build(self, ids: Sequence[int]) -> BuildResult:
+        plain, last_end, edits = self._plain, -1, []
+        for i in ids:
+            edit = plain[i] if i in plain else self._judge(i)
+            if edit is None or edit[0] < last_end:
+                variants = [self.variants[j] for j in ids]
+                return build_sequence(self.local, self.region, variants, strict_ref=self.strict_ref)
+            edits.append(edit)
+            last_end = edit[1]
+        out, k = [], 0
+        for (start, end), bases in zip(self.region.segments, self._bases, strict=True):
+            pos = start
+            while k < len(edits) and edits[k][0] < end:
+                v_start, v_end, alt = edits[k]
+                out += (bases[pos - start : v_start - start], alt)
+                pos, k = v_end, k + 1
+            out.append(bases[pos - start :])
+        seq = "".join(out)
+        seq = reverse_complement(seq) if self.region.reverse else seq
+        return BuildResult(seq, [self.variants[j] for j in ids], [], [], [])
+
+
 def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per carrier (flattened over rows): row index, sample index (into `samples`), haplotype column."""
     carriers = table.column("carriers").combine_chunks()
@@ -82,20 +129,17 @@ def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarra
     return row, sample.to_numpy(zero_copy_only=False).astype(np.int64), hap
 
 
-def _variant_lists(table: pa.Table) -> tuple[list[Variant], list[int]]:
-    """All rows' variants flattened (one shared Variant object per distinct variant) and row offsets."""
-    column = table.column("variants").combine_chunks() if table.num_rows else None
-    if column is None:
-        return [], [0]
+def _variant_lists(table: pa.Table) -> tuple[list[Variant], list[int], list[int]]:
+    """The distinct variants of all rows, each row's variants as indices into them (flat), row offsets."""
+    if not table.num_rows:
+        return [], [], [0]
+    column = table.column("variants").combine_chunks()
     values = column.values
-    memo: dict[tuple, Variant] = {}
+    index: dict[tuple, int] = {}
     flat = []
     for key in zip(*(values.field(f).to_pylist() for f in ("chrom", "pos", "ref", "alt")), strict=True):
-        v = memo.get(key)
-        if v is None:
-            v = memo[key] = Variant(*key)
-        flat.append(v)
-    return flat, column.offsets.to_pylist()
+        flat.append(index.setdefault(key, len(index)))
+    return [Variant(*key) for key in index], flat, column.offsets.to_pylist()
 
 
 def _row_ranges(gene_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -124,16 +168,16 @@ def region_haplotypes(
     ranges = _row_ranges(gene_ids)
     row, sample, hap = _carrier_columns(table, samples) if table.num_rows else (None, None, None)
     offsets = table.column("carriers").combine_chunks().offsets.to_numpy() if table.num_rows else None
-    variants, v_offsets = _variant_lists(table)
+    variants, flat, v_offsets = _variant_lists(table)
     for region in regions:
         r0, r1 = ranges.get(region.region_id, (0, 0))
-        haplotypes = [variants[v_offsets[r] : v_offsets[r + 1]] for r in range(r0, r1)]
-        starts = [v.start0 for vs in haplotypes for v in vs]
-        ends = [v.end0 for vs in haplotypes for v in vs]
-        local = RegionReference(reference, region.chrom, min([region.segments[0][0], *starts]),
-                                max([region.segments[-1][1], *ends]))
-        builds = [build_sequence(local, region, variants, strict_ref=strict_ref)
-                  for variants in [[], *haplotypes]]
+        used = [variants[i] for i in set(flat[v_offsets[r0] : v_offsets[r1]])]
+        lo = min([region.segments[0][0], *(v.start0 for v in used)])
+        hi = max([region.segments[-1][1], *(v.end0 for v in used)])
+        local = RegionReference(reference, region.chrom, lo, hi)
+        builder = RegionBuilder(local, region, variants, strict_ref)
+        builds = [builder.build(flat[v_offsets[r] : v_offsets[r + 1]]) for r in range(r0, r1)]
+        builds.insert(0, builder.build([]))
         assignment = np.zeros((len(samples), n_haps(strategy)), dtype=np.int32)
         if r1 > r0:
             c0, c1 = offsets[r0], offsets[r1]
