@@ -21,6 +21,7 @@ from pysam import bcftools
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app
+from neuro_caduceus.genome.personalize import missing_gt_fields
 
 SAMPLES = [f"S{i}" for i in range(1, 9)]
 LENGTHS = {"chr1": 5200, "chr2": 3000}
@@ -345,3 +346,15 @@ def test_input_errors_exit_2_with_a_clear_message(case):
     result = _error(case, strategy="haploid")
     assert result.exit_code == 2 and "--strategy must be one of" in result.output
     assert not (case["out"] / "err.fa").exists()
+
+
+def test_missing_gt_fields_counts_only_gt_alleles():
+    rng = random.Random(5)
+    gts = ["0/0", "0|1", "1/1", "./.", ".|.", ".", "0", "1|.", "./1", "0/0/.", "2|1"]
+    others = [".", "3.5", "12", ".,.", "7,0"]
+    for _ in range(200):
+        n_sub = rng.randint(0, 3)
+        fields = [":".join([rng.choice(gts), *(rng.choice(others) for _ in range(n_sub))])
+                  for _ in range(rng.randint(1, 30))]
+        expected = sum("." in f.split(":")[0] for f in fields)
+        assert missing_gt_fields("\t".join(fields).encode()) == expected, fields
