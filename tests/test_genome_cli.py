@@ -343,6 +343,10 @@ def test_input_errors_exit_2_with_a_clear_message(case):
 
     result = _error(case, "--gtf", str(case["gtf"]), "--genes", str(case["geneset"]))
     assert result.exit_code == 2 and "either --regions" in result.output
+    piped = case["out"] / "piped.bed"
+    piped.write_text("chr1\t100\t200\tA|B\n")
+    result = _error(case, regions=str(piped))
+    assert result.exit_code == 2 and "'A|B'" in result.output and "ambiguous" in result.output
     result = _error(case, strategy="haploid")
     assert result.exit_code == 2 and "--strategy must be one of" in result.output
     assert not (case["out"] / "err.fa").exists()

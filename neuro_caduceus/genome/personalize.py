@@ -314,6 +314,16 @@ def read_samples_file(path: str | Path) -> list[str]:
     return out
 
 
+def _check_names(samples: Sequence[str], regions: Sequence[Region]) -> None:
+    """Sample and region ids must not hold `|` or whitespace, or record names would be ambiguous."""
+    bad = [n for n in [*samples, *(r.region_id for r in regions)] if "|" in n or any(c.isspace() for c in n)]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} sample or region ids contain '|' or whitespace, which would make the record names "
+            f"SAMPLE|REGION|hapN ambiguous: {', '.join(repr(n) for n in bad[:10])}; rename them"
+        )
+
+
 def summary_path(out: str | Path) -> Path:
     """OUT.fa -> OUT.summary.json (the FASTA suffix replaced)."""
     out = Path(out)
@@ -345,6 +355,7 @@ def personalize(
     check_contigs(reference, list(regions), vcf)
     table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples)  # checks index and samples
     chosen = list(samples) if samples is not None else vcf_samples(vcf)
+    _check_names(chosen, regions)
     summary = Summary(strategy, samples=len(chosen), regions=len(regions))
     summary.vcf_records_in_regions, summary.missing_calls = count_missing_calls(vcf, regions, chosen)
     built = list(region_haplotypes(reference, table, regions, chosen, strategy, strict_ref))
