@@ -99,7 +99,9 @@ class RegionBuilder:
     def build(self, ids: Sequence[int]) -> BuildResult:
         plain, last_end, edits = self._plain, -1, []
         for i in ids:
-            edit = plain[i] if i in plain else self._judge(i)
+            edit = plain.get(i, False)
+            if edit is False:
+                edit = self._judge(i)
             if edit is None or edit[0] < last_end:
                 variants = [self.variants[j] for j in ids]
                 return build_sequence(self.local, self.region, variants, strict_ref=self.strict_ref)
@@ -130,16 +132,20 @@ def _carrier_columns(table: pa.Table, samples: Sequence[str]) -> tuple[np.ndarra
 
 
 def _variant_lists(table: pa.Table) -> tuple[list[Variant], list[int], list[int]]:
-    """The distinct variants of all rows, each row's variants as indices into them (flat), row offsets."""
+    """The distinct variants of all rows, each row's variants as indices into them (flat), row offsets.
+
+    Deduplicated in Arrow (dictionary encoding of a chrom/pos/ref/alt key), so only distinct variants
+    become Python objects.
+    """
     if not table.num_rows:
         return [], [], [0]
     column = table.column("variants").combine_chunks()
-    values = column.values
-    index: dict[tuple, int] = {}
-    flat = []
-    for key in zip(*(values.field(f).to_pylist() for f in ("chrom", "pos", "ref", "alt")), strict=True):
-        flat.append(index.setdefault(key, len(index)))
-    return [Variant(*key) for key in index], flat, column.offsets.to_pylist()
+    fields = [column.values.field(f) for f in ("chrom", "pos", "ref", "alt")]
+    key = pc.binary_join_element_wise(fields[0], pc.cast(fields[1], pa.string()), *fields[2:], "\t")
+    flat = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(flat, return_index=True)  # row of each distinct key, in dictionary order
+    columns = [f.take(pa.array(first)).to_pylist() for f in fields]
+    return [Variant(*v) for v in zip(*columns, strict=True)], flat.tolist(), column.offsets.to_pylist()
 
 
 def _row_ranges(gene_ids: list[str]) -> dict[str, tuple[int, int]]:
