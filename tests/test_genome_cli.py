@@ -230,6 +230,24 @@ def test_consensus_equals_bcftools_alt_and_reference_strategy(case):
     assert summary["haplotypes_built"] == 4 and summary["variants"]["applied"] == 0
 
 
+def test_bcf_input_gives_the_same_records(case):
+    bcf = case["out"] / "calls.bcf"
+    with pysam.VariantFile(str(case["vcf"])) as src:
+        with pysam.VariantFile(str(bcf), "wb", header=src.header) as dst:
+            for rec in src:
+                dst.write(rec)
+    bcftools.index(str(bcf))
+    from_vcf, expected = _personalize(case, "from_vcf", "--regions", case["bed"], "--strategy", "diploid")
+    out = case["out"] / "from_bcf.fa"
+    result = _invoke("personalize", "--fasta", case["fasta"], "--vcf", bcf, "--regions", case["bed"],
+                     "--strategy", "diploid", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((case["out"] / "from_bcf.summary.json").read_text())
+    assert _read_fasta(out) == from_vcf
+    assert summary["missing_calls"] == expected["missing_calls"] > 0
+    assert summary["variants"] == expected["variants"]
+
+
 def test_minus_strand_is_the_exact_reverse_complement(case):
     transcript, _ = _personalize(case, "orient_t", "--regions", case["bed"], "--strategy", "diploid")
     reference, _ = _personalize(case, "orient_r", "--regions", case["bed"], "--strategy", "diploid",
