@@ -1,9 +1,9 @@
 """Subject-specific haplotype sequences of regions, from a multi-sample VCF (the `personalize` command).
 
 Why this shape: in a cohort most subjects share a region's haplotype. `unique_haplotypes_from_vcf` groups
-subject haplotypes by their variants, so each unique haplotype is built once (`build_sequence`, bcftools
-consensus semantics) and the same string is handed to every carrier; subjects absent from a region's rows
-carry its reference sequence.
+subject haplotypes by their variants, so each unique haplotype is built once (`RegionBuilder`, with the
+semantics of `build_sequence` = bcftools consensus) and the same string is handed to every carrier;
+subjects absent from a region's rows carry its reference sequence.
 
 Output order: samples (VCF header order, or the --samples file's), then regions, then haplotypes;
 records are named `SAMPLE|REGION|hapN` (N = 1, 2 for diploid, 1 for consensus and reference).
