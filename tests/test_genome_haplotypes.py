@@ -162,6 +162,8 @@ def test_samples_subset_and_reference_strategy(case):
         unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid", samples=["S3", "S1"]))
     assert some == {k: v for k, v in full.items() if k[1] in ("S1", "S3")}
     assert unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "reference").num_rows == 0
+    serial = unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid")
+    assert unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid", workers=2).equals(serial)
     with pytest.raises(ValueError, match="not in VCF .*: NOPE"):
         unique_haplotypes_from_vcf(str(case["vcf"]), case["regions"], "diploid", samples=["S1", "NOPE"])
     with pytest.raises(FileNotFoundError, match="has no index"):

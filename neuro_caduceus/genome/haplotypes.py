@@ -157,56 +157,96 @@ def _open_vcf(vcf: str):
     return VCF(vcf, lazy=True, threads=1)
 
 
+GENOTYPE_CHUNK_BYTES = (
+    64 << 20
+)  # genotype arrays stacked per chunk of records (bounds memory at biobank size)
+
+
 def _region_calls(
     reader, seqnames: set, region: Span, sample_idx: np.ndarray, samples: np.ndarray, whole_calls: bool
 ):
     """SparseCalls of one region: every ALT of every record whose REF span overlaps a segment.
 
-    `whole_calls`: a genotype with a missing allele (`.|1`) counts as missing altogether (bcftools -H A);
-    otherwise each allele stands alone (bcftools -H 1 / -H 2).
+    Records are read with cyvcf2 and their genotype arrays stacked in chunks, so the per-call work is
+    columnar numpy over [records, samples], not per record. `whole_calls`: a genotype with a missing allele
+    (`.|1`) counts as missing altogether (bcftools -H A); otherwise each allele stands alone (-H 1 / -H 2).
     """
-    from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED, SparseCalls
+    from neuro_caduceus.variants.calls import SparseCalls
 
-    variants, record, a_index, sample, var, code = [], [], [], [], [], []
+    parts = _CallParts()
     try:
         chrom = resolve_contig(region.chrom, seqnames, None, "the VCF")
     except KeyError:
         chrom = None  # the VCF has no calls on this contig
     if chrom is not None:
         start, end = region.segments[0][0], region.segments[-1][1]
-        for rec_id, rec in enumerate(reader(f"{chrom}:{start + 1}-{end}")):
-            gt = rec.genotype.array()[sample_idx] if rec.genotype is not None else None
-            for k, alt in enumerate(rec.ALT, start=1):
-                v = Variant(rec.CHROM, rec.POS, rec.REF, alt)
-                if gt is None or not overlaps(v, region.segments):
-                    continue
-                haploid = gt[:, 1] == -2 if gt.shape[1] > 2 else np.ones(len(gt), dtype=bool)
-                g0 = gt[:, 0] == k
-                g1 = (gt[:, 1] == k) & ~haploid if gt.shape[1] > 2 else np.zeros(len(gt), dtype=bool)
-                if whole_calls:
-                    called = (gt[:, 0] >= 0) & (haploid | (gt[:, 1] >= 0))
-                    g0, g1 = g0 & called, g1 & called
-                carriers = np.flatnonzero(g0 | g1)
-                if not len(carriers):
-                    continue
-                j = len(variants)
-                variants.append(v)
-                record.append(rec_id)
-                a_index.append(k)
-                sample.append(carriers)
-                var.append(np.full(len(carriers), j, dtype=np.int64))
-                bits = G0 * g0 + G1 * g1 + PHASED + HAPLOID * haploid  # written order, as bcftools
-                code.append(bits[carriers].astype(np.int64))
+        chunk = max(1, GENOTYPE_CHUNK_BYTES // (4 * max(1, len(samples))))
+        records, arrays = [], []
+        for rec in reader(f"{chrom}:{start + 1}-{end}"):
+            if rec.genotype is None:
+                continue  # no FORMAT/GT: nobody carries anything
+            gt = rec.genotype.array()
+            arrays.append(
+                gt[:, :2] if gt.shape[1] > 2 else np.pad(gt[:, :1], ((0, 0), (0, 1)), constant_values=-2)
+            )
+            records.append((rec.CHROM, rec.POS, rec.REF, rec.ALT))
+            if len(records) == chunk:
+                parts.add(records, np.stack(arrays)[:, sample_idx], region.segments, whole_calls)
+                records, arrays = [], []
+        if records:
+            parts.add(records, np.stack(arrays)[:, sample_idx], region.segments, whole_calls)
     calls = SparseCalls(
         samples,
-        variants,
-        np.asarray(record, dtype=np.int64),
-        np.asarray(a_index, dtype=np.int64),
-        _concat(sample),
-        _concat(var),
-        _concat(code),
+        parts.variants,
+        np.asarray(parts.record, dtype=np.int64),
+        np.asarray(parts.a_index, dtype=np.int64),
+        _concat(parts.sample),
+        _concat(parts.var),
+        _concat(parts.code),
     )
-    return calls.restrict(np.ones(len(variants), dtype=bool))  # renumbered in Variant order
+    return calls.restrict(np.ones(len(parts.variants), dtype=bool))  # renumbered in Variant order
+
+
+class _CallParts:
+    """Accumulates the non-reference calls of a region, chunk by chunk of records."""
+
+    def __init__(self) -> None:
+        self.variants: list[Variant] = []
+        self.record: list[int] = []
+        self.a_index: list[int] = []
+        self.sample: list[np.ndarray] = []
+        self.var: list[np.ndarray] = []
+        self.code: list[np.ndarray] = []
+        self.n_records = 0
+
+    def add(self, records: list[tuple], gt: np.ndarray, segments, whole_calls: bool) -> None:
+        """`gt`: int16 [records, samples, 2] alleles as written (-1 missing, -2 haploid end)."""
+        from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED
+
+        first, second = gt[:, :, 0], gt[:, :, 1]
+        haploid = second == -2
+        called = (first >= 0) & (haploid | (second >= 0)) if whole_calls else np.ones(first.shape, dtype=bool)
+        for k in range(1, max(len(r[3]) for r in records) + 1):
+            g0, g1 = (first == k) & called, (second == k) & called
+            rows, cols = np.nonzero(g0 | g1)
+            if not len(rows):
+                continue
+            vid = np.full(len(records), -1, dtype=np.int64)
+            for r in np.unique(rows):
+                chrom, pos, ref, alts = records[r]
+                v = Variant(chrom, pos, ref, alts[k - 1])
+                if overlaps(v, segments):
+                    vid[r] = len(self.variants)
+                    self.variants.append(v)
+                    self.record.append(self.n_records + int(r))
+                    self.a_index.append(k)
+            keep = vid[rows] >= 0
+            rows, cols = rows[keep], cols[keep]
+            self.sample.append(cols.astype(np.int64))
+            self.var.append(vid[rows])
+            bits = G0 * g0[rows, cols] + G1 * g1[rows, cols] + PHASED + HAPLOID * haploid[rows, cols]
+            self.code.append(bits.astype(np.int64))  # written allele order, as bcftools consensus
+        self.n_records += len(records)
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
@@ -214,34 +254,59 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def unique_haplotypes_from_vcf(
-    vcf: str, regions: Sequence[Span], strategy: str, samples: Sequence[str] | None = None
+    vcf: str,
+    regions: Sequence[Span],
+    strategy: str,
+    samples: Sequence[str] | None = None,
+    workers: int = 1,
 ) -> pa.Table:
     """HAPLOTYPE_SCHEMA rows (unique non-reference haplotypes + carriers) per region, read from a VCF.
 
     GT alleles go to haplotypes in written order (hap1 = first allele, phased or not, as bcftools consensus);
     a missing allele carries nothing (diploid); for consensus a call with any missing allele is missing.
     Rows are identical to the Hail datasource's for the same calls (Hail reads `.|1` as a missing call).
+    `workers` > 1 reads groups of regions in that many processes (parsing VCF text is the main cost);
+    the rows are the same, in the same order.
     """
-    from neuro_caduceus.variants.calls import STRATEGIES, haplotype_table
+    from neuro_caduceus.variants.calls import STRATEGIES
 
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     reader = _open_vcf(str(vcf))
     header = list(reader.samples)
-    if samples is None:
-        chosen = header
+    chosen = header if samples is None else list(samples)
+    missing = sorted(set(chosen) - set(header))
+    if missing:
+        raise ValueError(f"{len(missing)} requested samples are not in VCF {vcf}: {', '.join(missing[:10])}")
+    if strategy == "reference" or not regions:
+        return HAPLOTYPE_SCHEMA.empty_table()
+    job = (str(vcf), strategy, None if samples is None else chosen)
+    if workers <= 1 or len(regions) < 2:
+        tables = [_read_regions(job, list(regions))]
     else:
-        chosen = list(samples)
-        missing = sorted(set(chosen) - set(header))
-        if missing:
-            raise ValueError(
-                f"{len(missing)} requested samples are not in VCF {vcf}: {', '.join(missing[:10])}"
-            )
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        n = min(len(regions), workers * 4)
+        groups = [list(regions[i * len(regions) // n : (i + 1) * len(regions) // n]) for i in range(n)]
+        context = multiprocessing.get_context("fork")  # spawn would re-run an unguarded __main__
+        with ProcessPoolExecutor(max_workers=min(workers, n), mp_context=context) as pool:
+            tables = list(pool.map(_read_regions, [job] * n, groups))
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables) if tables else HAPLOTYPE_SCHEMA.empty_table()
+
+
+def _read_regions(job: tuple, regions: list) -> pa.Table:
+    """One process's share: open the VCF, read each region, turn its calls into haplotype rows."""
+    from neuro_caduceus.variants.calls import haplotype_table
+
+    vcf, strategy, samples = job
+    reader = _open_vcf(vcf)
+    header = list(reader.samples)
+    chosen = header if samples is None else samples
     position = {s: i for i, s in enumerate(header)}
     sample_idx = np.array([position[s] for s in chosen], dtype=np.int64)
     names = np.array(chosen, dtype=object)
-    if strategy == "reference":
-        return HAPLOTYPE_SCHEMA.empty_table()
     seqnames = set(reader.seqnames)
     tables = [
         haplotype_table(

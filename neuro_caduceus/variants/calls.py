@@ -27,7 +27,7 @@ from neuro_caduceus.genome.variant_schema import (
     HAPLOTYPE_SCHEMA,
     VARIANT_TYPE,
     Variant,
-    haplotype_key,
+    haplotype_key_of_tokens,
 )
 
 STRATEGIES = ("reference", "consensus", "diploid")
@@ -121,8 +121,13 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
     )
     haps, group = np.unique(padded, axis=0, return_inverse=True)
     group = group.reshape(-1)
-    hap_variants = [[calls.variants[j] for j in row if j >= 0] for row in haps]
-    keys = [haplotype_key(region_id, vs) for vs in hap_variants]
+    rows = haps.tolist()  # plain ints: far faster to walk than numpy scalars
+    tokens = [v.token() for v in calls.variants]  # in Variant order
+    if len(set(tokens)) == len(tokens):
+        keys = [haplotype_key_of_tokens(region_id, [tokens[j] for j in row if j >= 0]) for row in rows]
+    else:  # the same variant written in two records: keyed once, as haplotype_key does
+        keys = [haplotype_key_of_tokens(region_id, dict.fromkeys(tokens[j] for j in row if j >= 0))
+                for row in rows]
     rank = np.empty(len(keys), dtype=np.int64)
     rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
 
@@ -139,9 +144,21 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
         fields=list(CARRIER_TYPE),
     )
     by_rank = np.argsort(rank)
-    variant_rows = [v for g in by_rank for v in hap_variants[g]]
-    variant_offsets = np.concatenate([[0], np.cumsum([len(hap_variants[g]) for g in by_rank])])
-    variant_struct = pa.array([v.__dict__ for v in variant_rows], VARIANT_TYPE)
+    ordered = haps[by_rank]
+    present = ordered >= 0
+    flat = ordered[present]  # row-major: each haplotype's variants in Variant order
+    variant_offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))])
+    columns = {f: np.array([getattr(v, f) for v in calls.variants], dtype=object)
+               for f in ("chrom", "ref", "alt")}
+    variant_struct = pa.StructArray.from_arrays(
+        [
+            pa.array(columns["chrom"][flat], pa.string()),
+            pa.array(np.array([v.pos for v in calls.variants], dtype=np.int64)[flat], pa.int64()),
+            pa.array(columns["ref"][flat], pa.string()),
+            pa.array(columns["alt"][flat], pa.string()),
+        ],
+        fields=list(VARIANT_TYPE),
+    )
     return pa.table(
         {
             "gene_id": pa.array([region_id] * len(keys), pa.string()),
