@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--check-samples", type=int, default=100)
     parser.add_argument("--no-gvl", action="store_true", help="only our path (GenVarLoader not installed)")
     parser.add_argument("--bcf", action="store_true", help="give both tools the same calls as indexed BCF")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each tool (median shown)")
     parser.add_argument("--gvl-python", default=os.environ.get("GVL_PYTHON"),
                         help="interpreter with genvarloader installed (default: $GVL_PYTHON, else this one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -271,38 +272,49 @@ def main() -> None:
         check_samples = sorted(pick.choice(samples, min(args.check_samples, len(samples)),
                                            replace=False).tolist())
 
-        ours = run_ours(fasta, vcf, regions, set(check_regions))
-        rows = [("ours: VCF read + unique haplotypes", ours["read_s"]),
-                ("ours: build sequences + deliver", ours["build_s"]),
-                ("ours: total", ours["total_s"])]
+        job = {"folder": str(folder), "bed": str(bed), "vcf": str(vcf), "fasta": str(fasta),
+               "check_regions": check_regions, "check_samples": check_samples}
+        runs_ours, runs_gvl = [], []
+        for _ in range(args.repeat):  # alternate the two tools so machine load hits both alike
+            runs_ours.append(run_ours(fasta, vcf, regions, set(check_regions)))
+            if not args.no_gvl:
+                runs_gvl.append(gvl_subprocess(args.gvl_python, job))
+        ours = runs_ours[0]
         figures = {"samples": args.samples, "regions": args.regions, "length": args.length,
-                   "sites": len(sites), "haplotypes": ours["haplotypes"], "bases": ours["bases"],
-                   "ours": {k: v for k, v in ours.items() if k not in ("samples", "seqs")}}
-        if not args.no_gvl:
-            theirs = gvl_subprocess(args.gvl_python, {
-                "folder": str(folder), "bed": str(bed), "vcf": str(vcf), "fasta": str(fasta),
-                "check_regions": check_regions, "check_samples": check_samples})
-            rows += [("GenVarLoader: gvl.write (preprocessing)", theirs["write_s"]),
-                     ("GenVarLoader: retrieve haplotypes", theirs["read_s"]),
-                     ("GenVarLoader: total (write + retrieve)", theirs["total_s"])]
-            figures["gvl_version"] = theirs["version"]
-            figures["gvl"] = {k: v for k, v in theirs.items() if k != "seqs"}
+                   "sites": len(sites), "input": vcf.name, "haplotypes": ours["haplotypes"],
+                   "bases": ours["bases"], "built": ours["built"],
+                   "ours": [{k: v for k, v in r.items() if k not in ("samples", "seqs")} for r in runs_ours]}
+        steps = [("ours: read + unique haplotypes", runs_ours, "read_s"),
+                 ("ours: build sequences + deliver", runs_ours, "build_s"),
+                 ("ours: total", runs_ours, "total_s")]
+        if runs_gvl:
+            theirs = runs_gvl[0]
+            steps += [("GenVarLoader: gvl.write (preprocessing)", runs_gvl, "write_s"),
+                      ("GenVarLoader: retrieve haplotypes", runs_gvl, "read_s"),
+                      ("GenVarLoader: total (write + retrieve)", runs_gvl, "total_s")]
+            figures["gvl"] = [{k: v for k, v in r.items() if k != "seqs"} for r in runs_gvl]
             checked, n_bad, examples = compare(ours, theirs, check_regions, check_samples)
             figures["check"] = {"haplotypes_compared": checked, "mismatches": n_bad, "examples": examples}
             assert theirs["haplotypes"] == ours["haplotypes"], (theirs["haplotypes"], ours["haplotypes"])
 
     n, b = ours["haplotypes"], ours["bases"]
-    print(f"\n{n:,} haplotypes ({args.samples} samples x {args.regions} regions x 2), {b:,} bases; "
-          f"ours built {ours['built']:,} unique sequences (reference included), shared with their carriers")
-    print(f"{'step':45s} {'seconds':>9s} {'haplotypes/s':>14s} {'Mbases/s':>10s}")
-    for name, sec in rows:
-        total = "total" in name or "retrieve" in name
-        print(f"{name:45s} {sec:9.2f} {(f'{n / sec:14,.0f}' if total else ''):>14s} "
-              f"{(f'{b / sec / 1e6:10.1f}' if total else ''):>10s}")
-    if "gvl" in figures:
-        g = figures["gvl"]
-        print(f"\nratio ours / GenVarLoader (haplotypes/s): {g['total_s'] / ours['total_s']:.2f}x including "
-              f"gvl.write, {g['read_s'] / ours['total_s']:.2f}x against retrieval alone")
+    print(f"\n{n:,} haplotypes ({args.samples} samples x {args.regions} regions x 2), {b:,} bases, from "
+          f"{vcf.name}; ours built {ours['built']:,} unique sequences (reference included), shared with "
+          f"their carriers. Median of {args.repeat} alternating runs (min-max):")
+    print(f"{'step':42s} {'seconds':>18s} {'haplotypes/s':>13s} {'Mbases/s':>9s}")
+    median = {}
+    for name, runs, key in steps:
+        secs = sorted(r[key] for r in runs)
+        median[name] = sec = float(np.median(secs))
+        rate = "total" in name or "retrieve" in name
+        print(f"{name:42s} {sec:6.2f} ({secs[0]:.2f}-{secs[-1]:.2f}) "
+              f"{(f'{n / sec:13,.0f}' if rate else ''):>13s} {(f'{b / sec / 1e6:9.1f}' if rate else ''):>9s}")
+    figures["median_s"] = median
+    if runs_gvl:
+        ours_s = median["ours: total"]
+        print(f"\nratio ours / GenVarLoader (haplotypes/s, medians): "
+              f"{median['GenVarLoader: total (write + retrieve)'] / ours_s:.2f}x including gvl.write, "
+              f"{median['GenVarLoader: retrieve haplotypes'] / ours_s:.2f}x against retrieval alone")
         c = figures["check"]
         print(f"check: {c['haplotypes_compared']:,} haplotypes compared ({len(check_regions)} regions x "
               f"{len(check_samples)} samples x 2): {c['mismatches']} mismatches {c['examples'] or ''}")
