@@ -84,15 +84,16 @@ class RegionBuilder:
 
     def __init__(self, local: RegionReference, region: Region, variants: Sequence[Variant], strict_ref: bool):
         self.local, self.region, self.variants, self.strict_ref = local, region, variants, strict_ref
-        self._plain: dict[int, tuple[int, int, str] | None] = {}  # (start0, end0, ALT) of a plain variant
-        self._bases = [local.fetch(region.chrom, a, b) for a, b in region.segments]
+        self._plain: dict[int, tuple[int, int, bytes] | None] = {}  # (start0, end0, ALT) of a plain variant
+        self._raw = [local.fetch(region.chrom, a, b).encode("ascii") for a, b in region.segments]
 
-    def _judge(self, i: int) -> tuple[int, int, str] | None:
+    def _judge(self, i: int) -> tuple[int, int, bytes] | None:
         v = self.variants[i]
         inside = any(a <= v.start0 and v.end0 <= b for a, b in self.region.segments)
         just_v = Window(self.region.region_id, 0, self.region.chrom, ((v.start0, v.end0),))
         alone = inside and build_sequence(self.local, just_v, [v], strict_ref=self.strict_ref)
-        plain = (v.start0, v.end0, v.alt.upper()) if alone and alone.applied == [v] else None
+        ok = alone and alone.applied == [v] and v.alt.isascii()
+        plain = (v.start0, v.end0, v.alt.upper().encode()) if ok else None
         self._plain[i] = plain
         return plain
 
@@ -108,14 +109,18 @@ class RegionBuilder:
             edits.append(edit)
             last_end = edit[1]
         out, k = [], 0
-        for (start, end), bases in zip(self.region.segments, self._bases, strict=True):
-            pos = start
+        for (start, end), raw in zip(self.region.segments, self._raw, strict=True):
+            first = k
             while k < len(edits) and edits[k][0] < end:
-                v_start, v_end, alt = edits[k]
-                out += (bases[pos - start : v_start - start], alt)
-                pos, k = v_end, k + 1
-            out.append(bases[pos - start :])
-        seq = "".join(out)
+                k += 1
+            if k == first:
+                out.append(raw)
+                continue
+            piece = bytearray(raw)  # edits from the right, so the offsets to their left stay valid
+            for v_start, v_end, alt in reversed(edits[first:k]):
+                piece[v_start - start : v_end - start] = alt
+            out.append(piece)
+        seq = (out[0] if len(out) == 1 else b"".join(out)).decode("ascii")
         seq = reverse_complement(seq) if self.region.reverse else seq
         return BuildResult(seq, [self.variants[j] for j in ids], [], [], [])
 
