@@ -204,3 +204,47 @@ def test_windows_tile_the_region_in_reference_coordinates(genome):
     plus = build_sequence(ref, forward, []).sequence
     assert build_sequence(ref, region, []).sequence == reverse_complement(plus)  # exact RC of the + strand
     assert "".join(build_sequence(ref, w, []).sequence for w in tile_windows(forward, 128)) == plus
+
+
+def test_read_genes_on_the_synthetic_gtf(tmp_path):
+    """The demo's GTF (versioned ids, a second non-canonical transcript, UTR lines) against its generator."""
+    import numpy as np
+
+    from neuro_caduceus.synthetic import _layout, _write_gtf
+
+    _, made = _layout(np.random.default_rng(11), 5)
+    _write_gtf(tmp_path / "genes.gtf.gz", made)
+    genes = {r["gene_id"]: r for r in read_genes(tmp_path / "genes.gtf.gz").iter_rows(named=True)}
+    assert sorted(genes) == sorted(g.gene_id for g in made)
+    for g in made:
+        row = genes[g.gene_id]
+        assert (row["gene_name"], row["chrom"], row["start"], row["end"], row["strand"]) == (
+            g.gene_name, g.chrom, g.start, g.end, g.strand)
+        assert [(e["start"], e["end"]) for e in row["exons"]] == list(g.exons)
+        cds = [(max(a, g.cds[0]), min(b, g.cds[1])) for a, b in g.exons if max(a, g.cds[0]) < min(b, g.cds[1])]
+        assert [(e["start"], e["end"]) for e in row["cds"]] == cds
+        assert row["transcript_id"] == f"ENST{int(g.gene_id[4:]):011d}"  # the Ensembl_canonical one
+
+
+def test_bgzip_over_fsspec_reads_across_many_blocks(tmp_path):
+    """A contig spanning several BGZF blocks: range reads through the .gzi give the same bases as pysam."""
+    rng = random.Random(9)
+    seq = "".join(rng.choice("ACGTacgtN") for _ in range(300_000))
+    plain = tmp_path / "big.fa"
+    plain.write_text(">MT\n" + "".join(seq[i:i + 61] + "\n" for i in range(0, len(seq), 61)))
+    bgz = tmp_path / "big.fa.gz"
+    pysam.tabix_compress(str(plain), str(bgz), force=True)
+    pysam.faidx(str(bgz))
+    assert len((tmp_path / "big.fa.gz.gzi").read_bytes()) > 8 + 16 * 3  # several blocks indexed
+    remote, local = Reference(f"file://{bgz}"), Reference(str(bgz))
+    for a in [0, 65_000, 65_279, 131_000, 299_000, *(rng.randrange(300_000) for _ in range(20))]:
+        b = min(300_000, a + rng.choice([1, 500, 70_000]))
+        assert remote.fetch("chrM", a, b) == local.fetch("MT", a, b) == seq[a:b].upper()  # chrM <-> MT
+
+
+def test_reference_without_index_says_how_to_make_one(tmp_path):
+    plain = tmp_path / "x.fa"
+    plain.write_text(">chr1\nACGTACGT\n")
+    with pytest.raises(FileNotFoundError, match=r"x\.fa\.fai not found: .*faidx"):
+        Reference(f"file://{plain}")
+    assert Reference(str(plain)).fetch("1", 2, 6) == "GTAC"  # local plain files are indexed on open

@@ -206,3 +206,40 @@ def test_windows_of_a_haplotype_concatenate_to_the_region_haplotype(case):
         reverse = Region("R", "R", "chr1", "-", region.segments, "transcript")
         pieces = [build_sequence(ref, w, variants).sequence for w in tile_windows(reverse, 100)]
         assert "".join(reversed(pieces)) == build_sequence(ref, reverse, variants).sequence
+
+
+def test_unique_haplotypes_of_a_small_vcf_match_a_hand_written_expectation(tmp_path):
+    """VCF contig `1`, regions on `chr1` (matched) and `chr5` (absent from the VCF: no rows)."""
+    from neuro_caduceus.genome.haplotypes import variants_in
+    from neuro_caduceus.genome.variant_schema import haplotype_key
+
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=1,length=200>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\tC",
+             "1\t11\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\t1/0\t0/0",
+             "1\t21\t.\tAC\tA\t.\tPASS\t.\tGT\t1|1\t./.\t0/1",
+             "1\t31\t.\tT\tC,TG\t.\tPASS\t.\tGT\t2|0\t0|1\t1/2",
+             "1\t101\t.\tG\tT\t.\tPASS\t.\tGT\t1|1\t1|1\t1|1"]
+    vcf = tmp_path / "small.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    regions = [Region("G1", "G1", "chr1", "+", ((0, 50),), "reference"),
+               Region("G5", "G5", "chr5", "+", ((0, 50),), "reference")]
+    snv, dele = Variant("1", 11, "A", "G"), Variant("1", 21, "AC", "A")
+    ins, snv2 = Variant("1", 31, "T", "TG"), Variant("1", 31, "T", "C")
+
+    def rows(expected: list[tuple[list[Variant], list[tuple[str, int]]]]) -> list[dict]:
+        out = [{"gene_id": "G1", "haplotype_key": haplotype_key("G1", vs),
+                "variants": [v.__dict__ for v in vs],
+                "carriers": [{"subject_id": s, "hap_index": h} for s, h in carriers]}
+               for vs, carriers in expected]
+        return sorted(out, key=lambda r: r["haplotype_key"])
+
+    diploid = unique_haplotypes_from_vcf(str(vcf) + ".gz", regions, "diploid").to_pylist()
+    assert diploid == rows([([dele, ins], [("A", 1), ("C", 2)]), ([snv, dele], [("A", 2)]),
+                            ([snv], [("B", 1)]), ([snv2], [("B", 2), ("C", 1)])])
+    consensus = unique_haplotypes_from_vcf(str(vcf) + ".gz", regions, "consensus").to_pylist()
+    assert consensus == rows([([snv, dele, ins], [("A", 1)]), ([snv, snv2], [("B", 1)]),
+                              ([dele, snv2, ins], [("C", 1)])])  # B's ./. carries nothing
+    assert variants_in(regions[0], [snv, Variant("1", 51, "A", "C"), Variant("1", 50, "CA", "C")]) == [
+        snv, Variant("1", 50, "CA", "C")]  # REF span (0-based [49, 51)) overlaps [0, 50); pos 51 does not
