@@ -230,7 +230,7 @@ def test_consensus_equals_bcftools_alt_and_reference_strategy(case):
     assert summary["haplotypes_built"] == 4 and summary["variants"]["applied"] == 0
 
 
-def test_bcf_input_gives_the_same_records(case):
+def test_bcf_input_and_two_workers_give_the_same_records(case):
     bcf = case["out"] / "calls.bcf"
     with pysam.VariantFile(str(case["vcf"])) as src:
         with pysam.VariantFile(str(bcf), "wb", header=src.header) as dst:
@@ -240,7 +240,7 @@ def test_bcf_input_gives_the_same_records(case):
     from_vcf, expected = _personalize(case, "from_vcf", "--regions", case["bed"], "--strategy", "diploid")
     out = case["out"] / "from_bcf.fa"
     result = _invoke("personalize", "--fasta", case["fasta"], "--vcf", bcf, "--regions", case["bed"],
-                     "--strategy", "diploid", "--out", out)
+                     "--strategy", "diploid", "--out", out, "--workers", "2")
     assert result.exit_code == 0, result.output
     summary = json.loads((case["out"] / "from_bcf.summary.json").read_text())
     assert _read_fasta(out) == from_vcf

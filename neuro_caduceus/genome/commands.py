@@ -71,6 +71,7 @@ def personalize(
     strict_ref: bool = typer.Option(
         False, "--strict-ref", help="A REF mismatch is an error, not a rejection"
     ),
+    workers: int = typer.Option(1, help="Processes reading the VCF (groups of regions each)"),
 ) -> None:
     """Each sample's haplotype sequences of each region (bcftools consensus semantics) as FASTA."""
     with _user_errors():
@@ -89,7 +90,7 @@ def personalize(
         else:
             chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
         names = run.read_samples_file(samples) if samples is not None else None
-        summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref)
+        summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref, workers)
     for line in summary.lines():
         typer.echo(line, err=True)
     typer.echo(f"wrote {out} and {run.summary_path(out)}", err=True)

@@ -354,6 +354,7 @@ def personalize(
     out: str | Path,
     samples: Sequence[str] | None = None,
     strict_ref: bool = False,
+    workers: int = 1,
 ) -> Summary:
     """Write every sample's haplotype sequences of every region to `out` (FASTA) and its summary JSON."""
     from neuro_caduceus.genome.fasta import Reference
@@ -364,7 +365,7 @@ def personalize(
     t0 = time.perf_counter()
     reference = Reference(fasta)
     check_contigs(reference, list(regions), vcf)
-    table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples)  # checks index and samples
+    table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples, workers)  # checks index, samples
     chosen = list(samples) if samples is not None else vcf_samples(vcf)
     _check_names(chosen, regions)
     summary = Summary(strategy, samples=len(chosen), regions=len(regions))
