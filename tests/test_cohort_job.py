@@ -143,11 +143,11 @@ def _subject_haplotypes(vcf: str, region) -> dict[str, tuple[list[Variant], list
 def _direct_embeddings(data: SimpleNamespace) -> dict[tuple[str, str], np.ndarray]:
     """The oracle: every subject haplotype's windows built and pooled on their own."""
     import torch
-    from neuro_caduceus.genome.fasta import Reference
-    from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 
     from neuro_caduceus.cohort.config import load_config
     from neuro_caduceus.cohort.job import build_units
+    from neuro_caduceus.genome.fasta import Reference
+    from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
     from neuro_caduceus.model import from_pretrained
     from neuro_caduceus.model.embedder import Embedder
 
@@ -190,6 +190,16 @@ def _check_against_oracle(table, data: SimpleNamespace, expected_recipe_genes: i
     assert len(recipe["checkpoint_sha256"]) == 64 and recipe["recipe_id"]
 
 
+def _submit(job: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the new head's job agent is still starting (a loaded machine)."""
+    deadline = time.monotonic() + 120
+    while True:
+        res = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
+        if res.returncode == 0 or "No available agent" not in res.stderr or time.monotonic() > deadline:
+            return res
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(data, head):
     """A clean run of the VCF-path config, submitted with `ray job submit` to the head cluster."""
@@ -197,7 +207,7 @@ def uninterrupted(data, head):
     cfg = _config(data, out, vcf=data.vcf)
     job = [RAY, "job", "submit", "--address", head.dashboard, "--working-dir", str(ROOT / "ray_jobs"),
            "--", PY, "embed_cohort.py", "--config", str(cfg)]
-    res = subprocess.run(job, env=head.env, capture_output=True, text=True, timeout=300)
+    res = _submit(job, head.env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "tokens embedded" in res.stdout  # the one-screen summary reached the job log
     return out
