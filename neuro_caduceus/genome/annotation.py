@@ -1,7 +1,7 @@
 """GENCODE GTF -> one row per gene with its canonical transcript's exons and CDS (polars, lazy, streaming).
 
 Why streaming: a full GENCODE GTF is 1.5 GB uncompressed; only the gene, transcript, exon and CDS lines and
-five attributes are kept, and polars never holds the raw lines.
+five attributes are kept (never the raw attribute text), so polars never holds the raw lines.
 
 Canonical transcript: tagged `Ensembl_canonical`, else `MANE_Select`, else the longest by exonic length
 (ties: the smallest transcript id). Coordinates become 0-based half-open; versions are stripped from gene
@@ -58,7 +58,7 @@ def _scan(gtf: str) -> pl.LazyFrame:
 
 def _check(rows: pl.DataFrame, gtf: str) -> None:
     """Errors that name the file and an offending line (data lines, comments not counted)."""
-    bad = rows.filter(pl.col("attributes").is_null() | pl.col("strand").is_null() | pl.col("end").is_null())
+    bad = rows.filter(pl.col("short") | pl.col("strand").is_null() | pl.col("end").is_null())
     if bad.height:
         r = bad.row(0, named=True)
         raise ValueError(
@@ -100,7 +100,7 @@ def read_genes(gtf: str | Path) -> pl.DataFrame:
                 (pl.col("start") - 1).alias("start"),
                 "end",
                 "strand",
-                "attributes",
+                pl.col("attributes").is_null().alias("short"),
                 _attr("gene_id").alias("gene_id"),
                 _attr("transcript_id").alias("transcript_id"),
                 _attr("gene_name").alias("gene_name"),
@@ -115,7 +115,7 @@ def read_genes(gtf: str | Path) -> pl.DataFrame:
             f"{gtf}: not a readable GTF (9 tab-separated columns, integer start/end): {err}"
         ) from err
     _check(rows, gtf)
-    rows = rows.drop("attributes", "line").with_columns(
+    rows = rows.drop("short", "line").with_columns(
         _strip_version("gene_id"), _strip_version("transcript_id")
     )
     return _genes_with_canonical(rows)

@@ -93,8 +93,7 @@ class _RemoteFasta:
         self._gzi_u = [u for _, u in self.gzi] if self.gzi else []
 
     def _is_bgzip(self) -> bool:
-        with self.fs.open(self.path, "rb") as f:
-            return f.read(4) == b"\x1f\x8b\x08\x04"
+        return self.fs.cat_file(self.path, start=0, end=4) == b"\x1f\x8b\x08\x04"
 
     def _read_gzi(self) -> list[tuple[int, int]]:
         if not self.fs.exists(f"{self.path}.gzi"):
@@ -111,15 +110,12 @@ class _RemoteFasta:
     def read_bytes(self, start: int, end: int) -> bytes:
         """Uncompressed bytes [start, end) of the file."""
         if self.gzi is None:
-            with self.fs.open(self.path, "rb") as f:
-                f.seek(start)
-                return f.read(end - start)
+            return self.fs.cat_file(self.path, start=start, end=end)  # one range request, no read-ahead
         first = bisect.bisect_right(self._gzi_u, start) - 1
         last = bisect.bisect_left(self._gzi_u, end)
         c_start, u_start = self.gzi[first]
-        with self.fs.open(self.path, "rb") as f:
-            f.seek(c_start)
-            data = f.read((self.gzi[last][0] - c_start) if last < len(self.gzi) else -1)
+        c_end = self.gzi[last][0] if last < len(self.gzi) else None  # None: to the end of the file
+        data = self.fs.cat_file(self.path, start=c_start, end=c_end)
         out = bytearray()
         while data and len(out) < end - u_start:
             member = zlib.decompressobj(31)

@@ -70,29 +70,50 @@ def _is_ignored(v: Variant) -> bool:
     return alt in ("*", ".", v.ref.upper()) or alt.startswith("<") or "[" in alt or "]" in alt
 
 
-def _reference_bases(reference, chrom: str, v: Variant) -> str:
-    if v.end0 > reference.length(chrom):
-        raise ValueError(
-            f"{v.chrom}:{v.pos} {v.ref}>{v.alt} ends past the end of contig {chrom} in "
-            f"{reference.path}: the VCF and the FASTA are different assemblies"
-        )
-    return reference.fetch(chrom, v.start0, v.end0)
+NEAR = 1 << 20  # variants this far outside the span are checked by their own fetch, not the shared one
 
 
-def _select(reference, chrom: str, variants: list[Variant], strict_ref: bool):
+class _Bases:
+    """The reference bases of a span and of its variants' REF spans, fetched in one read.
+
+    Why: a window is built once per haplotype that carries a variant; one range read per call (not one per
+    variant) keeps that cheap on htslib and essential on a bucket URL.
+    """
+
+    def __init__(self, reference, chrom: str, segments, variants: list[Variant]):
+        size = reference.length(chrom)
+        for v in variants:
+            if v.end0 > size:
+                raise ValueError(
+                    f"{v.chrom}:{v.pos} {v.ref}>{v.alt} ends past the end of contig {chrom} (length {size}) "
+                    f"in {reference.path}: the VCF and the FASTA are different assemblies"
+                )
+        near = [v for v in variants if segments[0][0] - NEAR < v.end0 and v.start0 < segments[-1][1] + NEAR]
+        self.lo = min([segments[0][0], *(v.start0 for v in near)])
+        self.hi = max([segments[-1][1], *(v.end0 for v in near)])
+        self.reference, self.chrom = reference, chrom
+        self.bases = reference.fetch(chrom, self.lo, self.hi)
+
+    def get(self, start: int, end: int) -> str:
+        if self.lo <= start and end <= self.hi:
+            return self.bases[start - self.lo : end - self.lo]
+        return self.reference.fetch(self.chrom, start, end)
+
+
+def _select(bases: _Bases, variants: list[Variant], strict_ref: bool):
     """Split the haplotype's variants into applied / skipped / rejected / ignored, in position order."""
     applied, skipped, rejected, ignored = [], [], [], []
     last_end = -1
-    for v in sorted(variants):
+    for v in variants:
         if _is_ignored(v):
             ignored.append(v)
             continue
-        found = _reference_bases(reference, chrom, v)
+        found = bases.get(v.start0, v.end0)
         if found != v.ref.upper():
             if strict_ref:
                 raise ValueError(
                     f"REF mismatch at {v.chrom}:{v.pos}: VCF REF {v.ref} but FASTA "
-                    f"{reference.path} has {found}"
+                    f"{bases.reference.path} has {found}"
                 )
             rejected.append(v)
         elif v.start0 < last_end:
@@ -131,11 +152,11 @@ def build_sequence(
     overlapping the span are reported and applied. That keeps windows consistent with the whole region.
     """
     segments = span.segments
-    chosen = _select(reference, span.chrom, list(variants), strict_ref)
+    ordered = sorted(variants)
+    bases = _Bases(reference, span.chrom, segments, [v for v in ordered if not _is_ignored(v)])
+    chosen = _select(bases, ordered, strict_ref)
     applied, skipped, rejected, ignored = ([v for v in part if overlaps(v, segments)] for part in chosen)
-    lo = min([segments[0][0], *(v.start0 for v in applied)])
-    hi = max([segments[-1][1], *(v.end0 for v in applied)])
-    ctx = reference.fetch(span.chrom, lo, hi)
+    ctx, lo = bases.bases, bases.lo
     seq = "".join(_build_segment(ctx, lo, a, b, applied) for a, b in segments)
     return BuildResult(reverse_complement(seq) if span.reverse else seq, applied, skipped, rejected, ignored)
 
