@@ -243,3 +243,25 @@ def test_unique_haplotypes_of_a_small_vcf_match_a_hand_written_expectation(tmp_p
                               ([dele, snv2, ins], [("C", 1)])])  # B's ./. carries nothing
     assert variants_in(regions[0], [snv, Variant("1", 51, "A", "C"), Variant("1", 50, "CA", "C")]) == [
         snv, Variant("1", 50, "CA", "C")]  # REF span (0-based [49, 51)) overlaps [0, 50); pos 51 does not
+
+
+def test_the_documented_difference_an_insertion_at_the_last_base_of_a_deletion(tmp_path):
+    """bcftools applies the insertion after the deletion; we skip it as overlapping (counted): only its bases
+    differ, so the documented difference is exactly that."""
+    seq = "ACGTACGTACCGATTGCAAGTCCA"
+    fasta = tmp_path / "r.fa"
+    fasta.write_text(f">chr1\n{seq}\n")
+    pysam.faidx(str(fasta))
+    deletion, insertion = Variant("chr1", 5, "ACG", "A"), Variant("chr1", 7, "G", "GTT")
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=24>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS\n"
+                   "chr1\t5\t.\tACG\tA\t.\tPASS\t.\tGT\t1|0\nchr1\t7\t.\tG\tGTT\t.\tPASS\t.\tGT\t1|0\n")
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    theirs = bcftools.consensus("-f", str(fasta), "-H", "1", f"{vcf}.gz").split("\n")[1]
+    ours = build_sequence(Reference(str(fasta)), Region("R", "R", "chr1", "+", ((0, 24),), "reference"),
+                          [deletion, insertion])
+    assert ours.applied == [deletion] and ours.skipped_overlap == [insertion]
+    assert ours.sequence == seq[:4] + "A" + seq[7:]
+    assert theirs == seq[:4] + "A" + "TT" + seq[7:]

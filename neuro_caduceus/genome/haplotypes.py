@@ -5,8 +5,11 @@ the tests use as the oracle:
 - variants are applied in position order; REF must equal the FASTA (case-insensitive), else the variant is
   rejected and listed (or an error with `strict_ref`);
 - a variant whose REF span overlaps one already applied to the same sequence is skipped and listed
-  (bcftools also lets an insertion follow a variant ending at its anchor base; here that insertion is
-  skipped as overlapping: normalized VCFs, such as DeepVariant/GLnexus output, never have that case);
+  (bcftools also applies an insertion whose anchor base is the last base of the variant applied just
+  before it, e.g. an SNV and an insertion at one position, or a deletion and an insertion at its last base,
+  with a result that depends on the records' order in the file; here that insertion is skipped as
+  overlapping, decided in Variant order, so the result never depends on file order. A haplotype of a
+  normalized VCF rarely has that case: it needs two records touching at one base on the same haplotype);
 - ALT `*` (spanning deletion), symbolic ALTs (`<DEL>` ...) and ALT == REF are ignored and listed.
 
 Boundary rule (regions and windows cut the reference; variants need not respect the cuts): ALT base i of a
