@@ -76,6 +76,7 @@ def test_reference_contig_names_and_errors(genome, tmp_path):
     assert ref.fetch("1", 1000, 1010) == genome["seqs"]["chr1"][1000:1010].upper()  # chr1 <-> 1
     mapped = Reference(str(genome["plain"]), contig_map={"seq_b": "chr2"})
     assert mapped.fetch("seq_b", 0, 5) == genome["seqs"]["chr2"][:5]
+    assert mapped.contigs == ["chr1", "seq_b"] and mapped.length("seq_b") == 777
     with pytest.raises(KeyError, match=r"contig 'chr7' is not in FASTA .*g\.fa.*chr1, chr2"):
         ref.fetch("chr7", 0, 1)
     with pytest.raises(ValueError, match="outside contig chr2"):
@@ -167,6 +168,10 @@ def test_gene_sets_resolve_in_order_and_list_every_problem(gtf, tmp_path):
     bad.write_text("name: x\ngenes: [GA]\ncolour: red\n")
     with pytest.raises(ValueError, match=r"bad\.yaml: invalid gene set \(colour"):
         load_gene_set(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\ngenes: [GA\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
+        load_gene_set(broken)
     example = load_gene_set(REPO / "configs" / "genesets" / "example_neuro.yaml")
     assert "APOE" in example.genes and "illustrative" in (example.description or "")
 
@@ -199,6 +204,9 @@ def test_windows_tile_the_region_in_reference_coordinates(genome):
     assert len(tile_windows(region, 10_000)) == 1
     with pytest.raises(ValueError, match="stride 300 > window 200"):
         tile_windows(region, 200, 300)
+    for window, stride in ((0, None), (100, 0), (-5, -5)):
+        with pytest.raises(ValueError, match="must be positive"):
+            tile_windows(region, window, stride)
     ref = Reference(str(genome["plain"]))
     forward = Region("G", "G", "chr1", "-", region.segments, "reference")
     plus = build_sequence(ref, forward, []).sequence

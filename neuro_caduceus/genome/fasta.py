@@ -162,7 +162,9 @@ class Reference:
 
     @property
     def contigs(self) -> list[str]:
-        return list(self._lengths)
+        """The FASTA's contigs in file order, under the caller's names where contig_map renames them."""
+        renamed = {fasta: name for name, fasta in self.contig_map.items()}
+        return [renamed.get(name, name) for name in self._lengths]
 
     def resolve(self, chrom: str) -> str:
         """The FASTA's name for `chrom` (KeyError naming it when absent)."""

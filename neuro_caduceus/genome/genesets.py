@@ -30,7 +30,10 @@ def load_gene_set(path: str | Path) -> GeneSet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"gene set {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
     try:
         return GeneSet.model_validate(raw)
     except ValidationError as err:

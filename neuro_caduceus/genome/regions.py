@@ -140,7 +140,7 @@ def _slice(segments: Segments, start: int, end: int) -> Segments:
 
 def tile_windows(region: Region, window: int, stride: int | None = None) -> list[Window]:
     """Windows of `window` bases every `stride` (default: window) over the region, in reference order."""
-    stride = stride or window
+    stride = window if stride is None else stride
     if window <= 0 or stride <= 0:
         raise ValueError(f"window and stride must be positive (window={window}, stride={stride})")
     if stride > window:
