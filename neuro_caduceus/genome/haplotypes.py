@@ -64,7 +64,8 @@ def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
 
 
 def variants_in(span: Span, variants: Iterable[Variant]) -> list[Variant]:
-    """The variants whose REF span overlaps the region's or window's segments (input order kept)."""
+    """The variants whose REF span overlaps the region's or window's segments (input order kept; positions
+    only: the variants are those of the span's contig)."""
     return [v for v in variants if overlaps(v, span.segments)]
 
 
@@ -153,6 +154,8 @@ def build_sequence(
     `variants` may be all of the haplotype's variants: whether one is skipped as overlapping depends on the
     ones before it, also outside this window, so the choice is made over all of them and only the variants
     overlapping the span are reported and applied. That keeps windows consistent with the whole region.
+    Variants must lie on the span's contig (only positions are compared; their chrom may be spelled `1` for
+    a `chr1` span), as the rows of one region in HAPLOTYPE_SCHEMA do.
     """
     segments = span.segments
     ordered = sorted(variants)
