@@ -56,7 +56,7 @@ def genes(
 
 def personalize(
     fasta: str = typer.Option(..., help="Reference FASTA with .fai (path or fsspec URL)"),
-    vcf: str = typer.Option(..., help="Multi-sample bgzipped VCF with a .tbi or .csi index"),
+    vcf: str = typer.Option(..., help="Multi-sample bgzipped VCF (.tbi/.csi index) or BCF (.csi)"),
     regions: Path | None = typer.Option(None, help="BED regions (0-based half-open; name, strand optional)"),
     gtf: Path | None = typer.Option(None, help="GTF, with --genes, instead of --regions"),
     genes: Path | None = typer.Option(None, "--genes", help="Gene set YAML (with --gtf)"),
