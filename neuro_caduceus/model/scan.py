@@ -49,34 +49,43 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     """Exact chunked scan: O(chunk*E*N) working memory, a Python loop per chunk only (not per position).
 
     Within a chunk the cumulative log decay is cumsum(delta)*A (A is constant over time, so the cumsum is
-    over (b, T, E) only); with P_t = exp(rel_t) relative to the middle of the chunk's decay range,
-    s_t = P_t * cumsum_s(u_s / P_s) where the carried state enters through u_0. A chunk whose decay range
-    exceeds e^120 (P or 1/P could leave fp32's range) falls back to an overflow-free doubling scan.
+    over (b, T, E) only, done for all chunks at once); with P_t = exp(rel_t) relative to the middle of the
+    chunk's decay range, s_t = P_t * cumsum_s(u_s / P_s) where the carried state enters through u_0. A chunk
+    whose decay range exceeds e^120 (P or 1/P could leave fp32's range) falls back to an overflow-free
+    doubling scan. Each chunk costs about ten tensor ops, all in place on one (b, T, E, N) buffer.
     """
     x, delta, B, C = (t.float().contiguous() for t in (x, delta, B, C))
     A = A.float()
     b, L, E = x.shape
-    s = x.new_zeros(b, E, A.shape[1])
-    y = torch.empty_like(x)
+    n_chunks = -(-L // chunk)
+    pad = n_chunks * chunk - L  # zero delta and input past the end: the padded positions change nothing
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, 0, 0, pad)) if pad else t
+
+    delta, w, B, C = padded(delta), padded(delta * x), padded(B), padded(C)
+    cum = delta.view(b, n_chunks, chunk, E).cumsum(2)
+    # log decay relative to the middle of each chunk's range: exponents lie in [-R/2, R/2]
+    rel = (cum - (cum[:, :, :1] + cum[:, :, -1:]) * 0.5).view(b, -1, E)
     a_max = float((-A).max()) if A.numel() else 0.0
-    for t0 in range(0, L, chunk):
-        t1 = min(t0 + chunk, L)
-        dt = delta[:, t0:t1]
-        cum = dt.cumsum(dim=1)
-        # log decay relative to the middle of the chunk's range: exponents lie in [-R/2, R/2]
-        rel = cum - (cum[:, :1] + cum[:, -1:]) / 2
-        u = (dt * x[:, t0:t1])[..., None] * B[:, t0:t1, None, :]
-        u[:, 0] += torch.exp(dt[:, 0, :, None] * A) * s
-        if float((cum[:, -1] - cum[:, 0]).max()) * a_max <= 2 * _SAFE_LOG_RANGE:
-            P = torch.exp(rel[..., None] * A)
-            states = (u / P).cumsum(dim=1).mul_(P)
-        else:
-            a = torch.exp(dt[..., None] * A)
+    wide = ((cum[:, :, -1] - cum[:, :, 0]).amax(dim=(0, 2)) * a_max > 2 * _SAFE_LOG_RANGE).tolist()
+    y = x.new_empty(n_chunks, b, chunk, E, 1)  # chunk-major: each chunk's output is written in place
+    # three (b, T, E, N) buffers reused by every chunk (fresh ones would cost a page-faulting allocation each)
+    u, P, states = (x.new_empty(b, chunk, E, A.shape[1]) for _ in range(3))
+    for c in range(n_chunks):
+        t0, t1 = c * chunk, (c + 1) * chunk
+        torch.mul(w[:, t0:t1, :, None], B[:, t0:t1, None, :], out=u)
+        if c:  # the state carried in from the previous chunk (the last row of `states`)
+            u[:, 0].addcmul_(torch.exp(delta[:, t0, :, None] * A), states[:, -1])
+        if wide[c]:
+            a = torch.exp(delta[:, t0:t1, :, None] * A)
             a[:, 0] = 0.0
-            states = _doubling_chunk(a, u)
-        y[:, t0:t1] = torch.matmul(states, C[:, t0:t1, :, None]).squeeze(-1)
-        s = states[:, -1]
-    return y + D.float() * x
+            states.copy_(_doubling_chunk(a, u))
+        else:
+            torch.mul(rel[:, t0:t1, :, None], A, out=P).exp_()
+            torch.cumsum(u.div_(P), dim=1, out=states).mul_(P)
+        torch.matmul(states, C[:, t0:t1, :, None], out=y[c])
+    return y.squeeze(-1).transpose(0, 1).reshape(b, -1, E)[:, :L] + D.float() * x
 
 
 @functools.cache
@@ -100,13 +109,26 @@ def _cuda_conv_kernel() -> ScanFn | None:
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """silu(depthwise causal conv) of x (b, L, E) with weight (E, 1, K): left padding K-1, no look-ahead."""
+    """silu(depthwise causal conv) of x (b, L, E) with weight (E, 1, K): left padding K-1, no look-ahead.
+
+    On CPU the K taps are K multiply-adds over shifted views in x's own (b, L, E) layout: no transposes,
+    and a contiguous result for the projections and the scan that follow.
+    """
     L, K = x.shape[1], weight.shape[-1]
     if x.is_cuda and (fn := _cuda_conv_kernel()) is not None:
         out = fn(x.transpose(1, 2).contiguous(), weight.squeeze(1), bias, activation="silu")
         return out.transpose(1, 2)
-    out = F.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=weight.shape[0])[..., :L]
-    return F.silu(out).transpose(1, 2)
+    if x.is_cuda:
+        out = F.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=weight.shape[0])[..., :L]
+        return F.silu(out).transpose(1, 2)
+    w = weight[:, 0, :].to(x.dtype)  # (E, K); tap K-1 multiplies the current position
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    out = torch.mul(xp[:, K - 1:], w[:, K - 1])
+    if bias is not None:
+        out += bias.to(x.dtype)
+    for k in range(K - 1):
+        out.addcmul_(xp[:, k:k + L], w[:, k])
+    return F.silu(out, inplace=True)
 
 
 _override: list[ScanFn] = []
