@@ -69,7 +69,26 @@ def cca(
         typer.echo(f"  CC{row['component']}: held-out r {row['heldout_r']:+.3f}  p {row['p_value']:.4f}")
 
 
-COMMANDS = {"logo": logo, "cca": cca}
+def pilot(
+    config: Path = typer.Option(..., help="a cohort job config (inputs, regions, strategy, QC, model)"),
+    out: Path = typer.Option(..., help="output folder"),
+    variants: Path = typer.Option(None, help="VCF of candidate variants (sites; effects of each ALT alone)"),
+    local_flank: int = typer.Option(768, help="bases each side of a variant for the local effect"),
+    strand_check: bool = typer.Option(True, help="PS: rerun minus-strand genes in the other orientation"),
+) -> None:
+    """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
+    from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
+    from neuro_caduceus.cohort.config import load_config
+
+    try:
+        cfg = load_config(config)
+        result = run_pilot(cfg, out, str(variants) if variants else None, local_flank, strand_check)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise typer.BadParameter(str(err)) from err
+    typer.echo(f"{pilot_summary_line(result)}; outputs in {out} (report.md)")
+
+
+COMMANDS = {"logo": logo, "cca": cca, "pilot": pilot}
 
 
 def register(app: typer.Typer) -> None:
