@@ -140,7 +140,7 @@ def to_bcf(vcf: Path) -> Path:
     return bcf
 
 
-def run_ours(fasta: Path, vcf: Path, regions: list, check_regions: set[str]) -> dict:
+def run_ours(fasta: Path, vcf: Path, regions: list, check_regions: set[str], workers: int = 1) -> dict:
     """All samples x regions x 2 haplotype sequences; returns timings and those of `check_regions`."""
     from neuro_caduceus.genome.fasta import Reference
     from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
@@ -150,7 +150,7 @@ def run_ours(fasta: Path, vcf: Path, regions: list, check_regions: set[str]) -> 
     t0 = time.perf_counter()
     spans = [Region(n, n, c, "+", ((a, b),), "reference") for n, c, a, b in regions]
     samples = vcf_samples(str(vcf))
-    table = unique_haplotypes_from_vcf(str(vcf), spans, "diploid")
+    table = unique_haplotypes_from_vcf(str(vcf), spans, "diploid", workers=workers)
     t_read = time.perf_counter()
     reference = Reference(str(fasta))
     delivered = bases = built = 0
@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--no-gvl", action="store_true", help="only our path (GenVarLoader not installed)")
     parser.add_argument("--bcf", action="store_true", help="give both tools the same calls as indexed BCF")
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each tool (median shown)")
+    parser.add_argument("--workers", type=int, default=1, help="our VCF-reading processes (default 1)")
     parser.add_argument("--gvl-python", default=os.environ.get("GVL_PYTHON"),
                         help="interpreter with genvarloader installed (default: $GVL_PYTHON, else this one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -276,7 +277,7 @@ def main() -> None:
                "check_regions": check_regions, "check_samples": check_samples}
         runs_ours, runs_gvl = [], []
         for _ in range(args.repeat):  # alternate the two tools so machine load hits both alike
-            runs_ours.append(run_ours(fasta, vcf, regions, set(check_regions)))
+            runs_ours.append(run_ours(fasta, vcf, regions, set(check_regions), args.workers))
             if not args.no_gvl:
                 runs_gvl.append(gvl_subprocess(args.gvl_python, job))
         ours = runs_ours[0]
