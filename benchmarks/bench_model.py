@@ -13,6 +13,8 @@ per variant is reported. Batch 1, fp32, torch.inference_mode, torch threads = CP
 both strand halves (2 sequences internally). Peak memory = growth of the process's peak RSS during our
 forward, measured before any baseline runs. Where a per-step loop would run longer than `--ref-budget`
 seconds it is timed at a shorter L and scaled by L / L_ref (it is linear in L; the table says so).
+"no-scan" times the same forward with a scan that costs nothing (D*x): the work both variants share, so
+"bound" = per-step time / no-scan time is the largest speedup ANY scan could give.
 
     python benchmarks/bench_model.py            # d118-l4 and d256-l16 at L = 1k, 8k, 32k (many minutes)
     python benchmarks/bench_model.py --quick    # d118-l4 only, L = 1k, 8k
@@ -49,6 +51,12 @@ def per_step_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     return torch.stack(ys, dim=1) + D.float() * x
 
 
+def _no_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: torch.Tensor) -> torch.Tensor:
+    """A scan that costs nothing (wrong numbers): times the rest of the model, which both variants share."""
+    return D * x
+
+
 def _hwm_kib() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
@@ -62,7 +70,7 @@ def measure(preset: str, L: int, impls: list[str], repeat: int, device: str) -> 
     torch.set_num_threads(os.cpu_count() or 1)
     model = random_model(preset_config(preset), seed=0).to(device)
     fns = {"ours": scan.selective_scan_chunked, "loop": per_step_scan,
-           "reference": scan.selective_scan_reference}
+           "reference": scan.selective_scan_reference, "no-scan": _no_scan}
     ids = torch.randint(7, 11, (1, L), generator=torch.Generator().manual_seed(0)).to(device)
 
     def forward(impl: str, n: int) -> float:
@@ -101,6 +109,8 @@ def run_one(preset: str, L: int, impls: list[str], repeat: int, device: str = "c
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="d118-l4 only, L = 1k and 8k")
+    ap.add_argument("--models", default=",".join(CONFIGS), help="comma-separated subset of the models")
+    ap.add_argument("--lengths", default="1024,8192,32768", help="comma-separated sequence lengths")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved timing rounds (min is reported)")
     ap.add_argument("--ref-budget", type=float, default=30.0,
                     help="time the per-step loops at full L when one forward is estimated below this (s)")
@@ -111,29 +121,30 @@ def main() -> None:
         p, L, impls, rep, dev = args.one
         print(json.dumps(measure(p, int(L), impls.split(","), int(rep), dev)))
         return
-    configs = ["d118-l4"] if args.quick else list(CONFIGS)
-    lengths = [1024, 8192] if args.quick else [1024, 8192, 32768]
+    configs = ["d118-l4"] if args.quick else args.models.split(",")
+    lengths = [1024, 8192] if args.quick else [int(n) for n in args.lengths.split(",")]
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, fp32, "
           f"batch 1, CPU, min of {args.repeat} interleaved rounds\n")
     print("| model | L | ours s | ours tok/s | ours peak MiB | per-step s (selective_scan_ref form) "
-          "| per-step s (our oracle) | how | speedup vs faster loop |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| per-step s (our oracle) | how | speedup vs faster loop | no-scan s | bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     loop_at: dict[str, tuple[int, dict[str, float]]] = {}  # model -> (L, times) of its longest full run
     for name in configs:
         preset = CONFIGS[name]
         for L in lengths:
             prev = loop_at.get(name)
             if prev is None or max(prev[1]["loop"], prev[1]["reference"]) * L / prev[0] <= args.ref_budget:
-                res = run_one(preset, L, ["ours", "loop", "reference"], args.repeat)
+                res = run_one(preset, L, ["ours", "loop", "reference", "no-scan"], args.repeat)
                 loop_at[name] = (L, res)
             else:
-                res = run_one(preset, L, ["ours"], args.repeat)
+                res = run_one(preset, L, ["ours", "no-scan"], args.repeat)
             L_ref, t = loop_at[name]
             loop_s, ref_s = t["loop"] * L / L_ref, t["reference"] * L / L_ref
             how = "measured" if L_ref == L else f"scaled from L={L_ref}"
             ours = res["ours"]
             print(f"| {name} | {L} | {ours:.3f} | {L / ours:,.0f} | {res['peak_mib']:.0f} | {loop_s:.2f} | "
-                  f"{ref_s:.2f} | {how} | {min(loop_s, ref_s) / ours:.1f}x |", flush=True)
+                  f"{ref_s:.2f} | {how} | {min(loop_s, ref_s) / ours:.1f}x | {res['no-scan']:.3f} | "
+                  f"{min(loop_s, ref_s) / res['no-scan']:.1f}x |", flush=True)
     if torch.cuda.is_available():
         print("\n| model | L | torch scan on GPU s | mamba-ssm kernels s (if installed) |\n|---|---|---|---|")
         for name in configs:

@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuro_caduceus.model.scan import selective_scan, selective_scan_chunked, selective_scan_reference
+from neuro_caduceus.model.scan import (
+    causal_conv1d_silu,
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_reference,
+)
 
 
 def _inputs(L: int, b: int = 2, E: int = 24, N: int = 16, a_scale: float = 1.0, seed: int = 0):
@@ -43,3 +48,21 @@ def test_extreme_decay_stays_exact(a_scale: float) -> None:
 def test_dispatch_on_cpu_is_the_chunked_scan() -> None:
     args = _inputs(70, seed=5)
     torch.testing.assert_close(selective_scan(*args), selective_scan_chunked(*args), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_conv_equals_torch_conv1d(bias: bool) -> None:
+    """The CPU shifted multiply-add convolution against torch's depthwise conv1d with left padding."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 37, 12, generator=g)
+    weight = torch.randn(12, 1, 4, generator=g)
+    b = torch.randn(12, generator=g) if bias else None
+    want = F.silu(F.conv1d(x.transpose(1, 2), weight, b, padding=3, groups=12)[..., :37]).transpose(1, 2)
+    torch.testing.assert_close(causal_conv1d_silu(x, weight, b), want, rtol=0, atol=1e-6)
+
+
+def test_chunked_pads_a_partial_last_chunk_without_changing_outputs() -> None:
+    """L not a multiple of the chunk: the zero-padded tail must not leak into real positions."""
+    args = _inputs(45, seed=9)
+    ref64 = selective_scan_reference(*(t.double() for t in args))
+    torch.testing.assert_close(selective_scan_chunked(*args, chunk=32).double(), ref64, rtol=0, atol=1e-5)
