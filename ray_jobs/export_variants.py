@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import yaml
+
     from neuro_caduceus.genome.annotation import read_genes
     from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
     from neuro_caduceus.genome.regions import RegionSpec, build_regions
-
     from neuro_caduceus.variants.export import export_haplotypes
     from neuro_caduceus.variants.qc import QCConfig
 
