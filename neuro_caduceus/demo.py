@@ -30,6 +30,20 @@ RANDOM_BANNER = (
 )
 
 
+OUTPUTS = {
+    "cohort/": "the synthetic inputs: genome FASTA, GTF, VCF, covariates, phenotype (mdd), brain features",
+    "checkpoint/": "the RANDOM tiny-ps Caduceus weights (Hugging Face layout)",
+    "cohort.mt/": "the VCF as a Hail MatrixTable (multi-allelics split)",
+    "embeddings/": "one strand-invariant embedding per subject x gene (shards/*.parquet) + manifest.json "
+                   "(counts, token savings of haplotype dedup and window reuse)",
+    "stats/": "subject matrix: each subject's gene embeddings concatenated in gene-set order",
+    "pca/": "exact PCA model and scores (the genetic modality before covariates), scree plot",
+    "residuals/": "scores residualized on age, sex, PC1-10 and batch: the modality to fuse with imaging",
+    "logo/": "leave-one-gene-out ΔAUC for mdd: which genes carry the signal (report.md, plot)",
+    "cca/": "held-out gene-brain canonical correlations with permutation p-values (report.md, plot)",
+}
+
+
 def _step(title: str, done: bool, run: Callable[[], Any]) -> Any:
     """Run one stage with a header and its wall time, or say it is already complete."""
     print(f"\n== {title}", flush=True)
@@ -137,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== demo finished in {time.time() - t0:.0f} s", flush=True)
     for key, value in summary.items():
         print(f"   {key}: {value}")
+    print("\nWhat is where (under --out):")
+    for folder, meaning in OUTPUTS.items():
+        print(f"   {folder:<12} {meaning}")
     print(RANDOM_BANNER)
     return 0
 
