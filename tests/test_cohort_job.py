@@ -36,6 +36,10 @@ RAY = str(Path(PY).parent / "ray")
 WINDOW = 512
 
 
+AGENT_PORT_FLAGS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                    "--runtime-env-agent-port", "--ray-client-server-port")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,7 +86,9 @@ def head(tmp_path_factory):
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     cmd = [RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
            "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--temp-dir", temp, "--disable-usage-stats"]
+           "--temp-dir", temp, "--disable-usage-stats",
+           # own agent ports: the session's local Ray (other tests) already holds the defaults (52365 ...)
+           *[arg for flag in AGENT_PORT_FLAGS for arg in (flag, str(_free_port()))]]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
     try:
         yield SimpleNamespace(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env)
@@ -195,7 +201,8 @@ def _submit(job: list[str], env: dict) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 120
     while True:
         res = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
-        if res.returncode == 0 or "No available agent" not in res.stderr or time.monotonic() > deadline:
+        busy = "No available agent" in res.stdout + res.stderr
+        if res.returncode == 0 or not busy or time.monotonic() > deadline:
             return res
         time.sleep(3)
 
