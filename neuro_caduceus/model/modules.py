@@ -1,6 +1,6 @@
 """Caduceus modules (PS = RC-equivariant RCPS, PH = plain); state_dict keys equal the official ones.
 
-Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see README.md (model).
+Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see docs/model.md.
 """
 
 from __future__ import annotations
