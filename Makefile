@@ -7,7 +7,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export RAY_AUTH_MODE ?= disabled
 export PYSPARK_SUBMIT_ARGS ?= --driver-memory 4g pyspark-shell
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint docs clean
 
 install: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# ruff, then the layering rules (import-linter contracts in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
-test: install lint
+# The documentation site, strictly: a broken link or anchor fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+test: install lint docs
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 demo: install
@@ -34,4 +40,4 @@ bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; GVL_PYTHON=.venv-gvl/bin/python $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .venv-gvl demo_out
+	rm -rf $(VENV) .venv-gvl demo_out site

@@ -367,7 +367,7 @@ def test_haplotype_assignment_rules_without_hail():
     haploid -> hap 1, unphased k/k -> both; consensus merges a subject's haplotypes."""
     import numpy as np
 
-    from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED, SparseCalls, haplotype_table
+    from neuro_caduceus.genome.calls import G0, G1, HAPLOID, PHASED, SparseCalls, haplotype_table
 
     v1, v2, v3 = Variant("chr1", 10, "A", "G"), Variant("chr1", 20, "C", "T"), Variant("chr1", 20, "C", "CA")
     calls = SparseCalls(

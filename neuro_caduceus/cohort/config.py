@@ -49,15 +49,19 @@ class Inputs(_Strict):
 
 
 class Regions(_Strict):
-    mode: Literal["gene_body", "exons", "cds"] = "gene_body"
-    flank: int = Field(0, ge=0)
-    orient: Literal["transcript", "reference"] = "transcript"
+    mode: Literal["gene_body", "exons", "cds"] = Field(
+        "gene_body",
+        description="gene_body: the gene's span; exons / cds: the canonical transcript's pieces joined")
+    flank: int = Field(0, ge=0, description="bases added to the region's outer ends")
+    orient: Literal["transcript", "reference"] = Field(
+        "transcript", description="transcript: minus-strand genes reverse-complemented; reference: + strand")
 
 
 class ModelSection(_Strict):
     checkpoint: str = Field(..., description="HF-layout Caduceus checkpoint folder or URL")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="bfloat16/float16 run under CUDA autocast (the scan stays fp32); CPU: float32")
     window: int = Field(..., gt=0, description="model window (bases); a gene is tiled into windows")
     stride: int | None = Field(None, gt=0, description="window stride; default = window (no overlap)")
 
@@ -86,13 +90,16 @@ class Output(_Strict):
 
 
 class CohortConfig(_Strict):
-    inputs: Inputs
-    regions: Regions = Regions()
-    haplotype_strategy: Literal["reference", "consensus", "diploid"] = "diploid"
-    qc: QCConfig = QCConfig()
-    model: ModelSection
-    compute: Compute = Compute()
-    output: Output
+    inputs: Inputs = Field(..., description="the cohort's genotypes, reference, annotation and gene set")
+    regions: Regions = Field(Regions(), description="which bases of each gene are embedded, and their strand")
+    haplotype_strategy: Literal["reference", "consensus", "diploid"] = Field(
+        "diploid",
+        description="diploid: GT alleles to haplotypes 1/2 in written order, subject = their mean; "
+        "consensus: one haplotype with every ALT; reference: the reference for everyone")
+    qc: QCConfig = Field(QCConfig(), description="variant, entry and sample QC (every filter off by default)")
+    model: ModelSection = Field(..., description="the Caduceus checkpoint and how it runs")
+    compute: Compute = Field(Compute(), description="Ray resources (never change the embeddings)")
+    output: Output = Field(..., description="where the shards go and the recipe id they carry")
 
     @model_validator(mode="after")
     def _qc_needs_hail(self) -> CohortConfig:

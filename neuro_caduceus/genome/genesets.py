@@ -21,9 +21,11 @@ class GeneSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    genes: list[str] = Field(min_length=1)
-    description: str | None = None
+    name: str = Field(..., description="the set's name (recorded in outputs)")
+    genes: list[str] = Field(
+        min_length=1, description="HGNC symbols or Ensembl gene ids (version optional), in the order used "
+        "everywhere downstream")
+    description: str | None = Field(None, description="free text")
 
 
 def load_gene_set(path: str | Path) -> GeneSet:

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import pyarrow as pa
 
+from neuro_caduceus.genome.calls import G0, G1, HAPLOID, PHASED, STRATEGIES, SparseCalls, haplotype_table
 from neuro_caduceus.genome.fasta import resolve_contig
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
 
@@ -198,8 +199,6 @@ def _region_calls(
     columnar numpy over [records, samples], not per record. `whole_calls`: a genotype with a missing allele
     (`.|1`) counts as missing altogether (bcftools -H A); otherwise each allele stands alone (-H 1 / -H 2).
     """
-    from neuro_caduceus.variants.calls import SparseCalls
-
     parts = _CallParts()
     try:
         chrom = resolve_contig(region.chrom, seqnames, None, "the VCF")
@@ -248,8 +247,6 @@ class _CallParts:
 
     def add(self, records: list[tuple], gt: np.ndarray, segments, whole_calls: bool) -> None:
         """`gt`: int16 [records, samples, 2] alleles as written (-1 missing, -2 haploid end)."""
-        from neuro_caduceus.variants.calls import G0, G1, HAPLOID, PHASED
-
         first, second = gt[:, :, 0], gt[:, :, 1]
         haploid = second == -2
         called = (first >= 0) & (haploid | (second >= 0)) if whole_calls else np.ones(first.shape, dtype=bool)
@@ -295,8 +292,6 @@ def unique_haplotypes_from_vcf(
     `workers` > 1 reads groups of regions in that many processes (parsing VCF text is the main cost);
     the rows are the same, in the same order.
     """
-    from neuro_caduceus.variants.calls import STRATEGIES
-
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     reader = _open_vcf(str(vcf))
@@ -325,8 +320,6 @@ def unique_haplotypes_from_vcf(
 
 def _read_regions(job: tuple, regions: list) -> pa.Table:
     """One process's share: open the VCF, read each region, turn its calls into haplotype rows."""
-    from neuro_caduceus.variants.calls import haplotype_table
-
     vcf, strategy, samples = job
     reader = _open_vcf(vcf)
     header = list(reader.samples)

@@ -7,9 +7,7 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
-from pathlib import Path
 
 import fsspec
 import torch
@@ -109,23 +107,3 @@ def from_pretrained(path_or_url: str | os.PathLike[str]) -> CaduceusForMaskedLM:
         warnings.warn(f"{url}: this checkpoint has RANDOM weights (made by make-checkpoint); its embeddings "
                       "carry no biological signal", UserWarning, stacklevel=2)
     return model.eval()
-
-
-def save_pretrained(model: CaduceusForMaskedLM, out_dir: str | os.PathLike[str]) -> Path:
-    """Write config.json + model.safetensors like the hub (tied aliases omitted); files appear atomically."""
-    from safetensors.torch import save as save_safetensors
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tied = model.tied_keys()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
-    payload = {
-        "config.json": (json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
-        "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
-    }
-    for name, blob in payload.items():
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, out / name)
-    return out

@@ -28,9 +28,9 @@ def make_checkpoint(
     out: Path = typer.Option(..., help="Output checkpoint folder (HF layout)"),
 ) -> None:
     """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science)."""
-    from neuro_caduceus.model.checkpoint import save_pretrained
     from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
+    from neuro_caduceus.model.saving import save_pretrained
 
     try:
         config = preset_config(preset)

@@ -1,6 +1,6 @@
 """Caduceus modules (PS = RC-equivariant RCPS, PH = plain); state_dict keys equal the official ones.
 
-Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see README.md (model).
+Semantics follow the official CaduceusForMaskedLM with its fused add-norm path: see docs/model.md.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuro_caduceus.model.config import CaduceusConfig
+from neuro_caduceus.model.saving import save_pretrained
 from neuro_caduceus.model.scan import causal_conv1d_silu, selective_scan
 
 
@@ -236,7 +237,5 @@ class CaduceusForMaskedLM(nn.Module):
         return self.lm_head(self.hidden_states(input_ids))
 
     def save_pretrained(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Write config.json + model.safetensors in the hub layout (see checkpoint.save_pretrained)."""
-        from neuro_caduceus.model.checkpoint import save_pretrained
-
+        """Write config.json + model.safetensors in the hub layout (see saving.save_pretrained)."""
         return save_pretrained(self, out_dir)

@@ -8,7 +8,7 @@ entries (GQ, then DP, then allele balance of het calls; a failing entry becomes 
 variants (FILTER = PASS, then call rate, then AC/AF bounds, both computed on the QC'd calls).
 A missing GQ, DP or AD fails the filter that needs it. FILTER "." (not applied) counts as PASS.
 Sex chromosomes: calls are kept as written (DeepVariant writes hemizygous male chrX/chrY calls as diploid
-1/1), so AC/AF/call rate count every subject as diploid; see README.md (QC, sex chromosomes).
+1/1), so AC/AF/call rate count every subject as diploid; see docs/variants.md (sex chromosomes).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from neuro_caduceus.genome.calls import STRATEGIES, haplotype_table
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
-from neuro_caduceus.variants.calls import STRATEGIES, haplotype_table
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, check_contigs
 from neuro_caduceus.variants.mt_meta import read_meta
 from neuro_caduceus.variants.qc import QCConfig, sample_sets
