@@ -21,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuro_caduceus.genome.gene_regions import atomic_writer, check_contigs
+from neuro_caduceus.genome.gene_regions import check_contigs
 from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps, reverse_complement
 from neuro_caduceus.genome.regions import Region, Window
 from neuro_caduceus.genome.variant_schema import Variant
+from neuro_caduceus.io import atomic_writer
 
 STRATEGIES = ("reference", "consensus", "diploid")
 OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")
