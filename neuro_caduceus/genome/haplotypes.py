@@ -23,7 +23,6 @@ strand and reverse-complemented last.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -173,14 +172,9 @@ def build_sequence(
 def _open_vcf(vcf: str):
     from cyvcf2 import VCF
 
-    if "://" not in vcf:
-        if not os.path.exists(vcf):
-            raise FileNotFoundError(f"VCF {vcf} does not exist")
-        if not (os.path.exists(f"{vcf}.tbi") or os.path.exists(f"{vcf}.csi")):
-            raise FileNotFoundError(
-                f"VCF {vcf} has no index ({vcf}.tbi or .csi): bgzip it and run "
-                "`tabix -p vcf` (or pysam.tabix_index) first"
-            )
+    from neuro_caduceus.genome.vcf_file import check_vcf
+
+    check_vcf(vcf, need_index=True)
     return VCF(vcf, lazy=True, threads=1)
 
 

@@ -360,10 +360,12 @@ def personalize(
     """Write every sample's haplotype sequences of every region to `out` (FASTA) and its summary JSON."""
     from neuro_caduceus.genome.fasta import Reference
     from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
+    from neuro_caduceus.genome.vcf_file import check_vcf
 
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     t0 = time.perf_counter()
+    check_vcf(vcf, need_index=True)  # before any reader seeks into it
     reference = Reference(fasta)
     check_contigs(reference, list(regions), vcf)
     table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples, workers)  # checks index, samples
