@@ -121,9 +121,14 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     if kinds.get("duplicated") or (kinds.get("missing") and on_missing == "error"):
         fio.abort_parts(written)
         hint = ("duplicated (subject, gene) rows are always an error" if kinds.get("duplicated")
-                else "use --on-missing drop to drop them")
+                else "use --on-missing-gene drop to drop them")
         raise ValueError(f"{written['problems']} subject(s) cannot be assembled ({kinds}), e.g. "
                          f"{written['examples']}; {hint}")
+    if not written["written"]:
+        fio.abort_parts(written)
+        raise ValueError(f"{input_dir}: no subject has all {len(genes)} genes ({written['problems']} "
+                         f"dropped: {kinds}, e.g. {written['examples']}); the matrix would be empty: check "
+                         "that --genes lists embedded genes")
     fio.commit_parts(written)
     summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
                "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
