@@ -140,3 +140,24 @@ def replace_output(tmp: str | Path, out: str | Path, overwrite: bool) -> None:
             (out / MARKER).unlink()
         out.rmdir()
     os.replace(tmp, out)
+
+
+def read_yaml_model(path: str | Path, model: type):
+    """A YAML file (safe_load) validated by a pydantic model; errors name the file and each bad key."""
+    import yaml
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"{path}: {problems}") from err
