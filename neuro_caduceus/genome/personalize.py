@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neuro_caduceus.genome.gene_regions import check_contigs
-from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps, reverse_complement
+from neuro_caduceus.genome.haplotypes import (
+    BuildResult,
+    build_sequence,
+    edit_of,
+    overlaps,
+    reverse_complement,
+)
 from neuro_caduceus.genome.regions import Region, Window
 from neuro_caduceus.genome.variant_schema import Variant
 from neuro_caduceus.io import atomic_writer
@@ -93,8 +99,8 @@ class RegionBuilder:
         inside = any(a <= v.start0 and v.end0 <= b for a, b in self.region.segments)
         just_v = Window(self.region.region_id, 0, self.region.chrom, ((v.start0, v.end0),))
         alone = inside and build_sequence(self.local, just_v, [v], strict_ref=self.strict_ref)
-        ok = alone and alone.applied == [v] and v.alt.isascii()
-        plain = (v.start0, v.end0, v.alt.upper().encode()) if ok else None
+        start, end, alt = edit_of(v)
+        plain = (start, end, alt.encode()) if alone and alone.applied == [v] and alt.isascii() else None
         self._plain[i] = plain
         return plain
 
