@@ -107,7 +107,8 @@ def check_fai_fits(path: str) -> None:
     if stale:
         raise ValueError(
             f"FASTA {path} does not match its index {fai} ({stale}): the FASTA changed after it was "
-            f"indexed; re-index it (samtools faidx {path}, or delete {fai})"
+            f"indexed, or repeats a record id the index skipped; make the ids unique and re-index it "
+            f"(samtools faidx {path}, or delete {fai})"
         )
 
 
