@@ -369,3 +369,32 @@ def test_hail_path_rows_equal_the_vcf_path_for_symbolic_and_touching_variants(tm
     assert got.to_pylist() == expected.to_pylist()
     variants = [Variant(**v) for v in expected.column("variants")[0].as_py()]
     assert Variant("chr1", 12, "GNNN", "<DEL>") in variants
+
+
+def test_the_documented_differences_from_bcftools(tmp_path):
+    """docs/haplotypes.md: -H A on a `1/2` call of two SNVs (bcftools: the GT's second allele; here ALT 1,
+    ALT 2 skipped as overlapping), and `<INS>` (bcftools: an error; here ignored and counted)."""
+    from neuro_caduceus.genome.personalize import region_haplotypes
+
+    fasta, _ = _touching_case(tmp_path, [])
+    vcf = tmp_path / "m.vcf"
+    vcf.write_text(f"##fileformat=VCFv4.2\n##contig=<ID=chr1,length={len(SMALL)}>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS\n"
+                   "chr1\t5\t.\tA\tG,C\t.\tPASS\t.\tGT\t1/2\n")
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    theirs = bcftools.consensus("-f", str(fasta), "-H", "A", f"{vcf}.gz").split("\n")[1]
+    region = Region("R", "R", "chr1", "+", ((0, len(SMALL)),), "reference")
+    table = unique_haplotypes_from_vcf(f"{vcf}.gz", [region], "consensus")
+    (built,) = region_haplotypes(Reference(str(fasta)), table, [region], ["S"], "consensus")
+    ours = built.builds[built.assignment[0, 0]]
+    assert theirs[4] == "C" and ours.sequence[4] == "G"
+    assert ours.skipped_overlap == [Variant("chr1", 5, "A", "C")]
+    (tmp_path / "ins").mkdir()
+    _, ins = _touching_case(tmp_path / "ins", [(5, "A", "<INS>", ".")])
+    with pytest.raises(Exception, match="Symbolic alleles other than"):
+        bcftools.consensus("-f", str(fasta), "-H", "1", str(ins))
+    rows = unique_haplotypes_from_vcf(str(ins), [region], "diploid")
+    (built,) = region_haplotypes(Reference(str(fasta)), rows, [region], ["S"], "diploid")
+    assert built.sequences[built.assignment[0, 0]] == SMALL
+    assert built.builds[built.assignment[0, 0]].ignored == [Variant("chr1", 5, "A", "<INS>")]
