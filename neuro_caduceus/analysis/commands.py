@@ -77,10 +77,13 @@ def pilot(
     """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
     from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
     from neuro_caduceus.cohort.config import load_config
-    from neuro_caduceus.io import output_dir
+    from neuro_caduceus.io import check_output_not_input, output_dir
 
     with output_dir(out, [config, variants]):
         cfg = load_config(config)
+        given = cfg.inputs
+        check_output_not_input([out], [cfg.model.checkpoint, given.matrix_table, given.haplotypes_parquet,
+                                       given.vcf, given.reference_fasta, given.gtf, given.gene_set])
         result = run_pilot(cfg, out, str(variants) if variants else None, local_flank, strand_check)
     typer.echo(f"{pilot_summary_line(result)}; outputs in {out} (report.md)")
 
