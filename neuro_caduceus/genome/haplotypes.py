@@ -227,7 +227,11 @@ def _open_vcf(vcf: str):
     from neuro_caduceus.genome.vcf_file import check_vcf
 
     check_vcf(vcf, need_index=True)
-    return VCF(vcf, lazy=True, threads=1)
+    try:
+        return VCF(vcf, lazy=True, threads=1)
+    except Exception as err:  # cyvcf2 raises a bare Exception("cannot parse VCF header") and alike
+        raise ValueError(f"VCF {vcf}: htslib cannot read it ({err}); check the header with "
+                         f"`bcftools view -h {vcf}`") from err
 
 
 GENOTYPE_CHUNK_BYTES = (

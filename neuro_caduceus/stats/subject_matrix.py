@@ -157,7 +157,7 @@ def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
         for g in range(meta.num_row_groups):
             for i in columns:
                 stats = meta.row_group(g).column(i).statistics
-                if stats is None or not stats.has_min_max:
+                if stats is None or not stats.has_min_max or not isinstance(stats.min, str):
                     return []
                 ranges.append((stats.min, stats.max))
     return [gene for gene in genes if not any(lo <= gene <= hi for lo, hi in ranges)]
