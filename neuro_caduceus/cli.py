@@ -7,9 +7,11 @@ NEURO_CADUCEUS_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import os
 import pickle
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +30,27 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError, p
 _state = {"debug": False}
 
 
+_REMOTE_ERROR = re.compile(r"^(\w+): (.+)$", re.M)
+
+
 def _cause(err: BaseException) -> BaseException:
-    """The error a Ray task raised (Ray wraps it, with the remote traceback in its message)."""
-    while type(err).__name__.startswith("RayTaskError") and isinstance(getattr(err, "cause", None),
-                                                                     BaseException):
+    """The error a Ray task raised, not Ray's wrapper around it.
+
+    Ray wraps a task's error (RayTaskError, whose `cause` may itself be a wrapper such as Ray Data's
+    UserCodeException) and keeps the original only as text in the remote traceback; the first
+    `BuiltinError: message` line of that text is rebuilt as that built-in exception.
+    """
+    outer = err
+    while type(err).__module__.startswith("ray") and isinstance(getattr(err, "cause", None), BaseException):
+        if not type(err.cause).__module__.startswith("ray"):
+            return err.cause
         err = err.cause
+    if not type(err).__module__.startswith("ray"):
+        return err
+    for name, message in _REMOTE_ERROR.findall(str(outer)):
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(message)
     return err
 
 

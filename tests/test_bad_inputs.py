@@ -325,3 +325,22 @@ def test_a_bug_is_one_line_with_exit_code_1(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("internal error: TypeError: unsupported operand") and "--debug" in err
     assert err.count("\n") == 1
+
+
+def test_an_error_inside_a_ray_data_task_is_reported_by_its_own_message(ray_session, capsys, monkeypatch):
+    """Ray Data wraps a task's error twice (RayTaskError, UserCodeException) and keeps it only as text."""
+    import click
+
+    from neuro_caduceus import cli
+
+    def read_only(batch):
+        raise OSError(30, "Read-only file system", "/out/part-0.parquet")
+
+    monkeypatch.setitem(cli._state, "debug", False)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(click.exceptions.Exit) as exit_info:
+        reporting_errors(lambda: ray_session.data.range(4).map_batches(read_only).take_all())()
+    assert exit_info.value.exit_code == 2
+    err = capsys.readouterr().err  # Ray Data's own log lines come first
+    assert err.splitlines()[-1] == "error: [Errno 30] Read-only file system: '/out/part-0.parquet'"
+    assert "Traceback" not in err
