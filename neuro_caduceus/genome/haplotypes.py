@@ -74,7 +74,7 @@ def variants_in(span: Span, variants: Iterable[Variant]) -> list[Variant]:
 
 
 def is_symbolic_deletion(v: Variant) -> bool:
-    """A `<DEL>` whose span is known (REF = its base + one N per deleted base, see symbolic_deletion)."""
+    """A `<DEL>` whose span is known (REF = its base + one N per deleted base, see variant_of)."""
     return v.alt.upper() == "<DEL>" and len(v.ref) > 1
 
 
@@ -90,17 +90,17 @@ def _is_indel(ref: str, alt: str) -> bool:
     r, a = ref.upper(), alt.upper()
     if len(r) == 1 and len(a) == 1:
         return False
-    p = 0
+    p = 0  # strip the common prefix
     while p < len(r) and p < len(a) and r[p] == a[p]:
         p += 1
     if p == len(r) or p == len(a):
         return len(r) != len(a)
-    re, ae = len(r) - 1, len(a) - 1
-    while re > p and ae > p and r[re] == a[ae]:
-        re, ae = re - 1, ae - 1
-    if ae == p:
-        return re != p and r[re] == a[ae]
-    return re == p and r[re] == a[ae]
+    r_end, a_end = len(r) - 1, len(a) - 1  # then strip the common suffix, keeping one base of each
+    while r_end > p and a_end > p and r[r_end] == a[a_end]:
+        r_end, a_end = r_end - 1, a_end - 1
+    if a_end == p:
+        return r_end != p and r[r_end] == a[a_end]
+    return r_end == p and r[r_end] == a[a_end]
 
 
 def _anchored(v: Variant) -> bool:
