@@ -245,23 +245,156 @@ def test_unique_haplotypes_of_a_small_vcf_match_a_hand_written_expectation(tmp_p
         snv, Variant("1", 50, "CA", "C")]  # REF span (0-based [49, 51)) overlaps [0, 50); pos 51 does not
 
 
-def test_the_documented_difference_an_insertion_at_the_last_base_of_a_deletion(tmp_path):
-    """bcftools applies the insertion after the deletion; we skip it as overlapping (counted): only its bases
-    differ, so the documented difference is exactly that."""
-    seq = "ACGTACGTACCGATTGCAAGTCCA"
+# 1-based positions on SMALL: 1 A, 2 C, 3 G, 4 T, 5 A, 6 C, 7 G, 8 T, 9 A, 10 C, 11 C, 12 G, 13 A, 14 T, 15 T
+SMALL = "ACGTACGTACCGATTGCAAGTCCAGGTTACCAGT"
+# (name, records in file order: (POS, REF, ALT, INFO)), every record on haplotype 1 of one sample
+TOUCHING = [
+    ("symbolic DEL with END", [(5, "A", "<DEL>", "END=9")]),
+    ("symbolic DEL with SVLEN", [(5, "A", "<DEL>", "SVLEN=-4")]),
+    ("symbolic DEL with positive SVLEN", [(5, "A", "<DEL>", "SVLEN=4")]),
+    ("symbolic DEL: END wins over SVLEN", [(5, "A", "<DEL>", "END=9;SVLEN=-2")]),
+    ("symbolic DEL: first SVLEN", [(5, "A", "<DEL>", "SVLEN=-2,-3")]),
+    ("symbolic DEL without a span is ignored", [(5, "A", "<DEL>", ".")]),
+    ("SNV inside a symbolic DEL", [(5, "A", "<DEL>", "END=9"), (8, "T", "G", ".")]),
+    ("SNV on the END of a symbolic DEL", [(5, "A", "<DEL>", "END=9"), (9, "A", "G", ".")]),
+    ("deletion on the last base of a deletion", [(5, "ACG", "A", "."), (7, "GTA", "G", ".")]),
+    ("longer deletion chained", [(5, "ACGT", "A", "."), (8, "TAC", "T", ".")]),
+    ("three chained deletions", [(5, "ACG", "A", "."), (7, "GT", "G", "."), (8, "TAC", "T", ".")]),
+    ("deletion, deletion, insertion", [(5, "ACG", "A", "."), (7, "GT", "G", "."), (8, "T", "TGG", ".")]),
+    ("deletion inside a deletion", [(5, "ACGT", "A", "."), (7, "GTA", "G", ".")]),
+    ("insertion on the last base of a deletion", [(5, "ACG", "A", "."), (7, "G", "GTT", ".")]),
+    ("SNV on the last base of a deletion", [(5, "ACG", "A", "."), (7, "G", "T", ".")]),
+    ("MNV on the last base of a deletion", [(5, "ACG", "A", "."), (7, "GT", "CC", ".")]),
+    ("complex on the last base of a deletion", [(5, "ACG", "A", "."), (7, "GTA", "C", ".")]),
+    ("indel without anchor base on a deletion", [(5, "ACG", "A", "."), (7, "GTA", "A", ".")]),
+    ("complex deletion on a deletion", [(5, "ACG", "A", "."), (7, "GTA", "GC", ".")]),
+    ("deletion by suffix on a deletion", [(5, "ACG", "A", "."), (7, "GTACC", "GC", ".")]),
+    ("symbolic DEL on the last base of a deletion", [(5, "ACG", "A", "."), (7, "G", "<DEL>", "END=9")]),
+    ("deletion on the END of a symbolic DEL", [(5, "A", "<DEL>", "END=7"), (7, "GTA", "G", ".")]),
+    ("insertion on the END of a symbolic DEL", [(5, "A", "<DEL>", "END=7"), (7, "G", "GAA", ".")]),
+    ("deletion on the last base of an MNV", [(5, "AC", "GT", "."), (6, "CG", "C", ".")]),
+    ("insertion on the last base of a complex", [(5, "ACG", "T", "."), (7, "G", "GAA", ".")]),
+    ("SNV then insertion at one position", [(5, "A", "G", "."), (5, "A", "ATT", ".")]),
+    ("insertion then SNV at one position", [(5, "A", "ATT", "."), (5, "A", "G", ".")]),
+    ("two insertions at one position", [(5, "A", "ATT", "."), (5, "A", "ACC", ".")]),
+    ("SNV then deletion at one position", [(5, "A", "G", "."), (5, "ACG", "A", ".")]),
+    ("deletion then SNV at one position", [(5, "ACG", "A", "."), (5, "A", "G", ".")]),
+    ("insertion then deletion at one position", [(5, "A", "ATT", "."), (5, "ACG", "A", ".")]),
+    ("deletion then insertion at one position", [(5, "ACG", "A", "."), (5, "A", "ATT", ".")]),
+    ("two deletions at one position", [(5, "AC", "A", "."), (5, "ACG", "A", ".")]),
+    ("two SNVs at one position", [(5, "A", "G", "."), (5, "A", "C", ".")]),
+    ("lengthening complex then insertion", [(5, "A", "GTT", "."), (5, "A", "ACC", ".")]),
+    ("SNV, insertion, insertion", [(5, "A", "G", "."), (5, "A", "ATT", "."), (5, "A", "ACC", ".")]),
+    ("SNV, deletion, insertion on its last base",
+     [(5, "A", "G", "."), (5, "AC", "A", "."), (6, "C", "CTT", ".")]),
+    ("SNV then unanchored deletion", [(5, "A", "G", "."), (5, "ACG", "C", ".")]),
+]
+
+
+def _touching_case(tmp_path: Path, records: list[tuple[int, str, str, str]]) -> tuple[Path, Path]:
     fasta = tmp_path / "r.fa"
-    fasta.write_text(f">chr1\n{seq}\n")
+    fasta.write_text(f">chr1\n{SMALL}\n")
     pysam.faidx(str(fasta))
-    deletion, insertion = Variant("chr1", 5, "ACG", "A"), Variant("chr1", 7, "G", "GTT")
     vcf = tmp_path / "v.vcf"
-    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=24>\n"
+    header = (f"##fileformat=VCFv4.2\n##contig=<ID=chr1,length={len(SMALL)}>\n"
+              + '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+              + '##INFO=<ID=END,Number=1,Type=Integer,Description="End">\n'
+              + '##INFO=<ID=SVLEN,Number=.,Type=Integer,Description="Length">\n'
+              + '##ALT=<ID=DEL,Description="Deletion">\n'
+              + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS\n")
+    lines = [f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t{i}\tGT\t1|0\n" for p, r, a, i in records]
+    vcf.write_text(header + "".join(lines))
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    return fasta, Path(f"{vcf}.gz")
+
+
+@pytest.mark.parametrize("records", [r for _, r in TOUCHING], ids=[n for n, _ in TOUCHING])
+def test_touching_variants_symbolic_deletions_and_file_order_equal_bcftools(tmp_path, records):
+    """Variants touching at one base, at one position (file order) and symbolic <DEL>: as bcftools consensus,
+    through the VCF path (cyvcf2 read, rows, unique-haplotype builder); windows still tile the region."""
+    from neuro_caduceus.genome.personalize import region_haplotypes
+
+    fasta, vcf = _touching_case(tmp_path, records)
+    theirs = bcftools.consensus("-f", str(fasta), "-H", "1", str(vcf)).split("\n")[1].upper()
+    region = Region("R", "R", "chr1", "+", ((0, len(SMALL)),), "reference")
+    reference = Reference(str(fasta))
+    table = unique_haplotypes_from_vcf(str(vcf), [region], "diploid")
+    (built,) = region_haplotypes(reference, table, [region], ["S"], "diploid")
+    assert built.sequences[built.assignment[0, 0]] == theirs
+    variants = [Variant(**v) for v in table.column("variants")[0].as_py()] if table.num_rows else []
+    whole = build_sequence(reference, region, variants)
+    assert whole.sequence == theirs
+    assert "".join(build_sequence(reference, w, variants).sequence for w in tile_windows(region, 3)) == theirs
+    assert len(whole.applied) + len(whole.skipped_overlap) + len(whole.ignored) == len(records)
+
+
+def test_other_symbolic_alleles_are_ignored_and_counted(tmp_path):
+    """bcftools refuses <INS>/<DUP>; they are ignored (listed) here, and a <DEL> span comes from END/SVLEN."""
+    from neuro_caduceus.genome.variant_schema import variant_of
+
+    fasta, _ = _touching_case(tmp_path, [])
+    region = Region("R", "R", "chr1", "+", ((0, len(SMALL)),), "reference")
+    others = [Variant("chr1", 5, "A", "<INS>"), Variant("chr1", 8, "T", "<DUP>"),
+              Variant("chr1", 10, "C", "<DEL>")]
+    result = build_sequence(Reference(str(fasta)), region, others)
+    assert result.sequence == SMALL and result.ignored == others
+    assert variant_of("chr1", 5, "A", "<DEL>", end=9) == Variant("chr1", 5, "ANNNN", "<DEL>")
+    assert variant_of("chr1", 5, "A", "<DEL>", svlen=(-3,)) == Variant("chr1", 5, "ANNN", "<DEL>")
+    assert variant_of("chr1", 5, "A", "<DEL>") == Variant("chr1", 5, "A", "<DEL>")
+
+
+def test_hail_path_rows_equal_the_vcf_path_for_symbolic_and_touching_variants(tmp_path, hail_session):
+    """import-vcf + the Hail reader give the VCF path's rows for a <DEL>, chained deletions and one position's
+    records in allele order (Hail keeps a position's records in allele order, whatever the file's)."""
+    import pyarrow as pa
+
+    from neuro_caduceus.variants.extract import RegionSpan
+    from neuro_caduceus.variants.importer import import_vcf
+    from neuro_caduceus.variants.source import read_region_group
+
+    records = [(5, "A", "ATT", "."), (5, "A", "G", "."), (12, "G", "<DEL>", "END=15"), (20, "CA", "C", "."),
+               (21, "AG", "A", ".")]
+    _, vcf = _touching_case(tmp_path, records)
+    text = pysam.BGZFile(str(vcf)).read().decode()
+    lines = [line if line.startswith("##") else line + "\tT" if line.startswith("#") else line + "\t0|1"
+             for line in text.rstrip("\n").split("\n")]  # a second sample carries everything on hap 2
+    two = tmp_path / "two.vcf"
+    two.write_text("\n".join(lines) + "\n")
+    pysam.tabix_index(str(two), preset="vcf", force=True)
+    region = Region("R", "R", "chr1", "+", ((0, len(SMALL)),), "reference")
+    expected = unique_haplotypes_from_vcf(f"{two}.gz", [region], "diploid")
+    mt = tmp_path / "two.mt"
+    import_vcf([f"{two}.gz"], str(mt), "GRCh38")
+    got = pa.concat_tables(list(read_region_group(str(mt), [RegionSpan.of(region)], "diploid", None)))
+    assert got.to_pylist() == expected.to_pylist()
+    variants = [Variant(**v) for v in expected.column("variants")[0].as_py()]
+    assert Variant("chr1", 12, "GNNN", "<DEL>") in variants
+
+
+def test_the_documented_differences_from_bcftools(tmp_path):
+    """docs/haplotypes.md: -H A on a `1/2` call of two SNVs (bcftools: the GT's second allele; here ALT 1,
+    ALT 2 skipped as overlapping), and `<INS>` (bcftools: an error; here ignored and counted)."""
+    from neuro_caduceus.genome.personalize import region_haplotypes
+
+    fasta, _ = _touching_case(tmp_path, [])
+    vcf = tmp_path / "m.vcf"
+    vcf.write_text(f"##fileformat=VCFv4.2\n##contig=<ID=chr1,length={len(SMALL)}>\n"
                    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS\n"
-                   "chr1\t5\t.\tACG\tA\t.\tPASS\t.\tGT\t1|0\nchr1\t7\t.\tG\tGTT\t.\tPASS\t.\tGT\t1|0\n")
+                   "chr1\t5\t.\tA\tG,C\t.\tPASS\t.\tGT\t1/2\n")
     pysam.tabix_index(str(vcf), preset="vcf", force=True)
-    theirs = bcftools.consensus("-f", str(fasta), "-H", "1", f"{vcf}.gz").split("\n")[1]
-    ours = build_sequence(Reference(str(fasta)), Region("R", "R", "chr1", "+", ((0, 24),), "reference"),
-                          [deletion, insertion])
-    assert ours.applied == [deletion] and ours.skipped_overlap == [insertion]
-    assert ours.sequence == seq[:4] + "A" + seq[7:]
-    assert theirs == seq[:4] + "A" + "TT" + seq[7:]
+    theirs = bcftools.consensus("-f", str(fasta), "-H", "A", f"{vcf}.gz").split("\n")[1]
+    region = Region("R", "R", "chr1", "+", ((0, len(SMALL)),), "reference")
+    table = unique_haplotypes_from_vcf(f"{vcf}.gz", [region], "consensus")
+    (built,) = region_haplotypes(Reference(str(fasta)), table, [region], ["S"], "consensus")
+    ours = built.builds[built.assignment[0, 0]]
+    assert theirs[4] == "C" and ours.sequence[4] == "G"
+    assert ours.skipped_overlap == [Variant("chr1", 5, "A", "C")]
+    (tmp_path / "ins").mkdir()
+    _, ins = _touching_case(tmp_path / "ins", [(5, "A", "<INS>", ".")])
+    with pytest.raises(Exception, match="Symbolic alleles other than"):
+        bcftools.consensus("-f", str(fasta), "-H", "1", str(ins))
+    rows = unique_haplotypes_from_vcf(str(ins), [region], "diploid")
+    (built,) = region_haplotypes(Reference(str(fasta)), rows, [region], ["S"], "diploid")
+    assert built.sequences[built.assignment[0, 0]] == SMALL
+    assert built.builds[built.assignment[0, 0]].ignored == [Variant("chr1", 5, "A", "<INS>")]

@@ -63,23 +63,25 @@ def cohort(tmp_path_factory, hail_session):
 
 
 def vcf_oracle(vcf: str, regions, strategy: str) -> list[dict]:
-    """Independent expectation with pysam: GT alleles to haplotypes in written order, REF-span overlap."""
+    """Independent expectation with pysam: GT alleles to haplotypes in written order, REF-span overlap;
+    a haplotype's variants by position, then record and ALT index (file order)."""
     rows = []
+    order: dict[Variant, tuple[int, int, int]] = {}
     with pysam.VariantFile(vcf) as vf:
         for region in regions:
             haps: dict[tuple[str, int], set[Variant]] = defaultdict(set)
             seen = set()
             for a, b in region.segments:
-                for rec in vf.fetch(region.chrom, a, b):
+                for n, rec in enumerate(vf.fetch(region.chrom, a, b)):
                     if (rec.pos, rec.ref) in seen or not (rec.start < b and rec.stop > a):
                         continue
                     seen.add((rec.pos, rec.ref))
                     for sid, call in rec.samples.items():
                         for hap, allele in enumerate(call["GT"], start=1):
                             if allele:
-                                haps[(sid, hap if strategy == "diploid" else 1)].add(
-                                    Variant(rec.chrom, rec.pos, rec.ref, rec.alts[allele - 1])
-                                )
+                                v = Variant(rec.chrom, rec.pos, rec.ref, rec.alts[allele - 1])
+                                order.setdefault(v, (rec.pos, n, allele))
+                                haps[(sid, hap if strategy == "diploid" else 1)].add(v)
             groups = defaultdict(list)
             for carrier, variants in haps.items():
                 groups[frozenset(variants)].append(carrier)
@@ -88,7 +90,7 @@ def vcf_oracle(vcf: str, regions, strategy: str) -> list[dict]:
                     {
                         "gene_id": region.region_id,
                         "haplotype_key": haplotype_key(region.region_id, variants),
-                        "variants": [v.__dict__ for v in sorted(variants)],
+                        "variants": [v.__dict__ for v in sorted(variants, key=order.__getitem__)],
                         "carriers": [{"subject_id": s, "hap_index": h} for s, h in sorted(carriers)],
                     }
                 )

@@ -27,14 +27,13 @@ def logo(
 ) -> None:
     """Leave-one-gene-out ΔAUC with nested CV (every step fitted inside the folds)."""
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
+    from neuro_caduceus.io import output_dir
 
     config = LogoConfig(n_folds=folds, inner_folds=inner_folds, k=k, n_boot=n_boot, seed=seed,
                         parallel=not serial)
-    try:
+    with output_dir(out, [features, phenotype, covariates]):
         r = logo_from_files(features, phenotype, covariates, out, phenotype_column,
                             _columns(covariate_columns), config)
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
     typer.echo(f"n={r.n} ({r.n_cases} cases), AUC all genes {r.auc_all:.3f}; outputs in {out}")
     for row in r.table.head(10).to_dicts():
         typer.echo(f"  {row['rank']:>3} {row['gene']:<16} ΔAUC {row['delta_auc']:+.4f} "
@@ -57,13 +56,12 @@ def cca(
 ) -> None:
     """Gene-brain CCA: held-out canonical correlations, permutation p-values, gene structure coefficients."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.io import output_dir
 
     config = CCAConfig(n_folds=folds, reduce_dims=reduce_dims, n_components=components, n_perm=n_perm,
                        seed=seed, parallel=not serial)
-    try:
+    with output_dir(out, [genetic, brain, covariates, gene_matrix]):
         r = cca_from_files(genetic, brain, out, config, covariates, _columns(covariate_columns), gene_matrix)
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
     typer.echo(f"n={r.n} matched ({r.extra['join']['unmatched']} unmatched); outputs in {out}")
     for row in r.table.to_dicts():
         typer.echo(f"  CC{row['component']}: held-out r {row['heldout_r']:+.3f}  p {row['p_value']:.4f}")
@@ -79,12 +77,14 @@ def pilot(
     """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
     from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
     from neuro_caduceus.cohort.config import load_config
+    from neuro_caduceus.io import check_output_not_input, output_dir
 
-    try:
+    with output_dir(out, [config, variants]):
         cfg = load_config(config)
+        given = cfg.inputs
+        check_output_not_input([out], [cfg.model.checkpoint, given.matrix_table, given.haplotypes_parquet,
+                                       given.vcf, given.reference_fasta, given.gtf, given.gene_set])
         result = run_pilot(cfg, out, str(variants) if variants else None, local_flank, strand_check)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        raise typer.BadParameter(str(err)) from err
     typer.echo(f"{pilot_summary_line(result)}; outputs in {out} (report.md)")
 
 

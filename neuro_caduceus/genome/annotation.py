@@ -64,6 +64,13 @@ def _check(rows: pl.DataFrame, gtf: str) -> None:
         raise ValueError(
             f"{gtf}: data line {r['line']} has fewer than 9 tab-separated columns; is this a GTF file?"
         )
+    bad = rows.filter((pl.col("start") >= pl.col("end")) | (pl.col("start") < 0))  # start is 0-based here
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise ValueError(
+            f"{gtf}: data line {r['line']} ({r['chrom']} {r['feature']}): start {r['start'] + 1} > end "
+            f"{r['end']} or start < 1 (GTF: 1-based, inclusive; {bad.height} such lines); fix the coordinates"
+        )
     bad = rows.filter(pl.col("gene_id").is_null())
     if bad.height:
         r = bad.row(0, named=True)

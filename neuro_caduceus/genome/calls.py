@@ -52,9 +52,16 @@ class SparseCalls:
     code: np.ndarray  # int64 per call
 
     def restrict(self, keep_variants: np.ndarray) -> SparseCalls:
-        """Only the variants where `keep_variants` is True, renumbered in Variant sort order."""
+        """Only the variants where `keep_variants` is True, renumbered by position, then record, then ALT.
+
+        Why record order within a position: bcftools consensus applies one position's variants in file order.
+        """
         kept = np.flatnonzero(keep_variants)
-        kept = kept[sorted(range(len(kept)), key=lambda i: self.variants[kept[i]])]
+        variants, record, a_index = self.variants, self.record, self.a_index
+        kept = np.array(
+            sorted(kept.tolist(), key=lambda j: (variants[j].chrom, variants[j].pos, record[j], a_index[j])),
+            dtype=np.int64,
+        )
         new_id = np.full(len(self.variants), -1, dtype=np.int64)
         new_id[kept] = np.arange(len(kept))
         mask = new_id[self.var] >= 0
@@ -102,7 +109,8 @@ def haplotype_pairs(calls: SparseCalls) -> tuple[np.ndarray, np.ndarray]:
 def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Table:
     """HAPLOTYPE_SCHEMA rows for one region: unique non-reference haplotypes and their carriers.
 
-    Rows sorted by haplotype_key; variants by (chrom, pos, ref, alt); carriers by (subject_id, hap_index).
+    Rows sorted by haplotype_key; variants by position, then VCF record (the order of `calls.variants`);
+    carriers by (subject_id, hap_index). Keys are haplotype_key's (variants in Variant order).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -122,12 +130,17 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
     haps, group = np.unique(padded, axis=0, return_inverse=True)
     group = group.reshape(-1)
     rows = haps.tolist()  # plain ints: far faster to walk than numpy scalars
-    tokens = [v.token() for v in calls.variants]  # in Variant order
+    tokens = [v.token() for v in calls.variants]
+    v = calls.variants
+    if all(v[j] <= v[j + 1] for j in range(n_var - 1)):  # ids already in Variant order (the usual case)
+        key_rows = [[j for j in row if j >= 0] for row in rows]
+    else:  # one position's records not in Variant order: keys take the variants in Variant order
+        variant_rank = {j: r for r, j in enumerate(sorted(range(n_var), key=v.__getitem__))}
+        key_rows = [sorted((j for j in row if j >= 0), key=variant_rank.__getitem__) for row in rows]
     if len(set(tokens)) == len(tokens):
-        keys = [haplotype_key_of_tokens(region_id, [tokens[j] for j in row if j >= 0]) for row in rows]
+        keys = [haplotype_key_of_tokens(region_id, [tokens[j] for j in row]) for row in key_rows]
     else:  # the same variant written in two records: keyed once, as haplotype_key does
-        keys = [haplotype_key_of_tokens(region_id, dict.fromkeys(tokens[j] for j in row if j >= 0))
-                for row in rows]
+        keys = [haplotype_key_of_tokens(region_id, dict.fromkeys(tokens[j] for j in row)) for row in key_rows]
     rank = np.empty(len(keys), dtype=np.int64)
     rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
 
@@ -146,7 +159,7 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
     by_rank = np.argsort(rank)
     ordered = haps[by_rank]
     present = ordered >= 0
-    flat = ordered[present]  # row-major: each haplotype's variants in Variant order
+    flat = ordered[present]  # row-major: each haplotype's variants in position, record order
     variant_offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))])
     columns = {f: np.array([getattr(v, f) for v in calls.variants], dtype=object)
                for f in ("chrom", "ref", "alt")}

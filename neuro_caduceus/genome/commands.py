@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 MODE_HELP = "gene_body | exons | cds (canonical transcript)"
 ORIENT_HELP = "transcript (minus-strand genes reverse-complemented) | reference (+ strand)"
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Bad input ends the command with its message on stderr and exit code 2, never a traceback."""
-    try:
-        yield
-    except (ValueError, KeyError, OSError) as err:
-        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 def _spec(mode: str, flank: int, orient: str):
@@ -39,14 +26,20 @@ def genes(
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
 ) -> None:
     """Gene set + GTF + FASTA -> regions table (PREFIX.tsv) and reference sequences (PREFIX.fa)."""
-    with _user_errors():
-        from neuro_caduceus.genome.fasta import Reference
-        from neuro_caduceus.genome.gene_regions import check_contigs, regions_from_gene_set, write_regions
+    from neuro_caduceus.genome.fasta import Reference
+    from neuro_caduceus.genome.gene_regions import (
+        check_contigs,
+        output_paths,
+        regions_from_gene_set,
+        write_regions,
+    )
+    from neuro_caduceus.io import check_output_not_input
 
-        regions = regions_from_gene_set(gtf, genes, _spec(mode, flank, orient))
-        reference = Reference(fasta)
-        check_contigs(reference, regions)
-        tsv, fa, bases = write_regions(reference, regions, out)
+    check_output_not_input(output_paths(out), [gtf, genes, fasta, f"{fasta}.fai", f"{fasta}.gzi"])
+    regions = regions_from_gene_set(gtf, genes, _spec(mode, flank, orient))
+    reference = Reference(fasta)
+    check_contigs(reference, regions)
+    tsv, fa, bases = write_regions(reference, regions, out)
     minus = sum(r.reverse for r in regions)
     typer.echo(
         f"{len(regions)} regions ({mode}, flank {flank}, orient {orient}; {minus} reverse-complemented), "
@@ -74,23 +67,25 @@ def personalize(
     workers: int = typer.Option(1, help="Processes reading the VCF (groups of regions each)"),
 ) -> None:
     """Each sample's haplotype sequences of each region (bcftools consensus semantics) as FASTA."""
-    with _user_errors():
-        from neuro_caduceus.genome import gene_regions
-        from neuro_caduceus.genome import personalize as run
+    from neuro_caduceus.genome import gene_regions
+    from neuro_caduceus.genome import personalize as run
+    from neuro_caduceus.io import check_output_not_input
 
-        if strategy not in run.STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(run.STRATEGIES)}, got {strategy!r}")
-        if (regions is None) == (gtf is None and genes is None):
-            raise ValueError("give either --regions BED or --gtf GTF with --genes SET (not both)")
-        spec = _spec(mode, flank, orient)
-        if regions is not None:
-            chosen = gene_regions.read_bed(regions, spec.orient)
-        elif gtf is None or genes is None:
-            raise ValueError("--gtf and --genes go together")
-        else:
-            chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
-        names = run.read_samples_file(samples) if samples is not None else None
-        summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref, workers)
+    if strategy not in run.STRATEGIES:
+        raise ValueError(f"--strategy must be one of {', '.join(run.STRATEGIES)}, got {strategy!r}")
+    if (regions is None) == (gtf is None and genes is None):
+        raise ValueError("give either --regions BED or --gtf GTF with --genes SET (not both)")
+    inputs = [fasta, f"{fasta}.fai", vcf, f"{vcf}.tbi", f"{vcf}.csi", regions, gtf, genes, samples]
+    check_output_not_input([out, run.summary_path(out)], inputs)
+    spec = _spec(mode, flank, orient)
+    if regions is not None:
+        chosen = gene_regions.read_bed(regions, spec.orient)
+    elif gtf is None or genes is None:
+        raise ValueError("--gtf and --genes go together")
+    else:
+        chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
+    names = run.read_samples_file(samples) if samples is not None else None
+    summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref, workers)
     for line in summary.lines():
         typer.echo(line, err=True)
     typer.echo(f"wrote {out} and {run.summary_path(out)}", err=True)

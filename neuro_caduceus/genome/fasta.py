@@ -72,8 +72,44 @@ def read_fai(text: str, path: str) -> dict[str, FaiEntry]:
         cols = line.split("\t")
         if len(cols) < 5:
             raise ValueError(f"{path}.fai line {n}: expected 5 tab-separated columns, got {len(cols)}")
+        if cols[0] in entries:
+            raise ValueError(f"{path}.fai line {n}: sequence {cols[0]!r} repeats; FASTA ids must be unique")
         entries[cols[0]] = FaiEntry(*(int(c) for c in cols[1:5]))
     return entries
+
+
+def check_fai_fits(path: str) -> None:
+    """A plain local FASTA must still be the file its .fai describes (its size, a newline before each record).
+
+    Why: a FASTA edited after indexing is read at the old offsets, giving shifted sequences without error.
+    """
+    import os
+
+    fai = f"{path}.fai"
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b" or not os.path.exists(fai):
+            return  # bgzip: its .gzi and htslib's block checks cover it
+        with open(fai) as f:
+            entries = read_fai(f.read(), path)
+        size = os.path.getsize(path)
+        stale = None
+        for name, e in entries.items():
+            end = e.byte(e.length - 1) + 1 if e.length else e.offset
+            fh.seek(max(0, e.offset - 1))
+            if end > size or (e.offset and fh.read(1) != b"\n"):
+                stale = f"record {name!r} is not where the index says"
+                break
+        last = max(entries.values(), key=lambda e: e.offset, default=None)
+        if stale is None and last is not None:
+            end = last.byte(last.length - 1) + 1 if last.length else last.offset
+            if size > end + (last.line_width - last.line_bases) + 1:
+                stale = f"the file has {size - end:,} bytes after the last indexed base"
+    if stale:
+        raise ValueError(
+            f"FASTA {path} does not match its index {fai} ({stale}): the FASTA changed after it was "
+            f"indexed, or repeats a record id the index skipped; make the ids unique and re-index it "
+            f"(samtools faidx {path}, or delete {fai})"
+        )
 
 
 class _RemoteFasta:
@@ -145,12 +181,14 @@ class Reference:
         import pysam
 
         try:
-            return pysam.FastaFile(path)
+            fasta = pysam.FastaFile(path)
         except (OSError, ValueError) as err:
             raise FileNotFoundError(
                 f"cannot open FASTA {path}: {err} (it needs a .fai index beside it, "
                 "and a .gzi for bgzip: samtools faidx / pysam.faidx)"
             ) from err
+        check_fai_fits(path)
+        return fasta
 
     def _read_lengths(self) -> dict[str, int]:
         if isinstance(self._reader, _RemoteFasta):

@@ -7,33 +7,12 @@ regions table + FASTA that other tools read.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 from neuro_caduceus.genome.regions import Region, RegionSpec
+from neuro_caduceus.io import atomic_writer
 
 TSV_COLUMNS = ["region_id", "gene_name", "chrom", "strand", "segments", "length", "transcript_id"]
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
-    """A text handle on a temp file beside `path`, renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yield fh
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def regions_from_gene_set(gtf: str | Path, gene_set: str | Path, spec: RegionSpec) -> list[Region]:
@@ -137,6 +116,11 @@ def segments_text(region: Region) -> str:
     return ",".join(f"{a}-{b}" for a, b in region.segments)
 
 
+def output_paths(prefix: str | Path) -> tuple[Path, Path]:
+    """The two files `genes` writes: PREFIX.tsv and PREFIX.fa."""
+    return Path(f"{prefix}.tsv"), Path(f"{prefix}.fa")
+
+
 def write_regions(reference, regions: list[Region], prefix: str | Path) -> tuple[Path, Path, int]:
     """PREFIX.tsv (regions table) and PREFIX.fa (oriented reference sequence per region), atomically.
 
@@ -144,7 +128,7 @@ def write_regions(reference, regions: list[Region], prefix: str | Path) -> tuple
     """
     from neuro_caduceus.genome.haplotypes import build_sequence
 
-    tsv, fa = Path(f"{prefix}.tsv"), Path(f"{prefix}.fa")
+    tsv, fa = output_paths(prefix)
     bases = 0
     with atomic_writer(fa) as fh_fa, atomic_writer(tsv) as fh_tsv:
         fh_tsv.write("\t".join(TSV_COLUMNS) + "\n")

@@ -2,28 +2,32 @@
 
 Semantics of `bcftools consensus` (-H 1 / -H 2 for the two diploid haplotypes, -H A for consensus), which
 the tests use as the oracle:
-- variants are applied in position order; REF must equal the FASTA (case-insensitive), else the variant is
-  rejected and listed (or an error with `strict_ref`);
-- a variant whose REF span overlaps one already applied to the same sequence is skipped and listed
-  (bcftools also applies an insertion whose anchor base is the last base of the variant applied just
-  before it, e.g. an SNV and an insertion at one position, or a deletion and an insertion at its last base,
-  with a result that depends on the records' order in the file; here that insertion is skipped as
-  overlapping, decided in Variant order, so the result never depends on file order. A haplotype of a
-  normalized VCF rarely has that case: it needs two records touching at one base on the same haplotype);
-- ALT `*` (spanning deletion), symbolic ALTs (`<DEL>` ...) and ALT == REF are ignored and listed.
+- variants are applied in position order, variants at one position in the order given (the VCF path keeps
+  the file's record order); REF must equal the FASTA (case-insensitive), else the variant is rejected and
+  listed (or an error with `strict_ref`);
+- a variant whose REF span overlaps one already applied is skipped and listed, except as bcftools does: a
+  variant anchored on the last REF base of the variant applied just before it (an insertion or deletion
+  whose first REF and ALT bases agree, or a symbolic `<DEL>`) is applied after it when that one did not
+  lengthen the sequence (its REF bases after the anchor are removed, its ALT bases after the anchor
+  inserted): e.g. a deletion and a deletion or insertion at its last base, an SNV and an insertion or
+  deletion at one position;
+- a symbolic `<DEL>` with INFO/END (or SVLEN) deletes POS+1..END and keeps the REF base; it travels as
+  REF = that base followed by one `N` per deleted base (its REF span is the deleted span) and its REF is
+  not checked, as in bcftools. ALT `*` (spanning deletion), other symbolic ALTs (`<INS>`, `<DUP>`, a
+  `<DEL>` without END / SVLEN ...) and ALT == REF are ignored and listed.
 
 Boundary rule (regions and windows cut the reference; variants need not respect the cuts): ALT base i of a
 variant starting at reference position s maps to s + min(i, len(REF) - 1), i.e. inserted bases belong to the
-last REF base and deleted bases vanish. A region or window keeps exactly the haplotype bases that map into its
-segments. So a variant straddling a boundary contributes its bases on each side where they map, and the
-windows of a haplotype (stride == window) concatenate to the haplotype of the whole region, exactly as the
-reference windows tile the reference. Minus-strand regions in transcript orientation are built on the +
-strand and reverse-complemented last.
+last REF base and deleted bases vanish (an anchored variant joins the one before it into one edit first).
+A region or window keeps exactly the haplotype bases that map into its segments. So a variant straddling a
+boundary contributes its bases on each side where they map, and the windows of a haplotype (stride ==
+window) concatenate to the haplotype of the whole region, exactly as the reference windows tile the
+reference. Minus-strand regions in transcript orientation are built on the + strand and reverse-complemented
+last.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -32,7 +36,7 @@ import pyarrow as pa
 
 from neuro_caduceus.genome.calls import G0, G1, HAPLOID, PHASED, STRATEGIES, SparseCalls, haplotype_table
 from neuro_caduceus.genome.fasta import resolve_contig
-from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
+from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, variant_of
 
 _COMPLEMENT = str.maketrans("ACGTNRYSWKMBDHVacgtnryswkmbdhv", "TGCANYRSWMKVHDBtgcanyrswmkvhdb")
 
@@ -70,9 +74,46 @@ def variants_in(span: Span, variants: Iterable[Variant]) -> list[Variant]:
     return [v for v in variants if overlaps(v, span.segments)]
 
 
+def is_symbolic_deletion(v: Variant) -> bool:
+    """A `<DEL>` whose span is known (REF = its base + one N per deleted base, see variant_of)."""
+    return v.alt.upper() == "<DEL>" and len(v.ref) > 1
+
+
 def _is_ignored(v: Variant) -> bool:
     alt = v.alt.upper()
+    if is_symbolic_deletion(v):
+        return False
     return alt in ("*", ".", v.ref.upper()) or alt.startswith("<") or "[" in alt or "]" in alt
+
+
+def _is_indel(ref: str, alt: str) -> bool:
+    """htslib's VCF_INDEL class of a REF/ALT pair (bcftools consensus tests it before chaining a variant)."""
+    r, a = ref.upper(), alt.upper()
+    if len(r) == 1 and len(a) == 1:
+        return False
+    p = 0  # strip the common prefix
+    while p < len(r) and p < len(a) and r[p] == a[p]:
+        p += 1
+    if p == len(r) or p == len(a):
+        return len(r) != len(a)
+    r_end, a_end = len(r) - 1, len(a) - 1  # then strip the common suffix, keeping one base of each
+    while r_end > p and a_end > p and r[r_end] == a[a_end]:
+        r_end, a_end = r_end - 1, a_end - 1
+    if a_end == p:
+        return r_end != p and r[r_end] == a[a_end]
+    return r_end == p and r[r_end] == a[a_end]
+
+
+def _anchored(v: Variant) -> bool:
+    """bcftools applies this variant on the frozen last base of the one before (its `trim_beg`)."""
+    if is_symbolic_deletion(v):
+        return True
+    return _is_indel(v.ref, v.alt) and v.ref[:1].upper() == v.alt[:1].upper()
+
+
+def edit_of(v: Variant) -> tuple[int, int, str]:
+    """(start0, end0, bases written instead of REF) of an applied variant on its own."""
+    return v.start0, v.end0, (v.ref[:1] if is_symbolic_deletion(v) else v.alt).upper()
 
 
 NEAR = 1 << 20  # variants this far outside the span are checked by their own fetch, not the shared one
@@ -106,42 +147,52 @@ class _Bases:
 
 
 def _select(bases: _Bases, variants: list[Variant], strict_ref: bool):
-    """Split the haplotype's variants into applied / skipped / rejected / ignored, in position order."""
-    applied, skipped, rejected, ignored = [], [], [], []
-    last_end = -1
+    """Split the haplotype's variants into applied / skipped / rejected / ignored (module docstring rules).
+
+    Also returns the edits (start0, end0, bases) the applied ones make, an anchored variant joined to the
+    edit before it.
+    """
+    applied, skipped, rejected, ignored, edits = [], [], [], [], []
+    last_end, last_lengthens = -1, False
     for v in variants:
         if _is_ignored(v):
             ignored.append(v)
             continue
         found = bases.get(v.start0, v.end0)
-        if found != v.ref.upper():
+        if not is_symbolic_deletion(v) and found != v.ref.upper():
             if strict_ref:
                 raise ValueError(
                     f"REF mismatch at {v.chrom}:{v.pos}: VCF REF {v.ref} but FASTA "
                     f"{bases.reference.path} has {found}"
                 )
             rejected.append(v)
-        elif v.start0 < last_end:
-            skipped.append(v)
+            continue
+        start, end, alt = edit_of(v)
+        if start >= last_end:
+            edits.append((start, end, alt))
+        elif start == last_end - 1 and not last_lengthens and _anchored(v):
+            first, _, before = edits[-1]
+            edits[-1] = (first, end, before + alt[1:])
         else:
-            applied.append(v)
-            last_end = v.end0
-    return applied, skipped, rejected, ignored
+            skipped.append(v)
+            continue
+        applied.append(v)
+        last_end, last_lengthens = end, len(alt) > end - start
+    return applied, skipped, rejected, ignored, edits
 
 
-def _build_segment(ctx: str, lo: int, start: int, end: int, applied: list[Variant]) -> str:
+def _build_segment(ctx: str, lo: int, start: int, end: int, edits: list[tuple[int, int, str]]) -> str:
     """Haplotype bases that map into [start, end) (the boundary rule in the module docstring)."""
     out, pos = [], start
-    for v in applied:
-        if v.end0 <= start or v.start0 >= end:
+    for v_start, v_end, alt in edits:
+        if v_end <= start or v_start >= end:
             continue
-        if v.start0 > pos:
-            out.append(ctx[pos - lo : v.start0 - lo])
-        ref_len, alt = len(v.ref), v.alt.upper()
-        first = 0 if start <= v.start0 else start - v.start0
-        stop = len(alt) if end >= v.end0 else min(end - v.start0, len(alt))
+        if v_start > pos:
+            out.append(ctx[pos - lo : v_start - lo])
+        first = 0 if start <= v_start else start - v_start
+        stop = len(alt) if end >= v_end else min(end - v_start, len(alt))
         out.append(alt[first:stop])
-        pos = max(pos, v.start0 + ref_len)
+        pos = max(pos, v_end)
     if pos < end:
         out.append(ctx[pos - lo : end - lo])
     return "".join(out)
@@ -159,12 +210,12 @@ def build_sequence(
     a `chr1` span), as the rows of one region in HAPLOTYPE_SCHEMA do.
     """
     segments = span.segments
-    ordered = sorted(variants)
+    ordered = sorted(variants, key=lambda v: v.pos)  # stable: one position's variants keep their order
     bases = _Bases(reference, span.chrom, segments, [v for v in ordered if not _is_ignored(v)])
-    chosen = _select(bases, ordered, strict_ref)
+    *chosen, edits = _select(bases, ordered, strict_ref)
     applied, skipped, rejected, ignored = ([v for v in part if overlaps(v, segments)] for part in chosen)
     ctx, lo = bases.bases, bases.lo
-    seq = "".join(_build_segment(ctx, lo, a, b, applied) for a, b in segments)
+    seq = "".join(_build_segment(ctx, lo, a, b, edits) for a, b in segments)
     return BuildResult(reverse_complement(seq) if span.reverse else seq, applied, skipped, rejected, ignored)
 
 
@@ -174,15 +225,14 @@ def build_sequence(
 def _open_vcf(vcf: str):
     from cyvcf2 import VCF
 
-    if "://" not in vcf:
-        if not os.path.exists(vcf):
-            raise FileNotFoundError(f"VCF {vcf} does not exist")
-        if not (os.path.exists(f"{vcf}.tbi") or os.path.exists(f"{vcf}.csi")):
-            raise FileNotFoundError(
-                f"VCF {vcf} has no index ({vcf}.tbi or .csi): bgzip it and run "
-                "`tabix -p vcf` (or pysam.tabix_index) first"
-            )
-    return VCF(vcf, lazy=True, threads=1)
+    from neuro_caduceus.genome.vcf_file import check_vcf
+
+    check_vcf(vcf, need_index=True)
+    try:
+        return VCF(vcf, lazy=True, threads=1)
+    except Exception as err:  # cyvcf2 raises a bare Exception("cannot parse VCF header") and alike
+        raise ValueError(f"VCF {vcf}: htslib cannot read it ({err}); check the header with "
+                         f"`bcftools view -h {vcf}`") from err
 
 
 GENOTYPE_CHUNK_BYTES = (
@@ -215,7 +265,8 @@ def _region_calls(
             arrays.append(
                 gt[:, :2] if gt.shape[1] > 2 else np.pad(gt[:, :1], ((0, 0), (0, 1)), constant_values=-2)
             )
-            records.append((rec.CHROM, rec.POS, rec.REF, rec.ALT))
+            span = (rec.INFO.get("END"), rec.INFO.get("SVLEN")) if "<DEL>" in rec.ALT else (None, None)
+            records.append((rec.CHROM, rec.POS, rec.REF, rec.ALT, *span))
             if len(records) == chunk:
                 parts.add(records, np.stack(arrays)[:, sample_idx], region.segments, whole_calls)
                 records, arrays = [], []
@@ -230,7 +281,7 @@ def _region_calls(
         _concat(parts.var),
         _concat(parts.code),
     )
-    return calls.restrict(np.ones(len(parts.variants), dtype=bool))  # renumbered in Variant order
+    return calls.restrict(np.ones(len(parts.variants), dtype=bool))  # renumbered in position, file order
 
 
 class _CallParts:
@@ -257,8 +308,8 @@ class _CallParts:
                 continue
             vid = np.full(len(records), -1, dtype=np.int64)
             for r in np.unique(rows):
-                chrom, pos, ref, alts = records[r]
-                v = Variant(chrom, pos, ref, alts[k - 1])
+                chrom, pos, ref, alts, end, svlen = records[r]
+                v = variant_of(chrom, pos, ref, alts[k - 1], end, svlen)
                 if overlaps(v, segments):
                     vid[r] = len(self.variants)
                     self.variants.append(v)

@@ -21,10 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuro_caduceus.genome.gene_regions import atomic_writer, check_contigs
-from neuro_caduceus.genome.haplotypes import BuildResult, build_sequence, overlaps, reverse_complement
+from neuro_caduceus.genome.gene_regions import check_contigs
+from neuro_caduceus.genome.haplotypes import (
+    BuildResult,
+    build_sequence,
+    edit_of,
+    overlaps,
+    reverse_complement,
+)
 from neuro_caduceus.genome.regions import Region, Window
 from neuro_caduceus.genome.variant_schema import Variant
+from neuro_caduceus.io import atomic_writer
 
 STRATEGIES = ("reference", "consensus", "diploid")
 OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")
@@ -92,8 +99,8 @@ class RegionBuilder:
         inside = any(a <= v.start0 and v.end0 <= b for a, b in self.region.segments)
         just_v = Window(self.region.region_id, 0, self.region.chrom, ((v.start0, v.end0),))
         alone = inside and build_sequence(self.local, just_v, [v], strict_ref=self.strict_ref)
-        ok = alone and alone.applied == [v] and v.alt.isascii()
-        plain = (v.start0, v.end0, v.alt.upper().encode()) if ok else None
+        start, end, alt = edit_of(v)
+        plain = (start, end, alt.encode()) if alone and alone.applied == [v] and alt.isascii() else None
         self._plain[i] = plain
         return plain
 
@@ -359,10 +366,12 @@ def personalize(
     """Write every sample's haplotype sequences of every region to `out` (FASTA) and its summary JSON."""
     from neuro_caduceus.genome.fasta import Reference
     from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
+    from neuro_caduceus.genome.vcf_file import check_vcf
 
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     t0 = time.perf_counter()
+    check_vcf(vcf, need_index=True)  # before any reader seeks into it
     reference = Reference(fasta)
     check_contigs(reference, list(regions), vcf)
     table = unique_haplotypes_from_vcf(vcf, regions, strategy, samples, workers)  # checks index, samples

@@ -37,6 +37,18 @@ class Variant:
         return f"{self.chrom}:{self.pos}:{self.ref}:{self.alt}"
 
 
+def variant_of(chrom: str, pos: int, ref: str, alt: str, end: int | None = None, svlen=None) -> Variant:
+    """One VCF allele as a Variant; a symbolic `<DEL>` with INFO/END (else SVLEN) deletes POS+1..END and is
+    carried as REF = its first base followed by one N per deleted base, so its REF span is what it deletes."""
+    if alt.upper() == "<DEL>":
+        if isinstance(svlen, (tuple, list)):
+            svlen = svlen[0] if svlen else None
+        last = end if end is not None else (pos + abs(int(svlen)) if svlen else None)
+        if last is not None and last > pos:
+            return Variant(chrom, pos, ref[:1] + "N" * (int(last) - pos), alt)
+    return Variant(chrom, pos, ref, alt)
+
+
 def haplotype_key(region_id: str, variants: Iterable[Variant]) -> str:
     """Stable content key: the region plus its variants in sorted order (the reference has no variants)."""
     return haplotype_key_of_tokens(region_id, [v.token() for v in sorted(set(variants))])

@@ -25,6 +25,15 @@ def _read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
         return f.read()
 
 
+def _unpickler_reason(err: Exception) -> str:
+    """torch's reason for refusing a pickle, without its advice to turn the safety check off."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return "not a plain tensor pickle" if "weights_only" in first else first
+
+
 def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
     if name.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors
@@ -34,8 +43,10 @@ def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise pickle.UnpicklingError(f"{name}: refused by torch.load(weights_only=True), the file holds "
-                                     f"more than tensors; convert it to safetensors ({e})") from e
+        raise pickle.UnpicklingError(
+            f"{name}: refused by torch.load(weights_only=True), the file holds more than tensors "
+            f"({_unpickler_reason(e)}); convert the checkpoint to safetensors"
+        ) from e
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{name}: expected a flat dict of tensors (a state_dict)")
     return obj

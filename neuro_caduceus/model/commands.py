@@ -10,15 +10,21 @@ import typer
 def _read_fasta(path: Path) -> list[tuple[str, str]]:
     import pysam
 
-    if not path.exists():
-        raise typer.BadParameter(f"{path}: no such FASTA file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such FASTA file")
     with pysam.FastxFile(str(path)) as fh:
         records = [(r.name, r.sequence or "") for r in fh]
     if not records:
-        raise typer.BadParameter(f"{path}: the FASTA file holds no records")
+        raise ValueError(f"{path}: the FASTA file holds no records")
     empty = [name for name, seq in records if not seq]
     if empty:
-        raise typer.BadParameter(f"{path}: record {empty[0]!r} has an empty sequence")
+        raise ValueError(f"{path}: record {empty[0]!r} has an empty sequence")
+    seen: dict[str, int] = {}
+    for n, (name, _) in enumerate(records, 1):
+        if name in seen:
+            raise ValueError(f"{path}: record {n} repeats the id {name!r} of record {seen[name]}; "
+                             "FASTA ids must be unique")
+        seen[name] = n
     return records
 
 
@@ -32,10 +38,7 @@ def make_checkpoint(
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.model.saving import save_pretrained
 
-    try:
-        config = preset_config(preset)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+    config = preset_config(preset)
     model = random_model(config, seed)
     save_pretrained(model, out)
     n = sum(p.numel() for p in model.parameters())
@@ -55,15 +58,19 @@ def embed_fasta(
 ) -> None:
     """Strand-invariant mean embedding of every FASTA record into a Parquet file."""
     import json
-    import os
 
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from neuro_caduceus.io import atomic_writer, check_output_not_input
     from neuro_caduceus.model.checkpoint import from_pretrained
     from neuro_caduceus.model.embedder import Embedder
 
+    check_output_not_input([out], [fasta, checkpoint])
+    if window is not None and stride is not None and stride > window:
+        raise ValueError(f"--stride {stride} > --window {window} would leave bases out of every window; "
+                         "use a stride <= the window")
     records = _read_fasta(fasta)
     emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=batch_size,
                    window=window, stride=stride)
@@ -75,10 +82,8 @@ def embed_fasta(
         .cast(pa.list_(pa.float32())),
     })
     table = table.replace_schema_metadata({"recipe": json.dumps(emb.recipe())})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    with atomic_writer(out, "wb") as fh:
+        pq.write_table(table, fh)
     typer.echo(f"wrote {len(records)} embeddings of width {emb.dim} to {out}")
 
 

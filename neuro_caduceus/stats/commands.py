@@ -24,10 +24,13 @@ def subject_matrix(
     on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
+    from neuro_caduceus.io import output_dir
     from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
 
-    _ray_init()
-    s = build_subject_matrix(input, str(out), load_gene_list(str(genes)) if genes else None, on_missing_gene)
+    with output_dir(out, [input, genes]):
+        gene_list = load_gene_list(str(genes)) if genes else None
+        _ray_init()
+        s = build_subject_matrix(input, str(out), gene_list, on_missing_gene)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
                f"features ({len(s['genes'])} genes x {s['dim_per_gene']}); dropped {s['subjects_dropped']}")
 
@@ -40,10 +43,12 @@ def pca(
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
+    from neuro_caduceus.io import output_dir
     from neuro_caduceus.stats.jobs import run_pca
 
-    _ray_init()
-    s = run_pca(input, str(out), n_components, whiten, batch_size)
+    with output_dir(out, [input]):
+        _ray_init()
+        s = run_pca(input, str(out), n_components, whiten, batch_size)
     typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims, "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
                "merged")
@@ -57,12 +62,14 @@ def residualize(
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
+    from neuro_caduceus.io import output_dir
     from neuro_caduceus.stats.jobs import run_residualize
     from neuro_caduceus.stats.residualize import CovariateSpec
 
-    spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
-    _ray_init()
-    s = run_residualize(input, str(covariates), str(out), spec, batch_size)
+    with output_dir(out, [input, covariates, config]):
+        spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
+        _ray_init()
+        s = run_residualize(input, str(covariates), str(out), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "
                f"columns; {s['without_covariates']} without covariates excluded; "
                f"median R² {s['r2_median']:.3f}")

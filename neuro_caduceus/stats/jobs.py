@@ -71,23 +71,28 @@ def read_table(path: str):
     raise ValueError(f"{path}: covariates must be .csv, .tsv, .txt or .parquet")
 
 
+def check_covariate_columns(cov, spec: CovariateSpec, source: str = "the covariates") -> None:
+    """The subject id and covariate columns the mapping names must exist (checked before any Ray work)."""
+    if spec.subject_id not in cov.columns:
+        raise ValueError(f"{source} has no subject id column {spec.subject_id!r} (columns {cov.columns}); "
+                         "set subject_id in the covariate mapping")
+    missing_cols = [c for c in spec.columns if c not in cov.columns]
+    if missing_cols:
+        raise ValueError(f"covariate columns {missing_cols} not in {source} (columns {cov.columns}); "
+                         "map the names with --config")
+
+
 def match_covariates(ids: list[str], cov, spec: CovariateSpec) -> tuple:
     """(covariate rows of the feature subjects with complete covariates, counts + examples of the rest)."""
     import polars as pl
 
+    check_covariate_columns(cov, spec)
     sid = spec.subject_id
-    if sid not in cov.columns:
-        raise ValueError(f"covariates have no subject id column {sid!r} (columns {cov.columns}); "
-                         "set subject_id in the covariate mapping")
     cov = cov.with_columns(pl.col(sid).cast(pl.Utf8))
     dups = cov.filter(pl.col(sid).is_duplicated())[sid].unique().sort()
     if dups.len():
         raise ValueError(f"{dups.len()} subject id(s) appear more than once in the covariates "
                          f"(e.g. {dups.head(fio.MAX_EXAMPLES).to_list()})")
-    missing_cols = [c for c in spec.columns if c not in cov.columns]
-    if missing_cols:
-        raise ValueError(f"covariate columns {missing_cols} not in the covariates file "
-                         f"(columns {cov.columns}); map the names with --config")
     complete = cov.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in spec.columns]))
     subjects = pl.DataFrame({sid: ids})
     matched = complete.join(subjects, on=sid, how="semi")
@@ -106,12 +111,14 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     from neuro_caduceus.stats.plots import r2_plot
 
     spec = spec or CovariateSpec()
+    cov = read_table(covariates)
+    check_covariate_columns(cov, spec, covariates)
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
     ds = fio.read_features(folder)
     id_batches = ds.select_columns(["subject_id"]).iter_batches(batch_size=None, batch_format="pyarrow")
     ids = [s for batch in id_batches for s in batch.column("subject_id").to_pylist()]  # O(n) strings only
-    matched, counts = match_covariates(ids, read_table(covariates), spec)
+    matched, counts = match_covariates(ids, cov, spec)
     if counts["without_covariates"] and spec.on_missing == "error":
         raise ValueError(f"{counts['without_covariates']} subject(s) have no complete covariate row in "
                          f"{covariates} (e.g. {counts['without_covariates_examples']}); set on_missing: "

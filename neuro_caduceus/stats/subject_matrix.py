@@ -109,6 +109,11 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     if not genes:
         raise ValueError(f"{input_dir}: the shards' recipe has no gene_list; pass --genes SET.yaml")
     dim = _embedding_width(files[0])
+    never = _never_embedded(files, genes)
+    if never:
+        raise ValueError(f"{input_dir}: {len(never)} gene(s) of the gene list are in no shard (never "
+                         f"embedded, e.g. {never[:5]}): every subject lacks them, so no subject can be "
+                         "assembled; embed them, or pass --genes without them")
     ds = ray.data.read_parquet(files, columns=["subject_id", "gene_id", "gene_name", "embedding"])
     ds = ds.map_batches(_in_gene_set, fn_kwargs={"genes": genes}, batch_format="pyarrow")
     grouped = ds.groupby("subject_id", num_partitions=_partitions(files))
@@ -121,15 +126,41 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     if kinds.get("duplicated") or (kinds.get("missing") and on_missing == "error"):
         fio.abort_parts(written)
         hint = ("duplicated (subject, gene) rows are always an error" if kinds.get("duplicated")
-                else "use --on-missing drop to drop them")
+                else "use --on-missing-gene drop to drop them")
         raise ValueError(f"{written['problems']} subject(s) cannot be assembled ({kinds}), e.g. "
                          f"{written['examples']}; {hint}")
+    if not written["written"]:
+        fio.abort_parts(written)
+        raise ValueError(f"{input_dir}: no subject has all {len(genes)} genes ({written['problems']} "
+                         f"dropped: {kinds}, e.g. {written['examples']}); the matrix would be empty: check "
+                         "that --genes lists embedded genes")
     fio.commit_parts(written)
     summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
                "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
                "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
     write_json(out / "subject_matrix_summary.json", summary)
     return summary
+
+
+def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
+    """Genes outside every row group's gene_id and gene_name [min, max] (Parquet footers only: no data read).
+
+    Conservative: a row group without statistics may hold any gene.
+    """
+    import pyarrow.parquet as pq
+
+    ranges = []
+    for path in files:
+        with fsspec.open(path, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+        columns = [i for i, name in enumerate(meta.schema.names) if name in ("gene_id", "gene_name")]
+        for g in range(meta.num_row_groups):
+            for i in columns:
+                stats = meta.row_group(g).column(i).statistics
+                if stats is None or not stats.has_min_max or not isinstance(stats.min, str):
+                    return []
+                ranges.append((stats.min, stats.max))
+    return [gene for gene in genes if not any(lo <= gene <= hi for lo, hi in ranges)]
 
 
 def _partitions(files: list[str]) -> int:

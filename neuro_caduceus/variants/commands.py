@@ -53,11 +53,7 @@ def import_vcf_cmd(
     recoding = None
     if contig_recoding:
         recoding = {str(i): f"chr{i}" for i in range(1, 23)} | {"X": "chrX", "Y": "chrY", "MT": "chrM"}
-    try:
-        summary = import_vcf(vcf, str(out), reference, recoding, min_partitions, overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+    summary = import_vcf(vcf, str(out), reference, recoding, min_partitions, overwrite)
     typer.echo(json.dumps(summary))
 
 
@@ -67,17 +63,20 @@ def qc_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write the QC summary JSON here (else stdout)."),
 ) -> None:
     """Count every QC step (samples, entries set missing, variants removed) on a MatrixTable."""
-    import yaml
-
+    from neuro_caduceus.io import atomic_writer, check_output_not_input, read_yaml_model
     from neuro_caduceus.variants.hail_session import init_hail
     from neuro_caduceus.variants.qc import QCConfig, qc_summary
 
-    qc = QCConfig.model_validate(yaml.safe_load(config.read_text()) or {})
+    if out is not None:
+        check_output_not_input([out], [mt, config])
+    qc = read_yaml_model(config, QCConfig)
+    if not (mt / "metadata.json.gz").is_file():
+        raise FileNotFoundError(f"{mt} is not a MatrixTable folder (no metadata.json.gz); "
+                                "write one with import-vcf")
     hl = init_hail()
     summary = json.dumps(qc_summary(hl.read_matrix_table(str(mt)), qc), indent=1)
     if out is None:
         typer.echo(summary)
     else:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(summary)
-        tmp.replace(out)
+        with atomic_writer(out) as fh:
+            fh.write(summary)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from neuro_caduceus.genome.calls import SparseCalls, overlaps
-from neuro_caduceus.genome.variant_schema import Variant
+from neuro_caduceus.genome.variant_schema import Variant, variant_of
 
 DEFAULT_MAX_REF_LENGTH = 1000
 """Intervals start this many bases before a region so a deletion starting upstream but reaching into the
@@ -102,6 +102,9 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
     locus = mt[f"{prefix}locus"] if raw else mt.locus
     alleles = mt[f"{prefix}alleles"] if raw else mt.alleles
     a_index = mt.a_index if raw else hl.int32(1)
+    info = mt.info if "info" in mt.row else None
+    span = {f"_{k.lower()}": info[k] if info is not None and k in info else hl.missing(hl.tint32)
+            for k in ("END", "SVLEN")}  # the span of a symbolic <DEL>
     gt = mt.GT
     haploid = gt.ploidy == 1
     code = (
@@ -115,6 +118,7 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
         _pos=locus.position,
         _alleles=alleles,
         _a=a_index,
+        **span,
         _nr=hl.delimit(
             hl.agg.filter(gt.is_non_ref(), hl.agg.collect(hl.int64(mt._ci) * 16 + code)).map(hl.str), ","
         ),
@@ -131,7 +135,8 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
             )
         if not r._nr:
             continue
-        variants.append(Variant(r.locus.contig, int(r._pos), r._alleles[0], r._alleles[r._a]))
+        alleles = r._alleles
+        variants.append(variant_of(r.locus.contig, int(r._pos), alleles[0], alleles[r._a], r._end, r._svlen))
         record.append(records.setdefault((r.locus.contig, int(r._pos), *r._alleles), len(records)))
         a_idx.append(int(r._a))
         packed.append(np.fromstring(r._nr, dtype=np.int64, sep=","))

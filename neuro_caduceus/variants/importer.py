@@ -39,6 +39,12 @@ def check_contigs(vcfs: Sequence[str], rg, contig_recoding: dict[str, str] | Non
             )
 
 
+def _java_reason(err: Exception) -> str:
+    """The first line of a Hail/Java error message, without the stack."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
 def import_vcf(
     vcfs: Sequence[str],
     out: str,
@@ -51,17 +57,18 @@ def import_vcf(
 
     Returns a small summary: rows (after split), samples, partitions, reference.
     """
+    from neuro_caduceus.genome.vcf_file import check_vcf
+    from neuro_caduceus.io import check_output_not_input, check_replaceable, replace_output
     from neuro_caduceus.variants.hail_session import init_hail, load_reference
 
     out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    vcfs = [str(v) for v in vcfs]
+    check_output_not_input([out_path], [*vcfs, reference if reference.endswith(".json") else None])
+    check_replaceable(out_path, overwrite)
+    for v in vcfs:
+        check_vcf(v)  # truncation, stale index, header: named here, not in a Java stack
     hl = init_hail()
     rg = load_reference(reference)
-    vcfs = [str(v) for v in vcfs]
-    for v in vcfs:
-        if "://" not in v and not os.path.exists(v):
-            raise FileNotFoundError(f"VCF {v} does not exist")
     check_contigs(vcfs, rg, contig_recoding)
     mt = hl.import_vcf(
         vcfs,
@@ -76,10 +83,14 @@ def import_vcf(
     mt = mt.annotate_rows(vcf_locus=mt.locus, vcf_alleles=mt.alleles)
     mt = hl.split_multi_hts(mt)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    mt.write(str(tmp))
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    os.replace(tmp, out_path)
+    try:
+        mt.write(str(tmp))
+        replace_output(tmp, out_path, overwrite)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if type(err).__name__ == "FatalError":  # Hail's Java error: its first line names the problem
+            raise ValueError(f"{', '.join(vcfs)}: Hail cannot read the VCF: {_java_reason(err)}") from err
+        raise
     written = hl.read_matrix_table(str(out_path))
     n_rows, n_cols = written.count()
     return {
