@@ -23,6 +23,7 @@ from conftest import HEAD_START_COMMAND, HEAD_TOKEN_COMMAND
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "cluster.md"
 PY = sys.executable
+pytestmark = pytest.mark.slow  # a real head and three `ray job submit` runs
 
 
 def guide_block(title: str) -> list[str]:

@@ -282,8 +282,6 @@ def input_problems(cfg: CohortConfig) -> list[str]:
     inp = cfg.inputs
     need = {"inputs.reference_fasta": [inp.reference_fasta, inp.reference_fasta + ".fai"],
             "inputs.gtf": [inp.gtf], "inputs.gene_set": [inp.gene_set]}
-    if inp.matrix_table:
-        need["inputs.matrix_table"] = [f"{inp.matrix_table.rstrip('/')}/metadata.json.gz"]
     if inp.haplotypes_parquet:
         root = inp.haplotypes_parquet.rstrip("/")
         need["inputs.haplotypes_parquet"] = [f"{root}/samples.parquet", f"{root}/qc_summary.json"]
@@ -296,6 +294,14 @@ def input_problems(cfg: CohortConfig) -> list[str]:
                 if not _exists(path)]
     if inp.vcf and _exists(inp.vcf) and not (_exists(inp.vcf + ".tbi") or _exists(inp.vcf + ".csi")):
         problems.append(f"inputs.vcf: {inp.vcf} has no .tbi/.csi index (tabix -p vcf)")
+    if inp.matrix_table:
+        from neuro_caduceus.variants.mt_meta import read_meta
+
+        try:
+            if "GT" not in read_meta(inp.matrix_table).entry_fields:
+                problems.append(f"inputs.matrix_table: {inp.matrix_table} has no GT entry field")
+        except (OSError, ValueError) as err:
+            problems.append(f"inputs.matrix_table: {err}")
     return problems
 
 
@@ -321,12 +327,12 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         errors.append(f"model.checkpoint: {err}")
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    shape = cluster_shape()
-    report["cluster"] = shape.described
-    report["gpus_per_actor"] = actor_gpus(cfg, ray.cluster_resources().get("GPU", 0.0))
-    errors += resource_problems(cfg, shape, ray.cluster_resources().get("GPU", 0.0))
     if errors:
         return report  # units and subjects need readable inputs
+    shape, alive_gpus = cluster_shape(), ray.cluster_resources().get("GPU", 0.0)
+    report["cluster"] = shape.described
+    report["gpus_per_actor"] = actor_gpus(cfg, alive_gpus)
+    errors += resource_problems(cfg, shape, alive_gpus)
     try:
         units = build_units(cfg)
     except (OSError, ValueError) as err:
