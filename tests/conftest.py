@@ -88,7 +88,7 @@ def kill_cluster(temp: str) -> None:
     Not `ray stop`: that stops every Ray on the machine, the in-process `ray_session` included.
     """
     procs = _processes()
-    mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd}
+    mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd} - {os.getpid()}
     grew = True
     while grew:
         more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine

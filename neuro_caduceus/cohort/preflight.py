@@ -146,13 +146,14 @@ def _autoscaler_config() -> dict | None:
     """The autoscaling config of this cluster's monitor (on the head: the driver runs there)."""
     import ray
 
-    gcs = ray.get_runtime_context().gcs_address
+    port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]  # the host part may be another alias
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not any(a.endswith("monitor.py") for a in argv) or f"--gcs-address={gcs}" not in argv:
+        gcs = next((a for a in argv if a.startswith("--gcs-address=")), "")
+        if not any(a.endswith("monitor.py") for a in argv) or gcs.rsplit(":", 1)[-1] != port:
             continue
         conf = next((a.split("=", 1)[1] for a in argv if a.startswith("--autoscaling-config=")), None)
         if conf and Path(conf).expanduser().is_file():
