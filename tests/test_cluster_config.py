@@ -58,3 +58,25 @@ def test_gpu_worker_resources_match_the_job_defaults(cluster):
     worker = cluster["available_node_types"]["gpu_worker"]
     assert worker["resources"]["GPU"] >= ukb["compute"]["gpus_per_actor"]
     assert worker["max_workers"] == cluster["max_workers"] == ukb["compute"]["actors_max"]
+
+
+def test_pyproject_license_raises_no_setuptools_warning():
+    """What `pip install .` / `python -m build` apply, without writing build/ into the repository."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), str(ROOT / "pyproject.toml"))
+    assert dist.metadata.license_expression == "Apache-2.0"
+    assert not [str(w.message) for w in caught if "license" in str(w.message).lower()]
+
+
+def test_no_deprecated_concurrency_argument():
+    """Ray Data's `concurrency=` is deprecated: actor pools are `compute=ActorPoolStrategy(...)`."""
+    sources = [*(ROOT / "neuro_caduceus").rglob("*.py"), *(ROOT / "ray_jobs").glob("*.py")]
+    assert sources
+    offenders = [str(p.relative_to(ROOT)) for p in sources if re.search(r"\bconcurrency\s*=", p.read_text())]
+    assert offenders == []
