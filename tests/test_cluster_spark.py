@@ -44,8 +44,8 @@ def export(tmp_path_factory, hail_session):
     import_vcf([str(d / "cohort.vcf.gz")], str(d / "cohort.mt"), str(d / "genome.json"), min_partitions=2)
     subprocess.run([sys.executable, "-m", "neuro_caduceus.cli", "make-checkpoint", "--preset", "tiny-ps",
                     "--seed", "0", "--out", str(d / "ckpt")], check=True, capture_output=True)
-    values = {"<MatrixTable>": str(d / "cohort.mt"), "<GTF>": str(d / "genes.gtf.gz"),
-              "<gene set>": str(d / "geneset.yaml"), "<export folder>": str(d / "export"),
+    values = {"<cohort.mt>": str(d / "cohort.mt"), "<genes.gtf.gz>": str(d / "genes.gtf.gz"),
+              "<geneset.yaml>": str(d / "geneset.yaml"), "<export_dir>": str(d / "export"),
               "qc.yaml": str(d / "qc.yaml")}
     (d / "qc.yaml").write_text("{}\n")
     argv = [values.get(a, a) for a in guide_command("export_variants.py")[2:]]
