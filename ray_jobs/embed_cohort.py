@@ -1,8 +1,11 @@
-"""`ray job submit` entrypoint of the cohort embedding job (thin: parse --config, call the library).
+"""`ray job submit` entrypoint of the cohort embedding job (thin: parse the flags, check, call the library).
 
-  ray job submit --address http://HEAD:8265 --working-dir . -- \
-      python ray_jobs/embed_cohort.py --config configs/ukb_wes.yaml
-Re-submitting the same config after a crash or preemption finishes only the genes not yet written.
+  scripts/submit.sh configs/my_cohort.yaml [--dry-run | --overwrite]     (see docs/cluster.md)
+which runs, from the repository root:
+  ray job submit --working-dir . -- python ray_jobs/embed_cohort.py --config CONFIG --client-dir "$PWD"
+Before any work: relative paths that are not in the upload (and output.dir) are taken from --client-dir,
+never from Ray's temporary package folder; every local path must be usable on every alive node; the compute
+settings must fit the cluster. Re-submitting after a crash or preemption finishes only the missing genes.
 """
 
 from __future__ import annotations
@@ -16,16 +19,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("--config", required=True, help="cohort job YAML")
     parser.add_argument("--overwrite", action="store_true", help="replace other output")
+    parser.add_argument("--dry-run", action="store_true", help="check and report; run nothing")
+    parser.add_argument("--client-dir", default=None,
+                        help="the submitting machine's folder: base of relative paths not in the upload")
     args = parser.parse_args(argv)
 
-    import ray
+    try:
+        import ray
 
-    from neuro_caduceus.cohort.job import run_embed_cohort
+        from neuro_caduceus.cohort import preflight
+        from neuro_caduceus.cohort.config import load_config
+        from neuro_caduceus.cohort.job import run_embed_cohort
+    except ImportError as err:
+        print(f"error: {sys.executable} cannot import the project ({err}); start the Ray head from the "
+              "project's environment (source .venv/bin/activate) or install the package in the node image",
+              file=sys.stderr)
+        return 2
 
     ray.init(log_to_driver=False)  # under `ray job submit`, RAY_ADDRESS points at the cluster
+    package = preflight.ray_package_dir()
     try:
-        run_embed_cohort(args.config, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        cfg = preflight.relocate_for_cluster(load_config(args.config), package, args.client_dir)
+        preflight.check_paths_on_nodes(cfg)
+        if args.dry_run:
+            report = preflight.dry_run(cfg)
+            print(preflight.format_report(report), flush=True)
+            return 2 if report["errors"] else 0
+        preflight.check_resources(cfg)
+        run_embed_cohort(cfg, overwrite=args.overwrite)
+    except FileNotFoundError as err:
+        where = " (not in the uploaded working directory?)" if package and args.config in str(err) else ""
+        print(f"error: {err}{where}", file=sys.stderr)
+        return 2
+    except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

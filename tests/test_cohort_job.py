@@ -10,12 +10,9 @@ The head cluster gets its own ports and temp dir and is torn down by the ids of 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,16 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 RAY = str(Path(PY).parent / "ray")
 WINDOW = 512
-
-
-AGENT_PORT_FLAGS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                    "--runtime-env-agent-port", "--ray-client-server-port")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(data: SimpleNamespace, out: Path, **inputs) -> Path:
@@ -74,56 +61,9 @@ def data(tmp_path_factory) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    """A real `ray start --head` cluster on 127.0.0.1 with its own ports and temp dir."""
-    try:
-        import aiohttp_cors  # noqa: F401  (the dashboard's job API needs ray[default])
-    except ImportError:
-        pytest.fail("`ray job submit` needs the Ray dashboard: pip install 'ray[default]' (ray's version)")
-    port, dash = _free_port(), _free_port()
-    temp = tempfile.mkdtemp(prefix="nc_head_", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    cmd = [RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-           "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--temp-dir", temp, "--disable-usage-stats",
-           # own agent ports: the session's local Ray (other tests) already holds the defaults (52365 ...)
-           *[arg for flag in AGENT_PORT_FLAGS for arg in (flag, str(_free_port()))]]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
-    try:
-        yield SimpleNamespace(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", env=env)
-    finally:
-        _kill_cluster(temp)
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) from /proc."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            procs[int(entry.name)] = (ppid, cmd)
-    return procs
-
-
-def _kill_cluster(temp: str) -> None:
-    """SIGKILL the processes of this head (their command lines name its temp dir) and their descendants."""
-    procs = _processes()
-    mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd}
-    grew = True
-    while grew:
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
-        mine |= more
-        grew = bool(more)
-    for pid in mine:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def head(ray_head):
+    """The session's `ray start --head` cluster (tests/conftest.py)."""
+    return ray_head
 
 
 def _read_shards(out: Path):

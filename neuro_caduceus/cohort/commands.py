@@ -15,12 +15,28 @@ def register(app: typer.Typer) -> None:
 def embed_cohort(
     config: Path = typer.Option(..., "--config", help="Cohort job YAML (see configs/demo.yaml)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output of another config/checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check config, inputs, checkpoint, resources; "
+                                 "print genes, subjects, windows, tokens; run nothing."),
 ) -> None:
     """Embed every (subject, gene) of a cohort on Ray; re-running resumes where a crash left off."""
+    import ray
+
+    from neuro_caduceus.cohort import preflight
+    from neuro_caduceus.cohort.config import load_config
     from neuro_caduceus.cohort.job import run_embed_cohort
 
     try:
-        run_embed_cohort(config, overwrite=overwrite)
+        cfg = load_config(config)
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False)
+        if dry_run:
+            report = preflight.dry_run(cfg)
+            typer.echo(preflight.format_report(report))
+            if report["errors"]:
+                raise typer.Exit(2)
+            return
+        preflight.check_resources(cfg)
+        run_embed_cohort(cfg, overwrite=overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -103,13 +103,14 @@ class _Projector:
 def transform_pca(ds, model: PCA, batch_size: int = DEFAULT_BATCH_ROWS):
     """Lazy dataset of (subject_id, features=scores float32[k])."""
     return ds.map_batches(_Projector, fn_constructor_args=(model,), batch_format="pyarrow",
-                          batch_size=batch_size, concurrency=(1, max(1, _cpus())))
+                          batch_size=batch_size, compute=_pool())
 
 
-def _cpus() -> int:
+def _pool():
+    """An autoscaling actor pool of 1 .. (cluster CPUs) for the transform UDFs."""
     import ray
 
-    return int(ray.cluster_resources().get("CPU", 1))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(ray.cluster_resources().get("CPU", 1))))
 
 
 # ------------------------------------------------------------------------------------------ residualization
@@ -166,4 +167,4 @@ def fit_residualizer(ds, design, residualizer: Residualizer,
 def transform_residuals(ds, residualizer: Residualizer, design, batch_size: int = DEFAULT_BATCH_ROWS):
     """Lazy dataset of (subject_id, features=residuals float32[q], problem)."""
     return ds.map_batches(_ResidualMap, fn_constructor_args=(residualizer, design), batch_format="pyarrow",
-                          batch_size=batch_size, concurrency=(1, max(1, _cpus())))
+                          batch_size=batch_size, compute=_pool())

@@ -1,0 +1,77 @@
+"""The cohort job on Ray on Spark, inside the Spark session Hail uses (the UK Biobank RAP route).
+
+  python ray_jobs/embed_on_spark.py --config CONFIG [--max-worker-nodes N] [--dry-run | --overwrite]
+Hail is initialized on the session's Spark (the cluster's, or local[--local-cores] for a laptop or a test);
+Ray's head starts on the Spark driver and its worker nodes as Spark tasks (ray.util.spark.setup_ray_cluster);
+the job's checks run, then the job; Ray on Spark stops at the end, whatever happened. Spark's Python workers
+and the Ray nodes use this Python (its folder is put first on PATH, PYSPARK_PYTHON set to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    parser.add_argument("--config", required=True, help="cohort job YAML (paths every Spark node can read)")
+    parser.add_argument("--max-worker-nodes", type=int, default=1, help="Ray worker nodes (Spark tasks)")
+    parser.add_argument("--head-cpus", type=int, default=1, help="CPUs of the Ray head (Spark driver)")
+    parser.add_argument("--local-cores", type=int, default=None,
+                        help="start a local Spark with this many cores instead of the cluster's")
+    parser.add_argument("--dry-run", action="store_true", help="check and report; run nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace other output")
+    args = parser.parse_args(argv)
+
+    os.environ["PATH"] = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    import ray
+    from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
+
+    from neuro_caduceus.cohort import preflight
+    from neuro_caduceus.cohort.config import load_config
+    from neuro_caduceus.cohort.job import run_embed_cohort
+
+    try:
+        cfg = load_config(args.config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _start_hail(args.local_cores)
+    address, _ = setup_ray_cluster(max_worker_nodes=args.max_worker_nodes, num_cpus_head_node=args.head_cpus)
+    try:
+        ray.init(address=address, log_to_driver=False)
+        preflight.check_paths_on_nodes(cfg)
+        if args.dry_run:
+            report = preflight.dry_run(cfg)
+            print(preflight.format_report(report), flush=True)
+            return 2 if report["errors"] else 0
+        preflight.check_resources(cfg)
+        run_embed_cohort(cfg, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+        shutdown_ray_cluster()
+    return 0
+
+
+def _start_hail(local_cores: int | None) -> None:
+    """Hail on the session's Spark: a local one when asked, else the cluster's (the RAP's Spark defaults)."""
+    if local_cores:
+        from neuro_caduceus.variants.hail_session import init_hail
+
+        init_hail(cores=local_cores)
+        return
+    import hail as hl
+    from pyspark import SparkContext
+
+    hl.init(sc=SparkContext.getOrCreate(), quiet=True, idempotent=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
