@@ -34,7 +34,7 @@ def subject_matrix(
 
 def pca(
     input: str = typer.Option(..., "--input", help="folder of subject_id + features Parquet"),
-    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n, d))"),
+    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n - 1, d))"),
     out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
     whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
@@ -44,7 +44,8 @@ def pca(
 
     _ray_init()
     s = run_pca(input, str(out), n_components, whiten, batch_size)
-    typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims, "
+    typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
+               f"(requested {s['n_components_requested']}), "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
                "merged")
 
