@@ -403,8 +403,8 @@ def _report(result: LogoResult, s: dict) -> str:
         f"- relatedness: {rel or 'no kinship file (subjects treated as unrelated)'}",
         f"- covariates residualized in folds: {', '.join(s['covariates'] or []) or 'none'}"
         f" (categorical: {', '.join(s['categorical'] or []) or 'none'})",
-        f"- {s['repeats']} x outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C in "
-        f"{s['C_grid']}; seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
+        f"- {s['repeats']} x outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C "
+        f"in {s['C_grid']}; seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
         f"- AUC with all genes (mean of per-fold AUCs): {s['auc_all']:.3f} ({100 * s['ci']:.0f}% interval "
         f"{s['auc_all_ci'][0]:.3f}-{s['auc_all_ci'][1]:.3f})",
         f"- ΔAUC intervals: {s['interval']}; "
