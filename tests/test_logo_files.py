@@ -110,13 +110,14 @@ def test_logo_command_writes_tables_plot_report(tmp_path):
     cov = cov.with_columns(pl.col("batch").replace_strict(codes, return_dtype=pl.Int64))
     cov.write_csv(tmp_path / "cov.tsv", separator="\t")
     out = tmp_path / "out"
-    args = ["logo", "--features", str(tmp_path / "matrix.parquet"), "--phenotype", str(tmp_path / "pheno.tsv"),
+    args = ["logo", "--features", str(tmp_path / "matrix.parquet"),
+            "--phenotype", str(tmp_path / "pheno.tsv"),
             "--covariates", str(tmp_path / "cov.tsv"), "--out", str(out), "--folds", "3", "--repeats", "2",
             "--k", "8", "--n-perm", "2", "--categorical-covariates", "batch,sex", "--serial"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    for name in ("logo_delta_auc.parquet", "logo_delta_auc.csv", "logo_predictions.parquet", "logo_fold_auc.csv",
-                 "logo_null.parquet", "logo_delta_auc.png", "logo_report.md", "logo_summary.json"):
+    for name in ("logo_delta_auc.parquet", "logo_delta_auc.csv", "logo_predictions.parquet",
+                 "logo_fold_auc.csv", "logo_null.parquet", "logo_delta_auc.png", "logo_report.md", "logo_summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "logo_summary.json").read_text())
     assert summary["n"] == 145 and summary["join"]["unmatched"] == {"features": 0, "phenotype": 5,
