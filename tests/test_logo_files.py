@@ -117,7 +117,8 @@ def test_logo_command_writes_tables_plot_report(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     for name in ("logo_delta_auc.parquet", "logo_delta_auc.csv", "logo_predictions.parquet",
-                 "logo_fold_auc.csv", "logo_null.parquet", "logo_delta_auc.png", "logo_report.md", "logo_summary.json"):
+                 "logo_fold_auc.csv", "logo_null.parquet", "logo_delta_auc.png", "logo_report.md",
+                 "logo_summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "logo_summary.json").read_text())
     assert summary["n"] == 145 and summary["join"]["unmatched"] == {"features": 0, "phenotype": 5,
