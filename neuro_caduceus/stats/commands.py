@@ -55,6 +55,9 @@ def residualize(
     covariates: Path = typer.Option(..., "--covariates", help="covariates CSV / TSV / Parquet"),
     out: Path = typer.Option(..., "--out", help="output folder: residuals/, coefficients, R², PNG, summary"),
     config: Path | None = typer.Option(None, "--config", help="covariate mapping YAML (CovariateSpec)"),
+    categorical_covariates: str | None = typer.Option(
+        None, "--categorical-covariates",
+        help="columns to one-hot code, e.g. batch,centre (replaces the mapping's categorical)"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
@@ -62,6 +65,8 @@ def residualize(
     from neuro_caduceus.stats.residualize import CovariateSpec
 
     spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
+    if categorical_covariates:
+        spec = spec.declare_categorical([c.strip() for c in categorical_covariates.split(",") if c.strip()])
     _ray_init()
     s = run_residualize(input, str(covariates), str(out), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "

@@ -65,6 +65,11 @@ class CovariateSpec(BaseModel):
         except Exception as e:  # pydantic's message names the offending key
             raise ValueError(f"{path}: invalid covariate mapping: {e}") from e
 
+    def declare_categorical(self, names: list[str]) -> CovariateSpec:
+        """This spec with exactly `names` categorical (moved out of `numeric`; new names are added)."""
+        return self.model_copy(update={"categorical": list(names),
+                                       "numeric": [c for c in self.numeric if c not in names]})
+
     @property
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
