@@ -197,7 +197,7 @@ def test_reads_what_the_embedding_job_and_the_stats_stages_write(tmp_path, ray_s
     expected = E.reshape(30, 12)
 
     shards = read_features(tmp_path / "job")
-    build_subject_matrix(str(tmp_path / "job"), str(tmp_path / "stats"))
+    build_subject_matrix(str(tmp_path / "job"), str(tmp_path / "stats"), block_scaling="none")
     matrix = read_features(tmp_path / "stats" / "matrix")
     for fm in (shards, matrix):
         assert fm.gene_names == ["SYN1", "SYN2", "SYN3"]

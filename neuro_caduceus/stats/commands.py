@@ -22,14 +22,19 @@ def subject_matrix(
     out: Path = typer.Option(..., "--out", help="output folder: matrix/ Parquet + summary JSON"),
     genes: Path | None = typer.Option(None, "--genes", help="gene-set YAML (default: recipe gene_list)"),
     on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
+    block_scaling: str = typer.Option("total_variance", "--block-scaling",
+                                      help="total_variance (each gene's block to total variance 1) | none"),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
     from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
 
     _ray_init()
-    s = build_subject_matrix(input, str(out), load_gene_list(str(genes)) if genes else None, on_missing_gene)
+    gene_list = load_gene_list(str(genes)) if genes else None
+    s = build_subject_matrix(input, str(out), gene_list, on_missing_gene, block_scaling=block_scaling)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
-               f"features ({len(s['genes'])} genes x {s['dim_per_gene']}); dropped {s['subjects_dropped']}")
+               f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
+               f"block scaling {s['block_scaling']}); "
+               f"dropped {s['subjects_dropped']}")
 
 
 def pca(
