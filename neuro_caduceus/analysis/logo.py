@@ -226,8 +226,18 @@ def _run_tasks(fn, X: np.ndarray, args: list[tuple], parallel: bool) -> list:
     if not ray.is_initialized():
         ray.init()
     task = ray.remote(num_cpus=1)(fn)
+    refs: dict[int, object] = {}
+
+    def shared(v):  # large arguments common to many tasks (covariates, fitted values) go in the store once
+        big = isinstance(v, np.ndarray) and v.nbytes > 1 << 20 or type(v).__name__ == "DataFrame"
+        if not big:
+            return v
+        if id(v) not in refs:
+            refs[id(v)] = ray.put(v)
+        return refs[id(v)]
+
     X_ref = ray.put(X)
-    return ray.get([task.remote(X_ref, *a) for a in args])
+    return ray.get([task.remote(X_ref, *[shared(v) for v in a]) for a in args])
 
 
 def rank_auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
