@@ -114,7 +114,7 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
     logo = _step(f"8/9 leave-one-gene-out ΔAUC (nested CV) -> {out / 'logo'}", False,
                  lambda: logo_from_files(stats / "matrix", cohort / "phenotype.tsv",
                                          cohort / "covariates.tsv", out / "logo",
-                                         config=LogoConfig(n_boot=200)))
+                                         config=LogoConfig(n_repeats=2, n_perm=0), categorical=["batch"]))
     cca = _step(f"9/9 gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
                 lambda: cca_from_files(resid, cohort / "brain.parquet", out / "cca",
                                        config=CCAConfig(n_perm=50, reduce_dims=10, n_components=3),

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--covariates", required=True, help="CSV / TSV / Parquet")
     parser.add_argument("--out", required=True)
     parser.add_argument("--config", default=None, help="covariate mapping YAML (CovariateSpec fields)")
+    parser.add_argument("--categorical-covariates", default=None,
+                        help="comma-separated columns to one-hot code (replaces the mapping's `categorical`)")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per worker batch")
     args = parser.parse_args(argv)
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     from neuro_caduceus.stats.residualize import CovariateSpec
 
     spec = CovariateSpec.from_yaml(args.config) if args.config else CovariateSpec()
+    if args.categorical_covariates:
+        spec = spec.declare_categorical(args.categorical_covariates.split(","))
     ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None)
     summary = run_residualize(args.input, args.covariates, args.out, spec, args.batch_size)
     print(json.dumps(summary, default=str))

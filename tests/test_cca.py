@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
-from neuro_caduceus.analysis.cca import CCAConfig, fit_cca, run_cca
-from neuro_caduceus.analysis.simulate import make_cca_pair
+from neuro_caduceus.analysis.cca import CCAConfig, fit_cca, permutation_p, reduced_model, run_cca
+from neuro_caduceus.analysis.simulate import make_cca_pair, make_covariates
 
 
 def _oracle_canonical_correlations(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -74,16 +75,66 @@ def test_permutations_on_ray_equal_serial(ray_session):
 
 def test_covariate_confound_removed_within_folds():
     """Both sides load on batch and age only: raw CCA finds a 'link', residualized CCA does not."""
-    from neuro_caduceus.analysis.simulate import make_covariates
-
     rng = np.random.default_rng(0)
     n = 400
     cov = make_covariates(n, rng)
     confound = (cov["batch"] == "batch_b").to_numpy() * 2.0 + (cov["age"].to_numpy() - 55) / 9
     X = rng.normal(size=(n, 8)) + confound[:, None] * rng.normal(size=8)
     Y = rng.normal(size=(n, 5)) + confound[:, None] * rng.normal(size=5)
-    cfg = CCAConfig(n_perm=49, reduce_dims=8, n_components=2, seed=0, parallel=False)
+    cfg = CCAConfig(n_perm=49, reduce_dims=8, n_components=2, seed=0, parallel=False, categorical=("batch",))
     raw = run_cca(X, Y, cfg)
     adjusted = run_cca(X, Y, cfg, cov=cov, covariates=["age", "sex", "batch"])
     assert raw.table["heldout_r"][0] > 0.5 and raw.table["p_value"][0] == pytest.approx(1 / 50)
     assert abs(adjusted.table["heldout_r"][0]) < 0.15 and adjusted.table["p_value"][0] > 0.05
+
+
+def _confounded(seed: int, n: int = 120, rho: float = 0.0):
+    """Both sides driven by batch and age (and, with rho > 0, one shared latent beyond the covariates)."""
+    rng = np.random.default_rng(seed)
+    cov = make_covariates(n, rng)
+    confound = 2.0 * ((cov["batch"] == "batch_b").to_numpy() + (cov["age"].to_numpy() - 55) / 9)
+    shared = rng.normal(size=n)
+    X = rng.normal(size=(n, 6)) + confound[:, None] * rng.normal(size=6)
+    Y = rng.normal(size=(n, 4)) + confound[:, None] * rng.normal(size=4)
+    X[:, 0] += 2 * rho * shared
+    Y[:, 0] += 2 * rho * shared
+    return X, Y, cov
+
+
+def test_freedman_lane_null_type_one_error_within_monte_carlo_bounds_and_power():
+    """Covariates drive both sides, no link beyond them: P(p <= 0.05) within the binomial 99.9% bound for the
+    first component (per-component p) and for any component (FWER p); a planted link is found every time."""
+    sims = 32
+    cfg = dict(n_perm=19, reduce_dims=4, n_components=2, parallel=False, categorical=("batch",))
+    first = any_fwer = 0
+    for s in range(sims):
+        X, Y, cov = _confounded(200 + s)
+        r = run_cca(X, Y, CCAConfig(seed=s, **cfg), cov=cov, covariates=["age", "sex", "batch"])
+        first += r.table["p_value"][0] <= 0.05
+        any_fwer += (r.table["p_fwer"] <= 0.05).any()
+    bound = binom.ppf(0.999, sims, 0.05)
+    assert first <= bound and any_fwer <= bound, (first, any_fwer, bound)
+    for s in range(3):
+        X, Y, cov = _confounded(300 + s, rho=0.8)
+        r = run_cca(X, Y, CCAConfig(seed=s, **cfg), cov=cov, covariates=["age", "sex", "batch"])
+        assert r.table["p_fwer"][0] == pytest.approx(1 / 20), r.table
+
+
+def test_freedman_lane_reduced_model_matches_lstsq():
+    X, Y, cov = _confounded(1)
+    fitted, resid = reduced_model(Y, cov, ["age", "sex", "batch"], ("batch",))
+    D = np.column_stack([np.ones(len(Y)), cov["age"], cov["sex"], cov["batch"] == "batch_b",
+                         cov["batch"] == "batch_c"]).astype(float)
+    beta = np.linalg.lstsq(D, Y, rcond=None)[0]
+    np.testing.assert_allclose(fitted, D @ beta, atol=1e-8)
+    np.testing.assert_allclose(fitted + resid, Y, atol=1e-12)
+    f0, r0 = reduced_model(Y, None, None)  # no covariates: the means, so permuting residuals = permuting rows
+    np.testing.assert_allclose(f0, np.broadcast_to(Y.mean(axis=0), Y.shape))
+
+
+def test_permutation_p_per_component_and_max_statistic():
+    obs = np.array([0.5, 0.2])
+    null = np.array([[0.1, 0.3], [0.6, 0.0], [0.2, 0.1], [0.3, 0.25]])
+    p, p_fwer = permutation_p(obs, null)
+    np.testing.assert_allclose(p, [(1 + 1) / 5, (1 + 2) / 5])
+    np.testing.assert_allclose(p_fwer, [(1 + 1) / 5, (1 + 4) / 5])  # maxima per permutation: .3 .6 .2 .3

@@ -37,7 +37,7 @@ def test_cca_command_joins_reports_and_writes_outputs(tmp_path):
     assert summary["n"] == 387
     assert summary["join"]["unmatched"] == {"genetic": 3, "brain": 10}
     t = pl.read_parquet(out / "cca_correlations.parquet")
-    assert t["heldout_r"][0] > 0.45 and t["p_value"][0] == 1 / 20
+    assert t["heldout_r"][0] > 0.45 and t["p_value"][0] == 1 / 20 and t["p_fwer"][0] == 1 / 20
     s = pl.read_csv(out / "cca_structure.csv")
     assert sorted(set(s["gene"])) == ["A", "B", "C"] and s.height == 9
     null = pl.read_parquet(out / "cca_null.parquet")

@@ -106,29 +106,64 @@ def test_logo_command_writes_tables_plot_report(tmp_path):
     recipe = {"recipe_id": "genetics_gene_fm_test", "gene_list": list(blocks), "embedding_dim": 6}
     write_matrix(tmp_path / "matrix.parquet", ids[5:], X[5:], recipe)  # 5 subjects lack features
     pl.DataFrame({"subject_id": ids, "mdd": y}).write_csv(tmp_path / "pheno.tsv", separator="\t")
+    codes = {"batch_a": 11, "batch_b": 2, "batch_c": 7}  # integer batch codes, as UK Biobank gives them
+    cov = cov.with_columns(pl.col("batch").replace_strict(codes, return_dtype=pl.Int64))
     cov.write_csv(tmp_path / "cov.tsv", separator="\t")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["logo", "--features", str(tmp_path / "matrix.parquet"), "--phenotype",
-                                   str(tmp_path / "pheno.tsv"), "--covariates", str(tmp_path / "cov.tsv"),
-                                   "--out", str(out), "--folds", "3", "--k", "8", "--n-boot", "100",
-                                   "--serial"])
+    args = ["logo", "--features", str(tmp_path / "matrix.parquet"),
+            "--phenotype", str(tmp_path / "pheno.tsv"),
+            "--covariates", str(tmp_path / "cov.tsv"), "--out", str(out), "--folds", "3", "--repeats", "2",
+            "--k", "8", "--n-perm", "2", "--categorical-covariates", "batch,sex", "--serial"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     for name in ("logo_delta_auc.parquet", "logo_delta_auc.csv", "logo_predictions.parquet",
-                 "logo_delta_auc.png", "logo_report.md", "logo_summary.json"):
+                 "logo_fold_auc.csv", "logo_null.parquet", "logo_delta_auc.png", "logo_report.md",
+                 "logo_summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "logo_summary.json").read_text())
     assert summary["n"] == 145 and summary["join"]["unmatched"] == {"features": 0, "phenotype": 5,
                                                                     "covariates": 5}
     assert summary["recipe_id"] == "genetics_gene_fm_test" and summary["seed"] == 0
+    assert summary["categorical"] == ["batch", "sex"] and summary["repeats"] == 2 and summary["n_perm"] == 2
     # the files give what the library gives on the same rows (float32 features, as stored)
     X32 = X[5:].astype(np.float32).astype(np.float64)
     direct = run_logo(X32, blocks, y[5:], read_table(tmp_path / "cov.tsv")[5:],
                       [c for c in cov.columns if c != "subject_id"],
-                      LogoConfig(n_folds=3, k=8, n_boot=100, parallel=False))
+                      LogoConfig(n_folds=3, n_repeats=2, k=8, n_perm=2, parallel=False), ["batch", "sex"])
     table = pl.read_parquet(out / "logo_delta_auc.parquet")
     assert table.equals(direct.table)
     assert table["gene"][0] == "GENE3"
     assert "GENE3" in (out / "logo_report.md").read_text()
+    folds = pl.read_csv(out / "logo_fold_auc.csv")
+    assert folds.height == 4 * 2 * 3 and set(folds["model"]) == {"all", "GENE1", "GENE2", "GENE3"}
+    preds = pl.read_parquet(out / "logo_predictions.parquet")
+    assert preds.height == 2 * 145 and preds.filter(pl.col("repeat") == 1)["fold"].n_unique() == 3
+
+
+def test_categorical_covariates_are_declared_never_guessed(tmp_path):
+    """Integer batch codes declared categorical are one-hot coded (not one linear term); a text column that
+    is not declared is an error that says how to declare it."""
+    from neuro_caduceus.analysis.folds import covariate_spec
+    from neuro_caduceus.stats.residualize import Residualizer
+
+    rng = np.random.default_rng(0)
+    n = 90
+    cov = pl.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "age": rng.normal(55, 8, n),
+                        "batch": rng.choice([10, 2, 3], n), "centre": rng.choice(["Leeds", "Bristol"], n)})
+    Y = rng.normal(size=(n, 3)) + 5.0 * (cov["batch"].to_numpy() == 3)[:, None]
+    spec = covariate_spec(cov, ["age", "batch", "centre"], ["batch", "centre"])
+    res = Residualizer(spec).fit(Y, cov)
+    assert res.design_columns_ == ["age", "batch=3", "batch=10", "centre=Leeds"]  # reference: 2, Bristol
+    D = np.column_stack([np.ones(n), cov["age"], cov["batch"] == 3, cov["batch"] == 10,
+                         cov["centre"] == "Leeds"]).astype(float)
+    np.testing.assert_allclose(res.transform(Y, cov), Y - D @ np.linalg.lstsq(D, Y, rcond=None)[0], atol=1e-8)
+    linear = Residualizer(covariate_spec(cov, ["age", "batch"], [])).fit(Y, cov)  # the old dtype guess
+    assert linear.design_columns_ == ["age", "batch"] and linear.r2_.mean() < res.r2_.mean() - 0.2
+    with pytest.raises(ValueError, match=r"\['centre'\] hold \['String'\] values; declare them categorical "
+                                         "with --categorical-covariates centre"):
+        covariate_spec(cov, ["age", "centre"], [])
+    with pytest.raises(ValueError, match=r"--categorical-covariates \['site'\] are not among"):
+        covariate_spec(cov, ["age"], ["site"])
 
 
 def test_logo_command_reports_a_missing_phenotype_column(tmp_path):
@@ -162,7 +197,7 @@ def test_reads_what_the_embedding_job_and_the_stats_stages_write(tmp_path, ray_s
     expected = E.reshape(30, 12)
 
     shards = read_features(tmp_path / "job")
-    build_subject_matrix(str(tmp_path / "job"), str(tmp_path / "stats"))
+    build_subject_matrix(str(tmp_path / "job"), str(tmp_path / "stats"), block_scaling="none")
     matrix = read_features(tmp_path / "stats" / "matrix")
     for fm in (shards, matrix):
         assert fm.gene_names == ["SYN1", "SYN2", "SYN3"]

@@ -121,3 +121,17 @@ def test_pca_then_residualize_files(ray_session, tmp_path):
     with pytest.raises(ValueError, match=r"2 subject\(s\) have no complete covariate row .*S00005"):
         run_residualize(str(tmp_path / "pca"), str(tmp_path / "cov.csv"), str(tmp_path / "res2"),
                         spec=CovariateSpec.from_yaml(strict))
+
+
+def test_pca_stage_records_the_components_kept(ray_session, tmp_path):
+    X = spectrum_data(12, 30, seed=2)
+    ids = [f"S{i:02d}" for i in range(12)]
+    with pytest.warns(UserWarning, match="capped at 11"):
+        summary = run_pca(write_features(tmp_path / "m", X, ids, files=2), str(tmp_path / "pca"),
+                          n_components=64)
+    assert summary["n_components"] == 11 and summary["n_components_requested"] == 64
+    first = fio.parquet_files(str(tmp_path / "pca" / "scores"))[0]
+    stages = json.loads(fio.file_metadata(first)[fio.STAGES_KEY])
+    assert stages[-1]["n_components"] == 11 and stages[-1]["n_components_requested"] == 64
+    _, scores = read_back(tmp_path / "pca" / "scores")
+    assert scores.shape == (12, 11) and scores.std(axis=0).min() > 1e-3  # no null-space column

@@ -60,13 +60,15 @@ def test_save_load_round_trip_and_continue(tmp_path):
 
 def test_fewer_subjects_than_components_caps_with_warning():
     X = spectrum_data(8, 20, seed=3)
-    with pytest.warns(UserWarning, match="capped at 8"):
+    with pytest.warns(UserWarning, match=r"capped at 7 = min\(n_subjects - 1=7, n_features=20\)"):
         model = PCA(n_components=512).fit(X)
-    assert model.components_.shape == (8, 20)
+    assert model.components_.shape == (7, 20) and model.n_components_ == 7
     sk = SkPCA(n_components=8, svd_solver="full").fit(X)  # sklearn's full solver allows k = min(n, d)
-    np.testing.assert_allclose(model.explained_variance_[:7], sk.explained_variance_[:7], rtol=1e-6)
-    np.testing.assert_allclose(model.components_[:7], sk.components_[:7], atol=1e-8)  # 8th: null space
-    assert model.explained_variance_[-1] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(model.explained_variance_, sk.explained_variance_[:7], rtol=1e-6)
+    np.testing.assert_allclose(model.components_, sk.components_[:7], atol=1e-8)
+    assert sk.explained_variance_[7] == pytest.approx(0.0, abs=1e-9)  # sklearn's 8th: a null-space direction
+    assert (model.explained_variance_ > 1e-6).all()
+    assert PCA(n_components=None).fit(X).n_components_ == 7  # "all" means n - 1 too
 
 
 def test_constant_columns_work_with_warning():

@@ -113,3 +113,17 @@ def test_spec_from_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("numeric: [age]\nreference: {batch: b1}\n")
     with pytest.raises(ValueError, match=r"(?s)bad.yaml: invalid covariate mapping.*reference.*Extra inputs"):
         CovariateSpec.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_declared_categorical_integer_codes_sorted_numerically():
+    spec = CovariateSpec(numeric=["age", "batch"], categorical=[]).declare_categorical(["batch"])
+    assert spec.numeric == ["age"] and spec.categorical == ["batch"]
+    cov = pl.DataFrame({"age": [50.0, 61.0, 70.0, 44.0, 58.0, 66.0], "batch": [10, 2, 9, 2, 10, 9]})
+    res = Residualizer(spec).learn_levels(cov)
+    assert res.levels_["batch"] == ["2", "9", "10"]  # numeric order: reference 2 (string order would say 10)
+    assert res.design_columns_ == ["age", "batch=9", "batch=10"]
+    np.testing.assert_array_equal(res.design(cov)[:, 1:], [[0, 1], [0, 0], [1, 0], [0, 0], [0, 1], [1, 0]])
+    bad = CovariateSpec(numeric=["age", "centre"], categorical=[])
+    with pytest.raises(ValueError, match="--categorical-covariates centre"):
+        Residualizer(bad).learn_levels(cov.with_columns(pl.lit("Leeds").alias("centre"))).design(
+            cov.with_columns(pl.lit("Leeds").alias("centre")))

@@ -50,7 +50,7 @@ def read_matrix(folder) -> dict[str, np.ndarray]:
 def test_genes_concatenated_in_gene_set_order(ray_session, tmp_path):
     subjects = [f"S{i:03d}" for i in range(40)]
     truth = write_shards(tmp_path / "emb", subjects)
-    s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), batch_size=7)
+    s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), batch_size=7, block_scaling="none")
     assert s["subjects_written"] == 40 and s["n_features"] == 3 * DIM and s["subjects_dropped"] == 0
     got = read_matrix(tmp_path / "out" / "matrix")
     for sid in subjects:
@@ -67,7 +67,7 @@ def test_missing_gene_errors_or_drops(ray_session, tmp_path):
     assert not (tmp_path / "out" / "matrix").exists()
     # a gene set given by names (another order) reorders the blocks
     s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), genes=["TREM2", "APOE"],
-                             on_missing="drop")
+                             on_missing="drop", block_scaling="none")
     assert s["subjects_written"] == 18 and s["subjects_dropped"] == 2
     got = read_matrix(tmp_path / "out" / "matrix")
     assert set(got) == set(subjects) - {"S004", "S011"}
@@ -88,11 +88,15 @@ def test_cli_round_trip(ray_session, tmp_path):
     r = runner.invoke(app, ["subject-matrix", "--input", str(tmp_path / "emb"),
                             "--out", str(tmp_path / "sm")])
     assert r.exit_code == 0, r.output
-    assert "60 subjects x 12 features" in r.output
+    assert "60 subjects x 12 features (3 genes x 4, block scaling total_variance)" in r.output
     r = runner.invoke(app, ["pca", "--input", str(tmp_path / "sm"), "--n-components", "5",
                             "--out", str(tmp_path / "pca"), "--batch-size", "16"])
     assert r.exit_code == 0, r.output
-    X = np.array([np.concatenate([truth[(s, g)] for g in GENES]) for s in subjects], dtype=np.float64)
+    raw = np.array([np.concatenate([truth[(s, g)] for g in GENES]) for s in subjects], dtype=np.float64)
+    scale = np.repeat([1 / np.sqrt(raw[:, 4 * j:4 * j + 4].var(axis=0, ddof=1).sum()) for j in range(3)], 4)
+    stored = read_matrix(tmp_path / "sm" / "matrix")
+    X = np.array([stored[s] for s in subjects])
+    np.testing.assert_allclose(X, raw * scale, rtol=1e-6)  # each gene's block scaled to total variance 1
     model = np.load(tmp_path / "pca" / "pca_model.npz")
     sk = SkPCA(n_components=5, svd_solver="full").fit(X)
     np.testing.assert_allclose(model["explained_variance"], sk.explained_variance_, rtol=1e-6)
@@ -130,3 +134,29 @@ def test_gene_set_yaml_forms(tmp_path):
     assert load_gene_list(str(tmp_path / "b.yaml")) == ["ENSG3", "TREM2"]
     with pytest.raises(ValueError, match="non-empty `genes:` list"):
         load_gene_list(str(tmp_path / "c.yaml"))
+
+
+def test_block_scaling_gives_each_gene_unit_total_variance(ray_session, tmp_path):
+    subjects = [f"S{i:03d}" for i in range(50)]
+    write_shards(tmp_path / "emb", subjects)
+    for gene, factor in {"ENSG1": 30.0, "ENSG2": 0.0, "ENSG3": 0.01}.items():  # very different scales
+        path = tmp_path / "emb" / "shards" / f"{gene}.parquet"
+        t = pq.read_table(path)
+        emb = np.asarray(t.column("embedding").combine_chunks().flatten()) * np.float32(factor) + 1
+        col = pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32)), DIM)
+        pq.write_table(t.set_column(3, "embedding", col), path)  # ENSG2: constant (no variants)
+    s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), batch_size=9)
+    assert s["block_scaling"] == "total_variance" and s["constant_genes"] == 1
+    assert s["constant_gene_examples"] == ["ENSG2"] and s["block_scale"]["ENSG2"] == 1.0
+    got = read_matrix(tmp_path / "out" / "matrix")
+    X = np.array([got[sid] for sid in subjects])
+    total = [X[:, j * DIM:(j + 1) * DIM].var(axis=0, ddof=1).sum() for j in range(3)]
+    np.testing.assert_allclose(total, [1.0, 1.0, 0.0], atol=1e-5)  # gene-set order ENSG3, ENSG1, ENSG2
+    scales = pl.read_csv(tmp_path / "out" / "block_scales.csv")
+    assert scales["gene"].to_list() == GENES
+    np.testing.assert_allclose(scales["scale"][:2] * np.sqrt(scales["total_variance"][:2]), 1.0, rtol=1e-9)
+    meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "out" / "matrix"))[0])
+    stage = json.loads(meta[fio.STAGES_KEY])[-1]
+    assert stage["block_scaling"] == "total_variance" and stage["constant_genes"] == 1
+    with pytest.raises(ValueError, match="block_scaling must be"):
+        build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "o2"), block_scaling="unit")

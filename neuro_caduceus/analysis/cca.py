@@ -4,7 +4,11 @@ Why held-out: in-sample canonical correlations are inflated when dimensions are 
 approaches 1 as p+q -> n). Here each side is reduced (PCA, optional covariate residualization, scaling)
 and the CCA weights are fitted on the training folds only; the reported correlation is that of the
 held-out canonical variates, pooled over folds. The permutation test reruns the same cross-validated
-procedure with the rows of the brain side shuffled, so the null includes every fitted step.
+procedure on permuted brain data, so the null includes every fitted step. With covariates it is
+Freedman-Lane: the brain side's residuals from its regression on the covariates (all subjects) are
+permuted and added back to the fitted values, so the permuted data keep their covariate structure (shuffling
+raw rows with their covariates does not, and over-rejects). Related subjects stay in one fold and are
+permuted as whole groups. p-values are given per component and family-wise over components (max statistic).
 CCA itself is exact and deterministic: symmetric whitening + SVD in numpy (no iterative solver).
 """
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuro_caduceus.analysis.folds import FeatureTransform, cap_components, kfolds
+from neuro_caduceus.analysis.folds import FeatureTransform, cap_components, kfolds, single_threaded
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class CCAConfig:
     n_components: int = 5
     n_perm: int = 200
     ridge: float = 1e-6
+    categorical: tuple[str, ...] = ()
     seed: int = 0
     parallel: bool = True
     perms_per_task: int = 10
@@ -79,14 +84,14 @@ class _SidePart:
     test: np.ndarray
 
 
-def _reduce(Z: np.ndarray, cov, covariates, folds, dims: int) -> list[_SidePart]:
+def _reduce(Z: np.ndarray, cov, covariates, folds, dims: int, categorical=()) -> list[_SidePart]:
     """Per fold: PCA -> residualize -> standardize fitted on the training rows, applied to both parts."""
     parts = []
     for tr, te in folds:
         k = cap_components(dims, len(tr), Z.shape[1])
         c_tr = None if cov is None else cov[tr]
         c_te = None if cov is None else cov[te]
-        t = FeatureTransform(k, covariates).fit(Z[tr], c_tr)
+        t = FeatureTransform(k, covariates, list(categorical)).fit(Z[tr], c_tr)
         parts.append(_SidePart(t.transform(Z[tr], c_tr), t.transform(Z[te], c_te)))
     return parts
 
@@ -106,17 +111,48 @@ def _heldout(xp: list[_SidePart], yp: list[_SidePart], n_comp: int, ridge: float
     return _corr_cols(U, V), U, V, models
 
 
-def _perm_chunk(xp, Y, cov, covariates, folds, config: CCAConfig, perm_ids: list[int]) -> np.ndarray:
-    """Held-out canonical correlations for these permutations (brain rows and their covariates shuffled)."""
-    from threadpoolctl import threadpool_limits
+def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residuals) of Y on intercept + covariates over all subjects: Freedman-Lane's reduced model.
 
+    Without covariates the fit is the column means, so permuting residuals = permuting rows.
+    """
+    if cov is None or not covariates:
+        fitted = np.broadcast_to(Y.mean(axis=0), Y.shape).copy()
+        return fitted, Y - fitted
+    from neuro_caduceus.analysis.folds import covariate_spec
+    from neuro_caduceus.stats.residualize import Residualizer
+
+    resid = Residualizer(covariate_spec(cov, covariates, list(categorical))).fit_transform(Y, cov)
+    return Y - resid, resid
+
+
+def _perm_chunk(xp, fitted, resid, cov, covariates, folds, groups, config: CCAConfig,
+                perm_ids: list[int]) -> np.ndarray:
+    """Held-out canonical correlations for these permutations (Freedman-Lane on the brain side)."""
+    from neuro_caduceus.analysis.relatedness import block_permutation
+
+    grp = np.arange(len(resid)) if groups is None else groups
     out = []
-    with threadpool_limits(limits=1):
+    with single_threaded():
         for p in perm_ids:
-            perm = np.random.default_rng([config.seed, p]).permutation(len(Y))
-            yp = _reduce(Y[perm], None if cov is None else cov[perm], covariates, folds, config.reduce_dims)
+            perm = block_permutation(grp, np.random.default_rng([config.seed, p]))
+            yp = _reduce(fitted + resid[perm], cov, covariates, folds, config.reduce_dims, config.categorical)
             out.append(_heldout(xp, yp, config.n_components, config.ridge)[0])
     return np.array(out)
+
+
+def permutation_p(obs: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per-component p, family-wise p over components) with the (1 + count) / (1 + n_perm) convention.
+
+    The family-wise p of component j compares its observed value with the permutation distribution of the
+    largest null correlation over all components (max statistic), so "any p_fwer <= alpha" has error <= alpha.
+    """
+    if not len(null):
+        return np.full(len(obs), np.nan), np.full(len(obs), np.nan)
+    p = (1 + (null >= obs[None, :]).sum(axis=0)) / (1 + len(null))
+    top = null.max(axis=1)
+    p_fwer = (1 + (top[:, None] >= obs[None, :]).sum(axis=0)) / (1 + len(null))
+    return p, p_fwer
 
 
 @dataclass
@@ -132,35 +168,37 @@ class CCAResult:
 
 def run_cca(X: np.ndarray, Y: np.ndarray, config: CCAConfig | None = None, cov=None,
             covariates: list[str] | None = None, blocks: dict[str, slice] | None = None,
-            block_X: np.ndarray | None = None) -> CCAResult:
+            block_X: np.ndarray | None = None, groups: np.ndarray | None = None) -> CCAResult:
     """Cross-validated CCA of raw genetic `X` vs brain `Y` (same subject order) with a permutation test.
 
     With gene `blocks` (column slices of `block_X`, default `X`), also gene structure coefficients.
+    `config.categorical` names the covariates to one-hot code; `groups` labels related subjects (same fold,
+    permuted together).
     """
     import polars as pl
 
     config = config or CCAConfig()
     if len(X) != len(Y):
         raise ValueError(f"genetic and brain rows differ ({len(X)} vs {len(Y)}); join by subject_id first")
-    folds = kfolds(len(X), config.n_folds, config.seed)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        xp = _reduce(X, cov, covariates, folds, config.reduce_dims)
-        yp = _reduce(Y, cov, covariates, folds, config.reduce_dims)
+    covariates = list(covariates or []) if cov is not None else []
+    folds = kfolds(len(X), config.n_folds, config.seed, groups)
+    with single_threaded():
+        xp = _reduce(X, cov, covariates, folds, config.reduce_dims, config.categorical)
+        yp = _reduce(Y, cov, covariates, folds, config.reduce_dims, config.categorical)
         obs, U, V, models = _heldout(xp, yp, config.n_components, config.ridge)
+        fitted, resid = reduced_model(Y, cov, covariates, config.categorical)
     chunks = [list(range(a, min(a + config.perms_per_task, config.n_perm)))
               for a in range(0, config.n_perm, config.perms_per_task)]
-    args = [(xp, Y, cov, covariates, folds, config, ids) for ids in chunks]
+    args = [(xp, fitted, resid, cov, covariates, folds, groups, config, ids) for ids in chunks]
     null = _run_chunks(args, config.parallel, len(obs))
     null = null[:, :len(obs)]
-    p = (1 + (null >= obs[None, :]).sum(axis=0)) / (1 + config.n_perm)
+    p, p_fwer = permutation_p(obs, null)
     train_r = np.mean([m.corr[:len(obs)] for m in models], axis=0)
     table = pl.DataFrame({
         "component": np.arange(1, len(obs) + 1), "heldout_r": obs, "train_r": train_r,
         "null_mean": null.mean(axis=0) if len(null) else np.full(len(obs), np.nan),
         "null_q95": np.quantile(null, 0.95, axis=0) if len(null) else np.full(len(obs), np.nan),
-        "p_value": p,
+        "p_value": p, "p_fwer": p_fwer,
     })
     structure = None
     if blocks and len(blocks) > 1:
@@ -181,8 +219,8 @@ def _run_chunks(args: list[tuple], parallel: bool, n_comp: int) -> np.ndarray:
         if not ray.is_initialized():
             ray.init()
         task = ray.remote(num_cpus=1)(_perm_chunk)
-        shared = [ray.put(v) for v in args[0][:6]]  # every chunk shares all but its permutation ids
-        parts = ray.get([task.remote(*shared, a[6]) for a in args])
+        shared = [ray.put(v) for v in args[0][:-1]]  # every chunk shares all but its permutation ids
+        parts = ray.get([task.remote(*shared, a[-1]) for a in args])
     c = min(p.shape[1] for p in parts)
     return np.concatenate([p[:, :c] for p in parts])
 
@@ -216,7 +254,8 @@ def _structure(X, blocks, folds, xp, models, n_comp):
 
 def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, config: CCAConfig | None = None,
                    covariates: str | Path | None = None, covariate_columns: list[str] | None = None,
-                   gene_matrix: str | Path | None = None) -> CCAResult:
+                   gene_matrix: str | Path | None = None, kinship: str | Path | None = None,
+                   kinship_threshold: float | None = None, unrelated: bool = False) -> CCAResult:
     """Read both sides, join by subject_id (unmatched counts reported), run CCA, write outputs into `out`.
 
     Gene structure coefficients use the genetic input's gene blocks, or `gene_matrix` (a subject matrix with
@@ -225,6 +264,7 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     import polars as pl
 
     from neuro_caduceus.analysis.features import join_order, read_features, read_table
+    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
 
     config = config or CCAConfig()
     g, b = read_features(genetic), read_features(brain)
@@ -236,6 +276,7 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     if gm is not None and gm is not g:
         named["gene_matrix"] = gm.subject_ids
     order, report = join_order(named)
+    order, groups, related = apply_relatedness(order, kinship, kinship_threshold or THIRD_DEGREE, unrelated)
     if len(order) < 2 * config.n_folds:
         raise ValueError(f"only {len(order)} subjects are in every input ({report.unmatched} unmatched); "
                          "check that subject_id values agree")
@@ -252,9 +293,9 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
                                                             on="subject_id", how="left")
     block_X = None if gm is None or gm is g else rows(gm)
     blocks = None if gm is None else gm.blocks
-    result = run_cca(rows(g), rows(b), config, cov_rows, cov_cols, blocks, block_X)
+    result = run_cca(rows(g), rows(b), config, cov_rows, cov_cols, blocks, block_X, groups)
     result.extra = {"recipe": g.recipe, "genetic": str(genetic), "brain": str(brain),
-                    "join": report.__dict__, "covariates": cov_cols}
+                    "join": report.__dict__, "covariates": cov_cols, "relatedness": related}
     write_cca_outputs(result, out)
     return result
 
@@ -287,8 +328,11 @@ def _summary(result: CCAResult) -> dict:
     recipe = result.extra.get("recipe") or {}
     return {"analysis": "gene-brain CCA", "recipe_id": recipe.get("recipe_id") or recipe.get("id"),
             "genetic": result.extra.get("genetic"), "brain": result.extra.get("brain"), "n": result.n,
-            "join": result.extra.get("join"), "covariates": result.extra.get("covariates"),
+            "join": result.extra.get("join"), "relatedness": result.extra.get("relatedness"),
+            "covariates": result.extra.get("covariates"), "categorical": list(c.categorical),
             "folds": c.n_folds, "seed": c.seed, "n_perm": c.n_perm, "reduce_dims": c.reduce_dims,
+            "permutation": ("Freedman-Lane (brain residuals on the covariates permuted)"
+                            if result.extra.get("covariates") else "brain rows permuted"),
             "dims": result.dims, "components": result.table.to_dicts()}
 
 
@@ -297,17 +341,20 @@ def _report(s: dict, result: CCAResult) -> str:
         "# Gene-brain CCA", "",
         f"- recipe: `{s['recipe_id']}` (genetic `{s['genetic']}`, brain `{s['brain']}`)",
         f"- n = {s['n']} matched subjects; join: {s['join']}",
-        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'}",
+        f"- relatedness: {s['relatedness'] or 'no kinship file (subjects treated as unrelated)'}",
+        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'} "
+        f"(categorical: {', '.join(s['categorical']) or 'none'})",
         f"- {s['folds']}-fold CV, seed {s['seed']}; PCA per side fitted on training folds: "
         f"genetic {s['dims']['genetic_in']} -> {s['dims']['genetic_reduced']}, "
         f"brain {s['dims']['brain_in']} -> {s['dims']['brain_reduced']} dims",
-        f"- permutation test: {s['n_perm']} shuffles of the brain rows, whole CV rerun; "
-        "p = (1 + #null >= observed) / (1 + n_perm)", "",
-        "| component | held-out r | train r | null mean | null 95% | p |", "|---|---|---|---|---|---|",
+        f"- permutation test: {s['n_perm']} permutations ({s['permutation']}), whole CV rerun; "
+        "p = (1 + #null >= observed) / (1 + n_perm); p (FWER) against the maximum over components", "",
+        "| component | held-out r | train r | null mean | null 95% | p | p (FWER) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in s["components"]:
         lines.append(f"| {r['component']} | {r['heldout_r']:.3f} | {r['train_r']:.3f} | "
-                     f"{r['null_mean']:.3f} | {r['null_q95']:.3f} | {r['p_value']:.4f} |")
+                     f"{r['null_mean']:.3f} | {r['null_q95']:.3f} | {r['p_value']:.4f} | {r['p_fwer']:.4f} |")
     if result.structure is not None:
         top = result.structure.filter(result.structure["component"] == 1).sort("structure_r", descending=True)
         lines += ["", "Gene structure coefficients (component 1, held-out; block PC1 oriented on the "

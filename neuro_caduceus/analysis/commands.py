@@ -6,6 +6,13 @@ from pathlib import Path
 
 import typer
 
+from neuro_caduceus.analysis.relatedness import THIRD_DEGREE
+
+CATEGORICAL_HELP = ("comma-separated covariate columns to one-hot code (e.g. batch,centre,sex); types are "
+                    "never guessed: a text column not listed is an error")
+UNRELATED_HELP = "analyse a maximal unrelated set only (needs --kinship); removed subjects are counted"
+KINSHIP_HELP = "UK Biobank relatedness file (ID1 ID2 HetHet IBS0 Kinship): related subjects share folds"
+
 
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
@@ -18,26 +25,33 @@ def logo(
     out: Path = typer.Option(..., help="output folder"),
     phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
     covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
+    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    kinship: Path = typer.Option(None, help=KINSHIP_HELP),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects"),
+    unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
     folds: int = typer.Option(5, help="outer stratified folds"),
+    repeats: int = typer.Option(5, help="repeats of the outer split (per-fold AUCs over repeats x folds)"),
     inner_folds: int = typer.Option(3, help="inner folds (choose C on the outer-training part)"),
     k: int = typer.Option(32, help="PCA components (capped by a third of the smallest training set)"),
-    n_boot: int = typer.Option(500, help="paired bootstrap resamples for the CIs"),
+    n_perm: int = typer.Option(100, help="permutations through the whole nested procedure (0: none)"),
+    permute: str = typer.Option("phenotype", help="what the permutation test shuffles: phenotype | block"),
     seed: int = typer.Option(0),
     serial: bool = typer.Option(False, "--serial", help="run in this process instead of Ray tasks"),
 ) -> None:
-    """Leave-one-gene-out ΔAUC with nested CV (every step fitted inside the folds)."""
+    """Leave-one-gene-out ΔAUC with repeated nested CV and a permutation test (every step fitted in folds)."""
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.io import output_dir
 
-    config = LogoConfig(n_folds=folds, inner_folds=inner_folds, k=k, n_boot=n_boot, seed=seed,
-                        parallel=not serial)
-    with output_dir(out, [features, phenotype, covariates]):
+    config = LogoConfig(n_folds=folds, inner_folds=inner_folds, n_repeats=repeats, k=k, n_perm=n_perm,
+                        permute=permute, seed=seed, parallel=not serial)  # type: ignore[arg-type]
+    with output_dir(out, [features, phenotype, covariates, kinship]):
         r = logo_from_files(features, phenotype, covariates, out, phenotype_column,
-                            _columns(covariate_columns), config)
+                            _columns(covariate_columns), config, _columns(categorical_covariates),
+                            kinship, kinship_threshold, unrelated)
     typer.echo(f"n={r.n} ({r.n_cases} cases), AUC all genes {r.auc_all:.3f}; outputs in {out}")
     for row in r.table.head(10).to_dicts():
         typer.echo(f"  {row['rank']:>3} {row['gene']:<16} ΔAUC {row['delta_auc']:+.4f} "
-                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]")
+                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] p {row['p_value']:.4f}")
 
 
 def cca(
@@ -46,8 +60,12 @@ def cca(
     out: Path = typer.Option(..., help="output folder"),
     covariates: Path = typer.Option(None, help="covariates table, residualized per fold on both sides"),
     covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
+    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    kinship: Path = typer.Option(None, help=KINSHIP_HELP),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects"),
+    unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
     gene_matrix: Path = typer.Option(None, help="subject matrix with gene blocks (structure coefs)"),
-    n_perm: int = typer.Option(200, help="permutations (brain rows shuffled)"),
+    n_perm: int = typer.Option(200, help="permutations (brain side; Freedman-Lane with covariates)"),
     folds: int = typer.Option(5),
     reduce_dims: int = typer.Option(20, help="PCA dims per side before CCA (fitted on training folds)"),
     components: int = typer.Option(5, help="canonical components reported"),
@@ -59,12 +77,15 @@ def cca(
     from neuro_caduceus.io import output_dir
 
     config = CCAConfig(n_folds=folds, reduce_dims=reduce_dims, n_components=components, n_perm=n_perm,
-                       seed=seed, parallel=not serial)
-    with output_dir(out, [genetic, brain, covariates, gene_matrix]):
-        r = cca_from_files(genetic, brain, out, config, covariates, _columns(covariate_columns), gene_matrix)
+                       seed=seed, parallel=not serial,
+                       categorical=tuple(_columns(categorical_covariates) or ()))
+    with output_dir(out, [genetic, brain, covariates, gene_matrix, kinship]):
+        r = cca_from_files(genetic, brain, out, config, covariates, _columns(covariate_columns), gene_matrix,
+                           kinship, kinship_threshold, unrelated)
     typer.echo(f"n={r.n} matched ({r.extra['join']['unmatched']} unmatched); outputs in {out}")
     for row in r.table.to_dicts():
-        typer.echo(f"  CC{row['component']}: held-out r {row['heldout_r']:+.3f}  p {row['p_value']:.4f}")
+        typer.echo(f"  CC{row['component']}: held-out r {row['heldout_r']:+.3f}  p {row['p_value']:.4f}  "
+                   f"p (FWER) {row['p_fwer']:.4f}")
 
 
 def pilot(

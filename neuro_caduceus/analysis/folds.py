@@ -8,6 +8,7 @@ row indices, so there is no way through this API to fit a step on held-out subje
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,38 +16,75 @@ import numpy as np
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) row indices of a shuffled stratified k-fold split; errors if a class is too small."""
-    from sklearn.model_selection import StratifiedKFold
+@functools.cache
+def _thread_controller():
+    import sklearn.linear_model  # noqa: F401  (load sklearn's OpenMP runtime before inspecting libraries)
+    from threadpoolctl import ThreadpoolController
 
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)
+    return ThreadpoolController()
+
+
+def single_threaded():
+    """Context pinning BLAS/OpenMP to one thread, so results do not depend on where they run.
+
+    The loaded libraries are inspected once per process (threadpool_limits() does it on every call, which
+    costs milliseconds per fold fit and dominated the permutation tests).
+    """
+    return _thread_controller().limit(limits=1)
+
+
+def stratified_folds(y: np.ndarray, n_folds: int, seed: int,
+                     groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) row indices of a shuffled stratified k-fold split; errors if a class is too small.
+
+    With `groups` (related subjects share a label), StratifiedGroupKFold: a group never spans folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=2)
     if counts.min() < n_folds:
         raise ValueError(f"stratified {n_folds}-fold CV needs >= {n_folds} subjects per class; "
                          f"got {counts[0]} controls and {counts[1]} cases (lower --folds)")
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [(tr, te) for tr, te in skf.split(np.zeros(len(y)), y)]
+    if groups is None:
+        split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    else:
+        split = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(y)), y, groups)
+    folds = [(tr, te) for tr, te in split]
+    for tr, te in folds:
+        if len(np.unique(y[te])) < 2 or len(np.unique(y[tr])) < 2:
+            raise ValueError(f"a {n_folds}-fold split has a fold with one class only (large related groups "
+                             "or few cases); lower --folds or reduce to unrelated subjects")
+    return folds
 
 
-def kfolds(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) row indices of a shuffled k-fold split (for continuous targets such as CCA)."""
-    from sklearn.model_selection import KFold
+def kfolds(n: int, n_folds: int, seed: int,
+           groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) row indices of a shuffled k-fold split (continuous targets, e.g. CCA); grouped too."""
+    from sklearn.model_selection import GroupKFold, KFold
 
     if n < 2 * n_folds:
         raise ValueError(f"{n_folds}-fold CV needs >= {2 * n_folds} subjects; got {n} (lower --folds)")
-    return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
+    if groups is None:
+        return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
+    split = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(split.split(np.zeros(n), groups=groups))
 
 
 def cap_components(k: int, n_train: int, n_features: int) -> int:
-    """PCA dims actually used: at most k, the feature count, and a third of the smallest training set."""
+    """PCA dims actually used: at most k, the feature count, and a third of the smallest training set
+    (so always below the n - 1 limit of a PCA fitted on that set)."""
     return int(max(1, min(k, n_features, n_train // 3)))
 
 
 class FeatureTransform:
     """PCA(k) -> residualize on covariates -> standardize, every step fitted on the rows passed to fit()."""
 
-    def __init__(self, k: int, covariates: list[str] | None = None):
+    def __init__(self, k: int, covariates: list[str] | None = None, categorical: list[str] | None = None):
         self.k = k
         self.covariates = covariates
+        self.categorical = categorical
         self._fitted = False
 
     def fit(self, X: np.ndarray, cov) -> FeatureTransform:
@@ -59,7 +97,7 @@ class FeatureTransform:
         if cov is not None and self.covariates:
             from neuro_caduceus.stats.residualize import Residualizer
 
-            self.residualizer_ = Residualizer(covariate_spec(cov, self.covariates))
+            self.residualizer_ = Residualizer(covariate_spec(cov, self.covariates, self.categorical))
             self.residualizer_.fit(Z, cov)
             Z = self.residualizer_.transform(Z, cov)
         self.mean_ = Z.mean(axis=0)
@@ -81,12 +119,13 @@ class FeatureTransform:
 class FoldModel:
     """FeatureTransform + L2 logistic regression with a fixed C; fit() sees training rows only."""
 
-    def __init__(self, k: int, C: float, covariates: list[str] | None = None):
-        self.k, self.C, self.covariates = k, C, covariates
+    def __init__(self, k: int, C: float, covariates: list[str] | None = None,
+                 categorical: list[str] | None = None):
+        self.k, self.C, self.covariates, self.categorical = k, C, covariates, categorical
         self._fitted = False
 
     def fit(self, X: np.ndarray, cov, y: np.ndarray) -> FoldModel:
-        self.transform_ = FeatureTransform(self.k, self.covariates).fit(X, cov)
+        self.transform_ = FeatureTransform(self.k, self.covariates, self.categorical).fit(X, cov)
         self.clf_ = _logistic(self.C).fit(self.transform_.transform(X, cov), y)
         self._fitted = True
         return self
@@ -103,18 +142,28 @@ def _logistic(C: float):
     return LogisticRegression(C=C, solver="lbfgs", max_iter=2000)
 
 
-def covariate_spec(cov, columns: list[str]):
-    """A stats CovariateSpec for these columns: strings are categorical (first sorted level = reference)."""
+def covariate_spec(cov, columns: list[str], categorical: list[str] | None = None):
+    """A stats CovariateSpec: the declared `categorical` columns one-hot (first sorted level = reference),
+    the others numeric. Types are never guessed: a text column not declared categorical is an error."""
     import polars as pl
 
     from neuro_caduceus.stats.residualize import CovariateSpec
 
+    categorical = list(categorical or [])
     missing = [c for c in columns if c not in cov.columns]
     if missing:
         raise ValueError(f"covariate columns {missing} not in the covariates table (has {cov.columns})")
-    categorical = [c for c in columns if cov.schema[c] in (pl.Utf8, pl.Categorical, pl.Boolean)]
-    numeric = [c for c in columns if c not in categorical]
-    return CovariateSpec(numeric=numeric, categorical=categorical)
+    stray = [c for c in categorical if c not in columns]
+    if stray:
+        raise ValueError(f"--categorical-covariates {stray} are not among the covariate columns {columns}")
+    text = [c for c in columns if c not in categorical
+            and not (cov.schema[c].is_numeric() or cov.schema[c] == pl.Boolean)]
+    if text:
+        kinds = [str(cov.schema[c]) for c in text]
+        raise ValueError(f"covariate column(s) {text} hold {kinds} values; declare them categorical with "
+                         f"--categorical-covariates {','.join(text)} (or drop them via --covariate-columns)")
+    return CovariateSpec(numeric=[c for c in columns if c not in categorical],
+                         categorical=[c for c in columns if c in categorical])
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -131,14 +180,21 @@ class FoldSettings:
     Cs: tuple[float, ...] = DEFAULT_CS
     inner_folds: int = 3
     covariates: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
 
 
-def choose_C(X: np.ndarray, cov, y: np.ndarray, settings: FoldSettings, seed: int) -> float:
-    """The C with the best mean inner-CV AUC on these (outer-training) rows; ties go to the smaller C."""
-    covs = list(settings.covariates)
+def choose_C(X: np.ndarray, cov, y: np.ndarray, settings: FoldSettings, seed: int,
+             groups: np.ndarray | None = None) -> float:
+    """The C with the best mean inner-CV AUC on these (outer-training) rows; ties go to the smaller C.
+
+    Inner folds keep related groups together too; a one-value grid needs no inner CV.
+    """
+    if len(settings.Cs) == 1:
+        return float(settings.Cs[0])
+    covs, cats = list(settings.covariates), list(settings.categorical)
     scores = np.zeros(len(settings.Cs))
-    for tr, te in stratified_folds(y, settings.inner_folds, seed):
-        t = FeatureTransform(settings.k, covs).fit(X[tr], _rows(cov, tr))
+    for tr, te in stratified_folds(y, settings.inner_folds, seed, groups):
+        t = FeatureTransform(settings.k, covs, cats).fit(X[tr], _rows(cov, tr))
         Ztr, Zte = t.transform(X[tr], _rows(cov, tr)), t.transform(X[te], _rows(cov, te))
         for j, C in enumerate(settings.Cs):
             scores[j] += _auc(y[te], _logistic(C).fit(Ztr, y[tr]).decision_function(Zte))
@@ -150,14 +206,15 @@ def _rows(cov, idx: np.ndarray):
 
 
 def fit_predict_fold(X: np.ndarray, cov, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                     settings: FoldSettings, seed: int) -> tuple[np.ndarray, float]:
+                     settings: FoldSettings, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Choose C by inner CV on `train`, fit the whole pipeline on `train`, score `test` (scores, C).
 
     Single-threaded BLAS so the numbers are bit-identical whether this runs in-process or in a Ray worker.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        C = choose_C(X[train], _rows(cov, train), y[train], settings, seed)
-        model = FoldModel(settings.k, C, list(settings.covariates)).fit(X[train], _rows(cov, train), y[train])
+    with single_threaded():
+        C = choose_C(X[train], _rows(cov, train), y[train], settings, seed,
+                     None if groups is None else groups[train])
+        model = FoldModel(settings.k, C, list(settings.covariates), list(settings.categorical)).fit(
+            X[train], _rows(cov, train), y[train])
         return model.decision_function(X[test], _rows(cov, test)), C

@@ -1,10 +1,17 @@
-"""Leave-one-gene-out attribution: ΔAUC per gene with nested CV, every step fitted inside the folds.
+"""Leave-one-gene-out attribution: ΔAUC per gene from repeated nested CV, with a permutation test.
 
 Why: "which genes matter" = how much held-out discrimination drops when a gene's block of the concatenated
 embedding is removed and the whole pipeline (PCA -> residualize -> standardize -> L2 logistic regression,
-C chosen by inner CV) is refitted. All models share the same outer folds and inner seeds, so ΔAUC is paired;
-its CI comes from a stratified bootstrap of the pooled out-of-fold predictions with the same resamples for
-both models. Models x folds run as Ray tasks (or serially, with bit-identical results).
+C chosen by inner CV) is refitted. AUCs are computed per outer fold (pooling scores of separately fitted
+models across folds mixes their calibrations and biases a null model below 0.5), over several repeats of
+the stratified split, so the spread reflects refitting as well as test-set sampling. All models share the
+same folds and inner seeds, so ΔAUC is paired per fold.
+
+Inference: the interval is the corrected repeated-CV t interval of Nadeau & Bengio (2003) / Bouckaert &
+Frank (2004): variance (1/J + n_test/n_train) s^2 over the J = repeats x folds paired differences, t with J-1
+df. The p-value is a permutation test through the whole nested procedure: the phenotype (default) or the
+gene's block rows are permuted (whole related groups at a time), every fold refitted, ΔAUC recomputed.
+Tasks run on Ray (or serially, with bit-identical results).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -22,35 +30,42 @@ from neuro_caduceus.analysis.folds import (
     fit_predict_fold,
     stratified_folds,
 )
+from neuro_caduceus.analysis.relatedness import block_permutation
 
 ALL = "__all_genes__"
+Permute = Literal["phenotype", "block"]
 
 
 @dataclass(frozen=True)
 class LogoConfig:
-    """Nested-CV and bootstrap settings; `seed` fixes the outer folds, the inner folds and the bootstrap."""
+    """Repeated nested-CV and permutation settings; `seed` fixes every split, inner seed and permutation."""
 
     n_folds: int = 5
     inner_folds: int = 3
+    n_repeats: int = 5
     k: int = 32
     Cs: tuple[float, ...] = DEFAULT_CS
-    n_boot: int = 500
+    n_perm: int = 100
+    permute: Permute = "phenotype"
     ci: float = 0.95
-    simultaneous: bool = True  # Bonferroni over genes: all genes' CIs hold jointly at level `ci`
+    simultaneous: bool = True  # Bonferroni over genes: all genes' intervals hold jointly at level `ci`
     seed: int = 0
     parallel: bool = True
+    perms_per_task: int = 1
 
 
 @dataclass
 class LogoResult:
     """Per-gene ΔAUC table plus what is needed to reproduce and report it."""
 
-    table: object  # polars DataFrame: gene, delta_auc, ci_low, ci_high, auc_without, rank, ci_excludes_zero
+    table: object  # polars: gene, delta_auc, ci_low, ci_high, sd_folds, auc_without, p_value, p_holm, ...
     auc_all: float
     auc_all_ci: tuple[float, float]
-    scores: dict[str, np.ndarray]  # out-of-fold decision scores per model (ALL or gene), subject order
+    fold_auc: dict[str, np.ndarray]  # model -> [repeats, folds] held-out AUC
+    scores: dict[str, np.ndarray]  # model -> [repeats, n] out-of-fold decision scores, subject order
     chosen_C: dict[str, list[float]]
-    fold_of: np.ndarray
+    fold_of: np.ndarray  # [repeats, n]
+    null: np.ndarray  # [n_perm, genes] permutation ΔAUC (genes in `blocks` order)
     k_used: int
     n: int
     n_cases: int
@@ -58,18 +73,86 @@ class LogoResult:
     extra: dict = field(default_factory=dict)
 
 
-def _model_fold(X, cols, cov, y, train, test, settings, seed):
-    """One (model, outer fold) task: fit on `train` rows of the kept columns, score `test` rows."""
-    return fit_predict_fold(X[:, cols], cov, y, train, test, settings, seed)
+def _seed(*parts: int) -> int:
+    """A 32-bit seed derived from integers (seed, repeat, fold): independent streams, reproducible."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _model_fold(X, cols, cov, y, train, test, settings, seed, groups=None):
+    """One (model, repeat, fold) task: fit on `train` rows of the kept columns, score `test` rows."""
+    return fit_predict_fold(X[:, cols], cov, y, train, test, settings, seed, groups)
+
+
+def _plan(y, groups, config: LogoConfig) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """[repeat][fold] (train, test): repeat r is a stratified (grouped) split seeded by (seed, r)."""
+    return [stratified_folds(y, config.n_folds, _seed(config.seed, r), groups)
+            for r in range(config.n_repeats)]
+
+
+def _aucs(X, kept, cov, y, groups, plan, settings, config) -> dict[str, np.ndarray]:
+    """Held-out AUC [repeats, folds] of each model (columns `kept[model]` of X) over the fold plan."""
+    out = {}
+    for m, cols in kept.items():
+        a = np.empty((len(plan), config.n_folds))
+        for r, folds in enumerate(plan):
+            for f, (tr, te) in enumerate(folds):
+                s, _ = _model_fold(X, cols, cov, y, tr, te, settings, _seed(config.seed, r, f), groups)
+                a[r, f] = float(rank_auc(y[te], s))
+        out[m] = a
+    return out
+
+
+def _perm_chunk(X, kept, blocks, cov, y, groups, settings, config, auc_without, fitted,
+                perm_ids) -> np.ndarray:
+    """Mean ΔAUC per gene for these permutations, the whole nested procedure rerun each time.
+
+    `phenotype`: y is permuted (folds re-drawn from it), every model refitted. `block`: the gene's block
+    is replaced by fitted + permuted residuals of its regression on the covariates (Freedman-Lane; without
+    covariates the fit is the column means, i.e. a plain row permutation), so the block keeps its covariate
+    structure and loses only what it shares with y beyond the covariates; the without-gene model is
+    unchanged and its AUCs are reused.
+    """
+    genes = list(blocks)
+    grp = np.arange(len(y)) if groups is None else groups
+    out = np.empty((len(perm_ids), len(genes)))
+    for i, b in enumerate(perm_ids):
+        perm = block_permutation(grp, np.random.default_rng([config.seed, 1_000_003, b]))
+        if config.permute == "phenotype":
+            yb = y[perm]
+            a = _aucs(X, kept, cov, yb, groups, _plan(yb, groups, config), settings, config)
+            out[i] = [(a[ALL] - a[g]).mean() for g in genes]
+            continue
+        plan = _plan(y, groups, config)
+        for j, g in enumerate(genes):
+            Xb = X.copy()
+            resid = X[:, blocks[g]] - fitted[:, blocks[g]]
+            Xb[:, blocks[g]] = fitted[:, blocks[g]] + resid[perm]
+            a = _aucs(Xb, {ALL: kept[ALL]}, cov, y, groups, plan, settings, config)
+            out[i, j] = (a[ALL] - auc_without[g]).mean()
+    return out
+
+
+def _covariate_fit(X, cov, covariates, categorical) -> np.ndarray:
+    """Each column's OLS fit on intercept + covariates over all rows (the reduced model of Freedman-Lane)."""
+    if cov is None or not covariates:
+        return np.broadcast_to(X.mean(axis=0), X.shape).copy()
+    from neuro_caduceus.analysis.folds import covariate_spec
+    from neuro_caduceus.stats.residualize import Residualizer
+
+    return X - Residualizer(covariate_spec(cov, covariates, categorical)).fit_transform(X, cov)
 
 
 def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
-             covariates: list[str] | None = None, config: LogoConfig | None = None) -> LogoResult:
+             covariates: list[str] | None = None, config: LogoConfig | None = None,
+             categorical: list[str] | None = None, groups: np.ndarray | None = None) -> LogoResult:
     """LOGO ΔAUC from raw (untransformed) features: `X` subjects x features, `blocks` gene -> column slice.
 
-    `cov` is a polars DataFrame in the same row order as `X` (or None) and `covariates` the columns of it to
-    residualize on. Nothing is fitted outside a fold: this function takes no pre-fitted transform.
+    `cov` is a polars DataFrame in the same row order as `X` (or None), `covariates` the columns of it to
+    residualize on and `categorical` those of them to one-hot code. `groups` labels related subjects (same
+    label = same fold, permuted together). Nothing is fitted outside a fold: no pre-fitted transform is taken.
     """
+    from neuro_caduceus.analysis.folds import covariate_spec
+
     config = config or LogoConfig()
     y = _binary(y)
     if len(blocks) < 2:
@@ -77,29 +160,51 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
     if X.shape[0] != len(y) or (cov is not None and cov.height != len(y)):
         raise ValueError(f"row counts differ: features {X.shape[0]}, phenotype {len(y)}, "
                          f"covariates {None if cov is None else cov.height}")
-    folds = stratified_folds(y, config.n_folds, config.seed)
-    min_inner_train = min(len(tr) for tr, _ in folds) * (config.inner_folds - 1) // config.inner_folds
+    if config.permute not in ("phenotype", "block"):
+        raise ValueError(f"permute must be 'phenotype' or 'block', got {config.permute!r}")
+    if config.n_repeats < 1 or config.n_perm < 0:
+        raise ValueError(f"need n_repeats >= 1 and n_perm >= 0; got {config.n_repeats}, {config.n_perm}")
+    if cov is not None and covariates:
+        covariate_spec(cov, covariates, categorical)  # fails early on undeclared text columns
+    plan = _plan(y, groups, config)
+    n_train = min(len(tr) for folds in plan for tr, _ in folds)
     all_cols = np.arange(X.shape[1])
     kept = {ALL: all_cols}
     for g, sl in blocks.items():
         kept[g] = np.setdiff1d(all_cols, all_cols[sl])
-    k = cap_components(config.k, min_inner_train, min(len(c) for c in kept.values()))
+    k = cap_components(config.k, n_train * (config.inner_folds - 1) // config.inner_folds,
+                       min(len(c) for c in kept.values()))
     settings = FoldSettings(k=k, Cs=tuple(config.Cs), inner_folds=config.inner_folds,
-                            covariates=tuple(covariates or ()))
-    jobs = [(m, f) for m in kept for f in range(len(folds))]
-    args = [(kept[m], cov, y, folds[f][0], folds[f][1], settings, config.seed + 1 + f) for m, f in jobs]
-    outputs = _run_tasks(X, args, config.parallel)
+                            covariates=tuple(covariates or ()) if cov is not None else (),
+                            categorical=tuple(categorical or ()) if cov is not None else ())
+    jobs = [(m, r, f) for m in kept for r in range(config.n_repeats) for f in range(config.n_folds)]
+    args = [(kept[m], cov, y, plan[r][f][0], plan[r][f][1], settings, _seed(config.seed, r, f), groups)
+            for m, r, f in jobs]
+    outputs = _run_tasks(_model_fold, X, args, config.parallel)
 
-    fold_of = np.empty(len(y), dtype=np.int64)
-    for f, (_, te) in enumerate(folds):
-        fold_of[te] = f
-    scores = {m: np.empty(len(y)) for m in kept}
-    chosen = {m: [0.0] * len(folds) for m in kept}
-    for (m, f), (s, C) in zip(jobs, outputs, strict=True):
-        scores[m][folds[f][1]] = s
-        chosen[m][f] = C
-    table, auc_all, auc_ci = _delta_table(y, scores, list(blocks), config)
-    return LogoResult(table, auc_all, auc_ci, scores, chosen, fold_of, k, len(y), int(y.sum()), config)
+    R, n = config.n_repeats, len(y)
+    fold_of = np.empty((R, n), dtype=np.int64)
+    for r, folds in enumerate(plan):
+        for f, (_, te) in enumerate(folds):
+            fold_of[r, te] = f
+    scores = {m: np.empty((R, n)) for m in kept}
+    chosen = {m: [0.0] * (R * config.n_folds) for m in kept}
+    fold_auc = {m: np.empty((R, config.n_folds)) for m in kept}
+    for (m, r, f), (s, C) in zip(jobs, outputs, strict=True):
+        te = plan[r][f][1]
+        scores[m][r, te] = s
+        chosen[m][r * config.n_folds + f] = C
+        fold_auc[m][r, f] = float(rank_auc(y[te], s))
+
+    chunks = [list(range(a, min(a + config.perms_per_task, config.n_perm)))
+              for a in range(0, config.n_perm, config.perms_per_task)]
+    fitted = _covariate_fit(X, cov, covariates, categorical) if config.permute == "block" and chunks else None
+    perm_args = [(kept, blocks, cov, y, groups, settings, config, fold_auc, fitted, ids) for ids in chunks]
+    parts = _run_tasks(_perm_chunk, X, perm_args, config.parallel)
+    null = np.concatenate(parts) if parts else np.zeros((0, len(blocks)))
+    table, auc_all, auc_ci = _delta_table(fold_auc, null, list(blocks), config)
+    return LogoResult(table, auc_all, auc_ci, fold_auc, scores, chosen, fold_of, null, k, n, int(y.sum()),
+                      config)
 
 
 def _binary(y) -> np.ndarray:
@@ -110,23 +215,29 @@ def _binary(y) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _run_tasks(X: np.ndarray, args: list[tuple], parallel: bool) -> list:
+def _run_tasks(fn, X: np.ndarray, args: list[tuple], parallel: bool) -> list:
+    """fn(X, *a) for each argument tuple: in-process, or as Ray tasks with X put in the object store once."""
+    if not args:
+        return []
     if not parallel:
-        return [_model_fold(X, *a) for a in args]
+        return [fn(X, *a) for a in args]
     import ray
 
     if not ray.is_initialized():
         ray.init()
-    task = ray.remote(num_cpus=1)(_model_fold)
+    task = ray.remote(num_cpus=1)(fn)
+    refs: dict[int, object] = {}
+
+    def shared(v):  # large arguments common to many tasks (covariates, fitted values) go in the store once
+        big = isinstance(v, np.ndarray) and v.nbytes > 1 << 20 or type(v).__name__ == "DataFrame"
+        if not big:
+            return v
+        if id(v) not in refs:
+            refs[id(v)] = ray.put(v)
+        return refs[id(v)]
+
     X_ref = ray.put(X)
-    return ray.get([task.remote(X_ref, *a) for a in args])
-
-
-def bootstrap_indices(y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n] stratified resamples (cases and controls resampled separately, so both are present)."""
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    return np.concatenate([rng.choice(pos, (n_boot, len(pos))), rng.choice(neg, (n_boot, len(neg)))], axis=1)
+    return ray.get([task.remote(X_ref, *[shared(v) for v in a]) for a in args])
 
 
 def rank_auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -139,26 +250,55 @@ def rank_auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return ((r * y).sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def _delta_table(y, scores, genes, config):
+def corrected_t_interval(d: np.ndarray, n_folds: int, level: float) -> tuple[float, float, float]:
+    """(mean, low, high) of paired per-fold differences `d` [repeats, folds]: Nadeau-Bengio corrected t.
+
+    Var(mean) = (1/J + n_test/n_train) s^2 with J = repeats x folds and n_test/n_train = 1/(folds - 1): the
+    correction for the overlap of training sets that makes the naive 1/J variance far too small.
+    """
+    from scipy.stats import t
+
+    d = np.asarray(d, dtype=np.float64).reshape(-1)
+    J = len(d)
+    mean = float(d.mean())
+    if J < 2:
+        return mean, float("nan"), float("nan")
+    se = float(np.sqrt((1 / J + 1 / (n_folds - 1)) * d.var(ddof=1)))
+    half = float(t.ppf(0.5 + level / 2, J - 1)) * se
+    return mean, mean - half, mean + half
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error under any dependence between genes)."""
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    adj = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def _delta_table(fold_auc, null, genes, config):
     import polars as pl
 
-    idx = bootstrap_indices(y, config.n_boot, config.seed)
-    yb = y[idx]
-    boot = {m: np.concatenate([rank_auc(yb[c:c + 50], s[idx[c:c + 50]]) for c in range(0, len(idx), 50)])
-            for m, s in scores.items()}
-    point = {m: float(rank_auc(y, s)) for m, s in scores.items()}
-    alpha = (1 - config.ci) / (len(genes) if config.simultaneous else 1)
-    lo_q, hi_q = alpha / 2, 1 - alpha / 2
+    level = 1 - (1 - config.ci) / (len(genes) if config.simultaneous else 1)
     rows = []
-    for g in genes:
-        d = boot[ALL] - boot[g]
-        lo, hi = np.quantile(d, [lo_q, hi_q])
-        rows.append({"gene": g, "delta_auc": point[ALL] - point[g], "ci_low": float(lo), "ci_high": float(hi),
-                     "auc_without": point[g], "ci_excludes_zero": bool(lo > 0 or hi < 0)})
-    table = pl.DataFrame(rows).sort("delta_auc", descending=True, maintain_order=True)
+    for j, g in enumerate(genes):
+        d = fold_auc[ALL] - fold_auc[g]
+        mean, lo, hi = corrected_t_interval(d, config.n_folds, level)
+        p = (1 + (null[:, j] >= mean - 1e-12).sum()) / (1 + len(null)) if len(null) else float("nan")
+        rows.append({"gene": g, "delta_auc": mean, "ci_low": lo, "ci_high": hi,
+                     "sd_folds": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
+                     "sd_repeats": float(d.mean(axis=1).std(ddof=1)) if len(d) > 1 else float("nan"),
+                     "auc_without": float(fold_auc[g].mean()), "p_value": float(p),
+                     "ci_excludes_zero": bool(lo > 0 or hi < 0)})
+    table = pl.DataFrame(rows)
+    table = table.with_columns(pl.Series("p_holm", holm(table["p_value"].to_numpy())))
+    table = table.sort("delta_auc", descending=True, maintain_order=True)
     table = table.with_columns(pl.Series("rank", np.arange(1, len(rows) + 1)))
-    ci_all = tuple(float(v) for v in np.quantile(boot[ALL], [(1 - config.ci) / 2, (1 + config.ci) / 2]))
-    return table, point[ALL], ci_all
+    a = fold_auc[ALL]
+    mean, lo, hi = corrected_t_interval(a - 0.5, config.n_folds, config.ci)
+    return table, mean + 0.5, (lo + 0.5, hi + 0.5)
 
 
 # ------------------------------------------------------------------------------------------ files and outputs
@@ -167,11 +307,14 @@ def _delta_table(y, scores, genes, config):
 def logo_from_files(features: str | Path, phenotype: str | Path | None, covariates: str | Path | None,
                     out: str | Path, phenotype_column: str = "mdd",
                     covariate_columns: list[str] | None = None,
-                    config: LogoConfig | None = None) -> LogoResult:
-    """Read, join by subject_id, run LOGO and write tables, plot and report into `out`."""
+                    config: LogoConfig | None = None, categorical: list[str] | None = None,
+                    kinship: str | Path | None = None, kinship_threshold: float | None = None,
+                    unrelated: bool = False) -> LogoResult:
+    """Read, join by subject_id, handle relatedness, run LOGO and write tables, plot and report into `out`."""
     import polars as pl
 
     from neuro_caduceus.analysis.features import join_order, read_features, read_table
+    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
 
     config = config or LogoConfig()
     fm = read_features(features)
@@ -187,6 +330,7 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
     if cov is not None:
         named["covariates"] = cov["subject_id"].to_list()
     order, report = join_order(named)
+    order, groups, related = apply_relatedness(order, kinship, kinship_threshold or THIRD_DEGREE, unrelated)
     pos = {s: i for i, s in enumerate(fm.subject_ids)}
     rows = np.array([pos[s] for s in order], dtype=np.int64)
     X = fm.X[rows]
@@ -201,15 +345,16 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
         if nulls:
             raise ValueError(f"{covariates}: covariates {nulls} have missing values for matched subjects; "
                              "impute them or leave them out with --covariate-columns")
-    result = run_logo(X, fm.blocks, y, cov_rows, cov_cols, config)
+    result = run_logo(X, fm.blocks, y, cov_rows, cov_cols, config, categorical, groups)
     result.extra = {"recipe": fm.recipe, "features": str(features), "join": report.__dict__,
-                    "covariates": cov_cols, "subject_ids": order}
+                    "covariates": cov_cols, "categorical": list(categorical or []), "relatedness": related,
+                    "subject_ids": order}
     write_logo_outputs(result, out)
     return result
 
 
 def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
-    """logo_delta_auc.{parquet,csv}, logo_predictions.parquet, logo_delta_auc.png, logo_report.md, .json."""
+    """logo_delta_auc.{parquet,csv}, logo_fold_auc, logo_null, logo_predictions, PNG, report, summary JSON."""
     import polars as pl
 
     from neuro_caduceus.analysis.outputs import write_frame, write_text
@@ -217,9 +362,22 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_frame(result.table, out / "logo_delta_auc")
+    R, F = result.fold_auc[ALL].shape
+    names = {m: ("all" if m == ALL else m) for m in result.fold_auc}
+    paths += write_frame(pl.DataFrame({
+        "model": [names[m] for m in result.fold_auc for _ in range(R * F)],
+        "repeat": np.tile(np.repeat(np.arange(R), F), len(names)),
+        "fold": np.tile(np.arange(F), R * len(names)),
+        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])}), out / "logo_fold_auc")
+    genes = [m for m in result.fold_auc if m != ALL]
+    paths += write_frame(pl.DataFrame({
+        "perm": np.repeat(np.arange(len(result.null)), len(genes)), "gene": genes * len(result.null),
+        "delta_auc": result.null.reshape(-1)}), out / "logo_null")
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
-    named = {("score_all" if m == ALL else f"score_without_{m}"): s for m, s in result.scores.items()}
-    preds = pl.DataFrame({"subject_id": ids, "fold": result.fold_of, **named})
+    named = {("score_all" if m == ALL else f"score_without_{m}"): s.reshape(-1)
+             for m, s in result.scores.items()}
+    preds = pl.DataFrame({"subject_id": ids * R, "repeat": np.repeat(np.arange(R), result.n),
+                          "fold": result.fold_of.reshape(-1), **named})
     paths += write_frame(preds, out / "logo_predictions")
     paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
     summary = _summary(result)
@@ -233,33 +391,43 @@ def _summary(result: LogoResult) -> dict:
     recipe = result.extra.get("recipe") or {}
     return {"analysis": "leave-one-gene-out ΔAUC", "recipe_id": recipe.get("recipe_id") or recipe.get("id"),
             "features": result.extra.get("features"), "n": result.n, "n_cases": result.n_cases,
-            "join": result.extra.get("join"), "covariates": result.extra.get("covariates"),
-            "outer_folds": c.n_folds, "inner_folds": c.inner_folds, "seed": c.seed, "pca_k_requested": c.k,
-            "pca_k_used": result.k_used, "C_grid": list(c.Cs), "n_boot": c.n_boot, "ci": c.ci,
-            "simultaneous": c.simultaneous,
+            "join": result.extra.get("join"), "relatedness": result.extra.get("relatedness"),
+            "covariates": result.extra.get("covariates"), "categorical": result.extra.get("categorical"),
+            "outer_folds": c.n_folds, "inner_folds": c.inner_folds, "repeats": c.n_repeats, "seed": c.seed,
+            "pca_k_requested": c.k, "pca_k_used": result.k_used, "C_grid": list(c.Cs),
+            "interval": "Nadeau-Bengio corrected repeated-CV t interval over repeats x folds",
+            "ci": c.ci, "simultaneous": c.simultaneous, "n_perm": c.n_perm, "permute": c.permute,
+            "p_value": "one-sided permutation p = (1 + #{null mean ΔAUC >= observed}) / (1 + n_perm); "
+                       "p_holm: Holm over genes",
             "auc_all": result.auc_all, "auc_all_ci": list(result.auc_all_ci), "chosen_C": result.chosen_C,
             "genes": result.table.to_dicts()}
 
 
 def _report(result: LogoResult, s: dict) -> str:
+    rel = s["relatedness"] or {}
+    perm_what = "phenotype" if s["permute"] == "phenotype" else "gene's block rows"
     lines = [
         "# Leave-one-gene-out ΔAUC", "",
         f"- recipe: `{s['recipe_id']}` (features `{s['features']}`)",
         f"- n = {s['n']} subjects ({s['n_cases']} cases); join: {s['join']}",
-        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'}",
-        f"- outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C in {s['C_grid']}; "
-        f"seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
-        f"- AUC with all genes: {s['auc_all']:.3f} ({100 * s['ci']:.0f}% CI {s['auc_all_ci'][0]:.3f}-"
-        f"{s['auc_all_ci'][1]:.3f})",
-        f"- ΔAUC CIs: {s['n_boot']} paired stratified bootstrap resamples of the pooled out-of-fold "
-        f"predictions; {'simultaneous over genes (Bonferroni)' if s['simultaneous'] else 'per gene'}", "",
-        "| rank | gene | ΔAUC | CI low | CI high | AUC without | CI excludes 0 |",
-        "|---|---|---|---|---|---|---|",
+        f"- relatedness: {rel or 'no kinship file (subjects treated as unrelated)'}",
+        f"- covariates residualized in folds: {', '.join(s['covariates'] or []) or 'none'}"
+        f" (categorical: {', '.join(s['categorical'] or []) or 'none'})",
+        f"- {s['repeats']} x outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C "
+        f"in {s['C_grid']}; seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
+        f"- AUC with all genes (mean of per-fold AUCs): {s['auc_all']:.3f} ({100 * s['ci']:.0f}% interval "
+        f"{s['auc_all_ci'][0]:.3f}-{s['auc_all_ci'][1]:.3f})",
+        f"- ΔAUC intervals: {s['interval']}; "
+        f"{'simultaneous over genes (Bonferroni)' if s['simultaneous'] else 'per gene'}",
+        f"- p: {s['n_perm']} permutations of the {perm_what} through the whole nested procedure "
+        "(one-sided, ΔAUC > 0); p_holm adjusts over genes", "",
+        "| rank | gene | ΔAUC | CI low | CI high | AUC without | p | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in s["genes"]:
-        excl = "yes" if r["ci_excludes_zero"] else "no"
         lines.append(f"| {r['rank']} | {r['gene']} | {r['delta_auc']:.4f} | {r['ci_low']:.4f} | "
-                     f"{r['ci_high']:.4f} | {r['auc_without']:.3f} | {excl} |")
+                     f"{r['ci_high']:.4f} | {r['auc_without']:.3f} | {r['p_value']:.4f} | "
+                     f"{r['p_holm']:.4f} |")
     lines += ["", "![ΔAUC per gene](logo_delta_auc.png)", ""]
     return "\n".join(lines)
 
@@ -272,10 +440,12 @@ def plot_delta_auc(result: LogoResult, path: Path) -> Path:
     ypos = np.arange(t.height)[::-1]
     d = t["delta_auc"].to_numpy()
     err = np.vstack([d - t["ci_low"].to_numpy(), t["ci_high"].to_numpy() - d])
-    ax.errorbar(d, ypos, xerr=err, fmt="o", capsize=3)
+    ax.errorbar(d, ypos, xerr=np.nan_to_num(err), fmt="o", capsize=3)
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_yticks(ypos, t["gene"].to_list())
     kind = "simultaneous (Bonferroni over genes) " if result.config.simultaneous else ""
-    ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {kind}{100 * result.config.ci:.0f}% bootstrap CI")
-    ax.set_title(f"Leave-one-gene-out (n={result.n}, AUC all={result.auc_all:.3f})")
+    ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {kind}{100 * result.config.ci:.0f}% corrected-t "
+                  "interval")
+    ax.set_title(f"Leave-one-gene-out (n={result.n}, {result.config.n_repeats}x{result.config.n_folds}-fold, "
+                 f"AUC all={result.auc_all:.3f})")
     return save_figure(fig, path)

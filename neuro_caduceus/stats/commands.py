@@ -22,6 +22,8 @@ def subject_matrix(
     out: Path = typer.Option(..., "--out", help="output folder: matrix/ Parquet + summary JSON"),
     genes: Path | None = typer.Option(None, "--genes", help="gene-set YAML (default: recipe gene_list)"),
     on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
+    block_scaling: str = typer.Option("total_variance", "--block-scaling",
+                                      help="total_variance (each gene's block to total variance 1) | none"),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
     from neuro_caduceus.io import output_dir
@@ -30,14 +32,16 @@ def subject_matrix(
     with output_dir(out, [input, genes]):
         gene_list = load_gene_list(str(genes)) if genes else None
         _ray_init()
-        s = build_subject_matrix(input, str(out), gene_list, on_missing_gene)
+        s = build_subject_matrix(input, str(out), gene_list, on_missing_gene, block_scaling=block_scaling)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
-               f"features ({len(s['genes'])} genes x {s['dim_per_gene']}); dropped {s['subjects_dropped']}")
+               f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
+               f"block scaling {s['block_scaling']}); "
+               f"dropped {s['subjects_dropped']}")
 
 
 def pca(
     input: str = typer.Option(..., "--input", help="folder of subject_id + features Parquet"),
-    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n, d))"),
+    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n - 1, d))"),
     out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
     whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
@@ -49,7 +53,8 @@ def pca(
     with output_dir(out, [input]):
         _ray_init()
         s = run_pca(input, str(out), n_components, whiten, batch_size)
-    typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims, "
+    typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
+               f"(requested {s['n_components_requested']}), "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
                "merged")
 
@@ -59,6 +64,9 @@ def residualize(
     covariates: Path = typer.Option(..., "--covariates", help="covariates CSV / TSV / Parquet"),
     out: Path = typer.Option(..., "--out", help="output folder: residuals/, coefficients, R², PNG, summary"),
     config: Path | None = typer.Option(None, "--config", help="covariate mapping YAML (CovariateSpec)"),
+    categorical_covariates: str | None = typer.Option(
+        None, "--categorical-covariates",
+        help="columns to one-hot code, e.g. batch,centre (replaces the mapping's categorical)"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
@@ -68,6 +76,9 @@ def residualize(
 
     with output_dir(out, [input, covariates, config]):
         spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
+        if categorical_covariates:
+            declared = [c.strip() for c in categorical_covariates.split(",") if c.strip()]
+            spec = spec.declare_categorical(declared)
         _ray_init()
         s = run_residualize(input, str(covariates), str(out), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "

@@ -44,7 +44,8 @@ def run_pca(input_dir: str, out_dir: str, n_components: int = 512, whiten: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "pca_model.npz", keep_statistics=keep_statistics)
-    stage = {"stage": "pca", "n_components": model.n_components_, "whiten": whiten,
+    stage = {"stage": "pca", "n_components": model.n_components_, "n_components_requested": n_components,
+             "n_components_cap": "min(n_samples - 1, n_features)", "whiten": whiten,
              "n_samples": model.n_samples_, "n_features": model.n_features_in_}
     written = fio.write_parts(transform_pca(ds, model, batch_size), str(out / "scores"),
                               fio.stage_metadata(recipe, stages, stage), batch_size)

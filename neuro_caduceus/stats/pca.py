@@ -80,11 +80,16 @@ class PCA:
         return self
 
     def _capped_components(self, n: int, d: int) -> int:
-        """Requested components capped at min(n, d) (the limit of sklearn's full solver), with a warning."""
-        want = self.n_components if self.n_components is not None else min(n, d)
-        k = min(int(want), n, d)
+        """Requested components capped at min(n - 1, d), with a warning.
+
+        Centred data of n rows span at most n - 1 dimensions: an n-th component would be a null-space
+        direction with zero variance (held-out scores on it, whitened, blow up), so it is never kept.
+        """
+        limit = min(n - 1, d)
+        want = self.n_components if self.n_components is not None else limit
+        k = min(int(want), limit)
         if k < want:
-            warnings.warn(f"n_components={want} capped at {k} = min(n_subjects={n}, n_features={d})",
+            warnings.warn(f"n_components={want} capped at {k} = min(n_subjects - 1={n - 1}, n_features={d})",
                           stacklevel=3)
         return k
 

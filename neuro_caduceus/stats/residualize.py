@@ -25,7 +25,8 @@ class CovariateSpec(BaseModel):
 
     Defaults match the synthetic cohort (subject_id, age, sex 0/1, PC1..PC10, batch); `ukb()` gives the UK
     Biobank field names. Categorical columns are one-hot coded against a reference level: the one given in
-    `reference_levels`, else the first level in sorted (string) order among the fitting subjects.
+    `reference_levels`, else the first level among the fitting subjects (numeric order for integer codes,
+    else string order). Which columns are categorical is declared here, never guessed from the data type.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -64,6 +65,11 @@ class CovariateSpec(BaseModel):
         except Exception as e:  # pydantic's message names the offending key
             raise ValueError(f"{path}: invalid covariate mapping: {e}") from e
 
+    def declare_categorical(self, names: list[str]) -> CovariateSpec:
+        """This spec with exactly `names` categorical (moved out of `numeric`; new names are added)."""
+        return self.model_copy(update={"categorical": list(names),
+                                       "numeric": [c for c in self.numeric if c not in names]})
+
     @property
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
@@ -85,7 +91,11 @@ class Residualizer:
         _require_columns(cov, self.spec)
         self.levels_: dict[str, list[str]] = {}
         for col in self.spec.categorical:
-            values = sorted(set(cov[col].cast(str).drop_nulls().to_list()))
+            present = cov[col].drop_nulls()
+            if present.dtype.is_numeric():  # integer codes (e.g. UKB batch): numeric order, then as text
+                values = [str(v) for v in present.unique().sort().cast(str).to_list()]
+            else:
+                values = sorted(set(present.cast(str).to_list()))
             ref = self.spec.reference_levels.get(col, values[0] if values else None)
             if ref not in values:
                 raise ValueError(f"reference level {ref!r} of covariate {col!r} is not among its levels "
@@ -106,7 +116,8 @@ class Residualizer:
             dtype = cov.schema[col]
             if not (dtype.is_numeric() or dtype == pl.Boolean):
                 raise ValueError(f"numeric covariate {col!r} has type {dtype}; code it as numbers "
-                                 "(sex as 0/1) or list it under `categorical`")
+                                 "(sex as 0/1) or declare it categorical (`categorical:` in the mapping, "
+                                 f"--categorical-covariates {col})")
             parts.append(cov[col].cast(pl.Float64).to_numpy()[:, None])
         for col in self.spec.categorical:
             values = np.asarray(cov[col].cast(str).to_list(), dtype=object)

@@ -4,6 +4,12 @@ Why a Ray Data groupby: shards are written per gene, so a subject's vectors live
 are genes; grouping by subject on the cluster assembles each row next to the data and the driver only sees
 per-batch counts. Gene order is the gene set's (the recipe's `gene_list`, or a gene-set YAML), so column
 block j always holds gene j; a subject lacking a gene is an error (default) or dropped and counted.
+
+Block scaling (default `total_variance`): each gene's block is divided by the square root of its total
+variance (sum over its d dimensions, from exact merged per-gene moments of the shards), so every gene enters
+the concatenation, and so the PCA, with total variance 1. Unscaled, a gene's weight is the spread of its
+mean-pooled embedding, which grows as its region shrinks (fewer bases dilute a variant's shift less): PCA
+would follow short genes, not biology.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pyarrow.compute as pc
 from neuro_caduceus.stats import features_io as fio
 
 OnMissing = Literal["error", "drop"]
+BlockScaling = Literal["total_variance", "none"]
 
 
 def shard_folder(path: str) -> str:
@@ -66,12 +73,17 @@ def _in_gene_set(table: pa.Table, genes: list[str]) -> pa.Table:
     return table.filter(pc.or_(pc.is_in(table["gene_id"], wanted), pc.is_in(table["gene_name"], wanted)))
 
 
-def _assemble(group: pa.Table, genes: list[str], dim: int) -> pa.Table:
-    """One subject's rows -> (subject_id, features [len(genes) * dim] | null, problem)."""
+def _slots(group: pa.Table, genes: list[str]) -> list[int]:
+    """Gene-set position of each row (matched by gene_id, else gene_name)."""
     index = {g: i for i, g in enumerate(genes)}
-    sid = group.column("subject_id")[0].as_py()
     ids, names = group.column("gene_id").to_pylist(), group.column("gene_name").to_pylist()
-    slots = [index.get(g, index.get(n)) for g, n in zip(ids, names, strict=True)]
+    return [index.get(g, index.get(n)) for g, n in zip(ids, names, strict=True)]
+
+
+def _assemble(group: pa.Table, genes: list[str], dim: int, scales: list[float] | None = None) -> pa.Table:
+    """One subject's rows -> (subject_id, features [len(genes) * dim] | null, problem); blocks scaled."""
+    sid = group.column("subject_id")[0].as_py()
+    slots = _slots(group, genes)
     problem = None
     dup = sorted({genes[s] for s in slots if slots.count(s) > 1})
     missing = [g for i, g in enumerate(genes) if i not in set(slots)]
@@ -86,20 +98,65 @@ def _assemble(group: pa.Table, genes: list[str], dim: int) -> pa.Table:
     else:
         emb = group.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         rows = emb.reshape(len(slots), dim)[np.argsort(slots)]
+        if scales is not None:
+            rows = rows.astype(np.float64) * np.asarray(scales)[:, None]
         feats = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), width)
     return pa.table({"subject_id": pa.array([sid], pa.string()), "features": feats,
                      "problem": pa.array([problem], pa.string())})
 
 
+def _gene_moments(batch: pa.Table, genes: list[str], dim: int) -> pa.Table:
+    """Per gene in this batch: row count, mean [dim] and centred sum of squares [dim] (float64)."""
+    slots = np.asarray(_slots(batch, genes))
+    emb = batch.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    E = emb.astype(np.float64).reshape(len(slots), dim)
+    out: dict[str, list] = {"slot": [], "count": [], "mean": [], "m2": []}
+    for g in np.unique(slots):
+        rows = E[slots == g]
+        mean = rows.mean(axis=0)
+        out["slot"].append(int(g))
+        out["count"].append(len(rows))
+        out["mean"].append(mean.tolist())
+        out["m2"].append(((rows - mean) ** 2).sum(axis=0).tolist())
+    return pa.table(out, schema=pa.schema([("slot", pa.int64()), ("count", pa.int64()),
+                                           ("mean", pa.list_(pa.float64())), ("m2", pa.list_(pa.float64()))]))
+
+
+def block_total_variances(ds, genes: list[str], dim: int) -> np.ndarray:
+    """Total variance (sum of the d per-dimension sample variances) of each gene's embedding, exactly merged
+    over batches (Chan et al.), from every (subject, gene) row of the gene set."""
+    count = np.zeros(len(genes))
+    mean = np.zeros((len(genes), dim))
+    m2 = np.zeros((len(genes), dim))
+    parts = ds.map_batches(_gene_moments, fn_kwargs={"genes": genes, "dim": dim}, batch_format="pyarrow")
+    for block in parts.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for g, nb, mb, sb in zip(*(block.column(c).to_pylist() for c in ("slot", "count", "mean", "m2")),
+                                 strict=True):
+            mb, sb = np.asarray(mb), np.asarray(sb)
+            n = count[g] + nb
+            delta = mb - mean[g]
+            m2[g] += sb + delta**2 * count[g] * nb / n
+            mean[g] += delta * nb / n
+            count[g] = n
+    return np.where(count > 1, m2.sum(axis=1) / np.maximum(count - 1, 1), 0.0)
+
+
 def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None = None,
-                         on_missing: OnMissing = "error", batch_size: int = 4096) -> dict:
-    """Write `out_dir/matrix/` Parquet (subject_id, features) and `out_dir/subject_matrix_summary.json`."""
+                         on_missing: OnMissing = "error", batch_size: int = 4096,
+                         block_scaling: BlockScaling = "total_variance") -> dict:
+    """Write `out_dir/matrix/` Parquet (subject_id, features) and `out_dir/subject_matrix_summary.json`.
+
+    `block_scaling`: `total_variance` (each gene's block scaled to total variance 1; a constant gene is left
+    as is and counted) or `none`. The factors go to the summary and `block_scales.csv`.
+    """
     import ray.data
 
     from neuro_caduceus.stats.jobs import write_json
 
     if on_missing not in ("error", "drop"):
         raise ValueError(f"on_missing must be 'error' or 'drop', got {on_missing!r}")
+    if block_scaling not in ("total_variance", "none"):
+        raise ValueError(f"block_scaling must be 'total_variance' or 'none', got {block_scaling!r}")
     folder = shard_folder(input_dir)
     files = fio.parquet_files(folder)
     if not files:
@@ -116,9 +173,17 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                          "assembled; embed them, or pass --genes without them")
     ds = ray.data.read_parquet(files, columns=["subject_id", "gene_id", "gene_name", "embedding"])
     ds = ds.map_batches(_in_gene_set, fn_kwargs={"genes": genes}, batch_format="pyarrow")
+    variances = scales = None
+    constant: list[str] = []
+    if block_scaling == "total_variance":
+        variances = block_total_variances(ds, genes, dim)
+        constant = [g for g, v in zip(genes, variances, strict=True) if v <= 0]
+        scales = [float(1 / np.sqrt(v)) if v > 0 else 1.0 for v in variances]
     grouped = ds.groupby("subject_id", num_partitions=_partitions(files))
-    rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim}, batch_format="pyarrow")
-    stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing}
+    rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim, "scales": scales},
+                              batch_format="pyarrow")
+    stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing,
+             "block_scaling": block_scaling, "constant_genes": len(constant)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = fio.write_parts(rows, str(out / "matrix"), fio.stage_metadata(recipe, [], stage), batch_size)
@@ -135,7 +200,11 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                          f"dropped: {kinds}, e.g. {written['examples']}); the matrix would be empty: check "
                          "that --genes lists embedded genes")
     fio.commit_parts(written)
+    if scales is not None:
+        _write_scales(out / "block_scales.csv", genes, variances, scales)
     summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
+               "constant_gene_examples": constant[:10],
+               "block_scale": None if scales is None else dict(zip(genes, scales, strict=True)),
                "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
                "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
     write_json(out / "subject_matrix_summary.json", summary)
@@ -161,6 +230,15 @@ def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
                     return []
                 ranges.append((stats.min, stats.max))
     return [gene for gene in genes if not any(lo <= gene <= hi for lo, hi in ranges)]
+
+
+def _write_scales(path: Path, genes: list[str], variances, scales) -> None:
+    import polars as pl
+
+    from neuro_caduceus.stats.jobs import write_csv
+
+    write_csv(path, pl.DataFrame({"gene": genes, "total_variance": np.asarray(variances, dtype=np.float64),
+                                  "scale": np.asarray(scales, dtype=np.float64)}))
 
 
 def _partitions(files: list[str]) -> int:
