@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,25 @@ def _resolve(subjects: Any) -> list[str]:
     return ray.get(subjects) if isinstance(subjects, ray.ObjectRef) else subjects
 
 
+def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: Any, packer: Any,
+                 note: dict) -> Generator[pa.Table, None, Any]:
+    """One gene's window jobs not in `stored`, packed into batches (yielded as they fill); counts go to
+    `note`; returns the gene's plan."""
+    jobs = plan_gene(reference, unit, haplotypes)
+    while True:
+        try:
+            one = next(jobs)
+        except StopIteration as done:
+            return done.value
+        note["windows"] += 1
+        if one["key"] in stored:
+            note["stored"] += 1
+            continue
+        note["new"] += 1
+        note["tokens_new"] += one["length"]
+        yield from packer.add(one)
+
+
 def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
     from neuro_caduceus.cohort.source import read_gene_haplotypes
@@ -82,21 +101,9 @@ def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot
     plans_dir = f"{cfg.output.dir.rstrip('/')}/plans"
     for region_json in batch["region"]:
         unit = unit_of(region_json, cfg)
-        jobs = plan_gene(reference, unit, read_gene_haplotypes(cfg, unit.region, subjects))
         note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
-        while True:
-            try:
-                one = next(jobs)
-            except StopIteration as done:
-                plan = done.value
-                break
-            note["windows"] += 1
-            if one["key"] in stored:
-                note["stored"] += 1
-                continue
-            note["new"] += 1
-            note["tokens_new"] += one["length"]
-            yield from packer.add(one)
+        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects)
+        plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note)
         write_plan(plans_dir, unit_name(unit.gene_id), plan)
         packer.gene_planned(note)
     yield from packer.flush()
