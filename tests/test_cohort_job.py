@@ -302,10 +302,14 @@ def test_killed_driver_resumes_to_identical_output(uninterrupted, data, head):
 
 
 def _embedding_actor_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    alive = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-    return [a.pid for a in alive if "EmbedWindows" in (a.class_name or "")]
+    """Processes of this test session's Ray (descendants of this process) titled as the embedding actor."""
+    procs = _processes()
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return [pid for pid in mine if "EmbedWindows" in procs[pid][1] and pid != os.getpid()]
 
 
 def test_killed_actor_is_replaced_and_only_uncommitted_batches_redone(uninterrupted, data, ray_session):
