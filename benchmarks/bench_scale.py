@@ -8,8 +8,8 @@ job's own `gene_batches`), bytes handed to the object store for the gene (the Ar
 distinct windows and tokens to embed, the bytes of those distinct window sequences, and the old design's
 pickled per-gene plan (every distinct window held as a string, one object per gene) for the same gene.
 `--embed-one-batch` also embeds two windows of the first batch in a child process with the job's actor
-class (random tiny-ps checkpoint, CPU) and reports that worker's peak RSS. Gene: `synthetic.exome_gene` (60 kb, 10 kb
-captured in 12 exons, unphased calls, rare-heavy spectrum with indels and a few common variants).
+class (random tiny-ps checkpoint, CPU) and reports that worker's peak RSS. Gene: `synthetic.exome_gene`
+(60 kb, 10 kb captured in 12 exons, unphased calls, rare-heavy spectrum with indels, a few common variants).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _child_embed(workdir: str, n: int, window: int) -> dict:
     if not ckpt.exists():
         random_model(preset_config("tiny-ps"), seed=0).save_pretrained(ckpt)
     first = pickle.loads(Path(workdir, f"first_{n}_{window}.arrow").read_bytes())
-    first = first.set_column(1, "jobs", pa.array([first.column("jobs")[0].as_py()[:2]], first.schema.field("jobs").type))
+    two = pa.array([first.column("jobs")[0].as_py()[:2]], first.schema.field("jobs").type)
+    first = first.set_column(1, "jobs", two)
     actor = EmbedWindows(str(ckpt), "cpu", "float32", 8, 2, str(Path(workdir) / f"n{n}" / "exome_gene.fa"),
                          str(Path(workdir) / f"store_{n}_{window}"), {})
     actor.store.open()
