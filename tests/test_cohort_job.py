@@ -444,3 +444,63 @@ def test_store_of_another_model_is_refused(uninterrupted, data, ray_session, tmp
         run_embed_cohort(cfg, quiet=True)
     assert str(err.value).count("checkpoint_sha256") == 2  # both identities named
     assert not (tmp_path / "other_out").exists()
+
+
+def _descendants(root: int) -> set[int]:
+    procs = _processes()
+    mine, grew = {root}, True
+    while grew:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return mine - {root}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """The pids still running (zombies count as gone)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def test_ctrl_c_says_how_to_resume_and_leaves_no_ray_processes(uninterrupted, data, tmp_path):
+    """The CLI starts its own local Ray; Ctrl-C mid-embedding prints what was committed and how to resume,
+    and every process the job started is gone afterwards; so after the resumed run."""
+    out = tmp_path / "interrupted"
+    cfg = _config(data, out, vcf=data.vcf)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [PY, "-m", "neuro_caduceus.cli", "embed-cohort", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: set[int] = set()
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not _store_keys(out / "window_store"):
+        started |= _descendants(proc.pid)
+        time.sleep(0.1)
+    started |= _descendants(proc.pid)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted:" in err and "run the same command again to resume" in err
+    assert len(started) >= 3  # the local Ray's processes (GCS, raylet, workers ...) were seen
+    deadline = time.time() + 60
+    while _alive(started) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _alive(started), [_processes().get(p) for p in _alive(started)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = set()
+    while proc.poll() is None:
+        started |= _descendants(proc.pid)
+        time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    deadline = time.time() + 60
+    while _alive(started) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _alive(started), [_processes().get(p) for p in _alive(started)]
+    _assert_same(uninterrupted, out)
