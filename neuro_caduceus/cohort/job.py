@@ -323,8 +323,11 @@ def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, 
     items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
     per_task = cfg.compute.genes_per_batch
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_task)))
+    ds.context.target_max_block_size = 1  # every window batch its own block: it leaves the planner at once
+    # max_retries also keeps Ray Data from fusing planning into the actors when their CPUs are equal
+    # (a fused stage would plan and embed a whole gene in one actor)
     ds = ds.map_batches(plan_genes, batch_size=per_task, batch_format="numpy",
-                        num_cpus=cfg.compute.cpus_per_task,
+                        num_cpus=cfg.compute.cpus_per_task, max_retries=3,
                         fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "snapshot": f"{run['run_id']}:plan"})
     ds = embed_window_batches(ds, cfg, cfg.window_store, identity)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
