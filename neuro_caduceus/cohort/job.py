@@ -238,10 +238,10 @@ def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: lis
             if why:
                 damaged["store_batches"].append({"batch": path.rsplit("/", 1)[-1], "why": why})
                 store.fs.rm(path)
-    for kind in ("shards", "store_batches"):
+    for kind, label in (("shards", "shard of gene"), ("store_batches", "window store batch")):
         for item in damaged[kind]:
-            print(f"warning: damaged {kind[:-1].replace('_', ' ')} {next(iter(item.values()))} "
-                  f"({item['why']}): redone", file=sys.stderr)
+            print(f"warning: damaged {label} {next(iter(item.values()))} ({item['why']}): redone",
+                  file=sys.stderr)
     return damaged
 
 

@@ -1,7 +1,8 @@
 """manifest.json and the one-screen summary: what was embedded, what was reused, and what it cost.
 
 Why from the per-unit stats files: a resumed run must report the whole output (units of earlier runs
-included) with the same totals an uninterrupted run reports; only the throughput is of this run.
+included) with the same totals an uninterrupted run reports; what this run did (store hits, windows per
+actor, throughput) is appended to the `runs` list, so a resumed run never overwrites the first run's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.shards import unit_name
+from neuro_caduceus.cohort.store import store_identity
 
 SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
@@ -87,17 +89,11 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
             "naive": totals["naive_tokens"],
             "reduction": totals["naive_tokens"] / max(1, totals["tokens_embedded"]),
         },
-        "window_store": {"url": cfg.window_store, "identity": recipe_identity(recipe)},
+        "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
         "throughput": throughput,
         "runs": [*_earlier_runs(fs, root), run],
         "per_gene": per_gene,
     }
-
-
-def recipe_identity(recipe: dict) -> dict:
-    from neuro_caduceus.cohort.store import store_identity
-
-    return store_identity(recipe)
 
 
 def write_manifest(fs: Any, root: str, manifest: dict) -> None:
