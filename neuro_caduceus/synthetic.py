@@ -17,6 +17,7 @@ Conventions written into the files (and `synth_manifest.json`):
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -538,3 +539,97 @@ def _write_brain(path: Path, samples: list[str], brain: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------- one exome-like gene at scale
+
+
+@dataclass
+class ExomeGene:
+    """One synthetic gene in a large cohort: reference, region and unique haplotypes (HAPLOTYPE_SCHEMA)."""
+
+    fasta: str
+    region: object  # genome.regions.Region
+    haplotypes: object  # pyarrow.Table, HAPLOTYPE_SCHEMA
+    sites: int
+    singletons: int
+
+
+def _exome_sites(rng: np.random.Generator, seq: str, exons: list[tuple[int, int]], n_hap: int,
+                 n_sites: int, n_common: int) -> list[tuple[int, str, str, int]]:
+    """(pos0, ref, alt, allele count): SNVs and 1-6 bp indels in the captured exons, rare-heavy spectrum
+    (allele counts ~ k^-1.8 below AF 1%, most of them singletons) plus `n_common` common ones."""
+    captured = np.concatenate([np.arange(a, b) for a, b in exons])
+    positions = np.unique(rng.choice(captured, n_sites, replace=False))
+    k = np.arange(1, max(2, n_hap // 100))
+    weights = k ** -1.8
+    acs = rng.choice(k, len(positions), p=weights / weights.sum())
+    common = rng.choice(len(positions), min(n_common, len(positions)), replace=False)
+    acs[common] = (rng.uniform(0.02, 0.4, len(common)) * n_hap).astype(int)
+    sites, taken_until = [], -1
+    for p, ac in zip(positions.tolist(), acs.tolist(), strict=True):
+        if p <= taken_until:
+            continue
+        u, ref0 = rng.random(), seq[p]
+        if u < 0.9:
+            ref, alt = ref0, str(rng.choice([b for b in "ACGT" if b != ref0]))
+        elif u < 0.95:
+            ref, alt = ref0, ref0 + "".join(rng.choice(list("ACGT"), int(rng.integers(1, 7))))
+        else:
+            ref, alt = seq[p : p + 1 + int(rng.integers(1, 7))], ref0
+        sites.append((p, ref, alt, int(ac)))
+        taken_until = p + len(ref)
+    return sites
+
+
+def exome_gene(out: str | Path, n_samples: int, seed: int = 0, gene_length: int = 60_000,
+               captured: int = 10_000, n_exons: int = 12, n_common: int = 4) -> ExomeGene:
+    """One gene of `gene_length` bases with `captured` exonic bases in `n_exons` exons, in `n_samples`
+    subjects with unphased calls (het ALT alleles on haplotype 2, as GT 0/1 is written); the number of
+    sites grows with the cohort (~400 at 50,000 subjects), most of them singletons.
+
+    Why: the scale benchmark needs the haplotype diversity of an exome cohort (one distinct haplotype per
+    rare-variant carrier, a few common variants combined) without writing or reading a biobank VCF.
+    """
+    import pyarrow as pa
+    import pysam
+
+    from neuro_caduceus.genome.regions import Region
+    from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, haplotype_key
+
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pad = 1_000
+    seq = "".join(rng.choice(BASES, gene_length + 2 * pad))
+    fasta = out / "exome_gene.fa"
+    _write_fasta(fasta, {"chr1": seq})
+    pysam.faidx(str(fasta))
+    size = captured // n_exons
+    starts = np.sort(rng.choice(np.arange(pad, pad + gene_length - size, 2 * size), n_exons, replace=False))
+    exons = [(int(s), int(s) + size) for s in starts]
+    n_hap = 2 * n_samples
+    sites = _exome_sites(rng, seq, exons, n_hap, int(400 * (n_samples / 50_000) ** 0.5), n_common)
+    hap_ids, site_ids = [], []
+    for i, (_, _, _, ac) in enumerate(sites):
+        subjects, copies = np.unique(rng.choice(n_hap, ac, replace=False) // 2, return_counts=True)
+        hap_ids += [subjects * 2 + 1, subjects[copies == 2] * 2]  # unphased: hap 2 first, hap 1 if hom
+        site_ids += [np.full(len(subjects), i), np.full(int((copies == 2).sum()), i)]
+    hap, site = np.concatenate(hap_ids), np.concatenate(site_ids)
+    order = np.lexsort((site, hap))
+    hap, site = hap[order], site[order]
+    bounds = np.flatnonzero(np.diff(hap)) + 1
+    groups: dict[tuple, list[int]] = {}
+    for h, s in zip(np.split(hap, bounds), np.split(site, bounds), strict=True):
+        groups.setdefault(tuple(s.tolist()), []).append(int(h[0]))
+    region = Region("EXOME1", "EXOME1", "chr1", "+", ((pad, pad + gene_length),))
+    rows = []
+    for combo, haps in groups.items():
+        variants = [Variant("chr1", sites[i][0] + 1, sites[i][1], sites[i][2]) for i in combo]
+        key = haplotype_key(region.region_id, variants)
+        rows.append({"gene_id": region.region_id, "haplotype_key": key,
+                     "variants": [dataclasses.asdict(v) for v in variants],
+                     "carriers": [{"subject_id": f"S{h // 2:07d}", "hap_index": h % 2 + 1} for h in haps]})
+    table = pa.Table.from_pylist(rows, schema=HAPLOTYPE_SCHEMA)
+    singletons = sum(1 for s in sites if s[3] == 1)
+    return ExomeGene(str(fasta), region, table, len(sites), singletons)

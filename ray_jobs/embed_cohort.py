@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # what was committed and how to resume is already printed
+    finally:
+        ray.shutdown()
     return 0
 
 

@@ -69,7 +69,7 @@ def own_ports() -> list[str]:
     return [arg for flag in AGENT_PORT_FLAGS for arg in (flag, str(free_port()))]
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) from /proc."""
     procs = {}
     for entry in Path("/proc").iterdir():
@@ -88,7 +88,7 @@ def kill_cluster(temp: str) -> None:
 
     Not `ray stop`: that stops every Ray on the machine, the in-process `ray_session` included.
     """
-    procs = _processes()
+    procs = processes()
     mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd} - {os.getpid()}
     grew = True
     while grew:

@@ -92,3 +92,30 @@ def test_cli_reports_a_bad_config_and_exits_2(tmp_path):
     res = CliRunner().invoke(app, ["embed-cohort", "--config", _write(tmp_path, {**BASE, "outptu": {}})])
     assert res.exit_code == 2
     assert "outptu" in res.output
+
+
+def test_store_location_and_batch_bounds_do_not_change_results(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE))
+    body = {**BASE, "compute": {"tokens_per_batch": 1024, "stall_warning_s": 5},
+            "output": {"dir": "out", "window_store": "gs://bucket/store"}}
+    other = load_config(_write(tmp_path, body))
+    assert other.result_hash() == cfg.result_hash()
+    assert other.window_store == "gs://bucket/store"
+    assert cfg.window_store == f"{cfg.output.dir}/window_store"
+
+
+def test_driver_reads_the_model_identity_of_a_cuda_only_config_on_cpu(tmp_path):
+    """bfloat16 needs CUDA to run, not to name: the driver's recipe comes from a CPU fp32 copy."""
+    from neuro_caduceus.cohort.embed import model_recipe
+    from neuro_caduceus.cohort.store import store_identity
+    from neuro_caduceus.model.config import preset_config
+    from neuro_caduceus.model.random_init import random_model
+
+    random_model(preset_config("tiny-ps"), seed=0).save_pretrained(tmp_path / "ckpt")
+    body = {**BASE, "model": {"checkpoint": str(tmp_path / "ckpt"), "window": 128, "dtype": "bfloat16",
+                              "device": "cuda"}}
+    recipe = model_recipe(load_config(_write(tmp_path, body)))
+    assert recipe["dtype"] == "bfloat16" and recipe["window"] == 128
+    assert len(recipe["checkpoint_sha256"]) == 64
+    identity = store_identity(recipe)
+    assert set(identity) == {"checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code"}

@@ -134,6 +134,18 @@ def test_report_plots_and_strand_check(pilot):
     assert recipe["stage"] == "variant_pilot" and len(recipe["gene_list"]) == 3
 
 
+def test_second_pilot_reuses_the_window_store(pilot):
+    """The pilot embeds through the cohort job's window store: a second pilot on the same cohort and model
+    embeds nothing new and gives the same distances."""
+    from neuro_caduceus.analysis.pilot import run_pilot
+
+    result, cfg, _, d = pilot
+    assert result.summary["windows_new"] == result.summary["windows_embedded"]  # a fresh store at first
+    again = run_pilot(cfg, d / "out_again", local_flank=100, strand_check=False)
+    assert again.summary["windows_new"] == 0
+    assert again.variants.equals(result.variants)
+
+
 def test_cli_names_a_bad_config_key(tmp_path):
     from neuro_caduceus.cli import app
 

@@ -149,9 +149,8 @@ def test_datasource_in_ray_workers_matches_oracle(cohort, ray_session):
 @pytest.mark.parametrize("strategy", ["diploid", "consensus"])
 def test_hail_path_equals_genome_vcf_path(cohort, strategy):
     """Rows identical (order included) to genome.haplotypes.unique_haplotypes_from_vcf on genome Regions."""
-    haplotypes = pytest.importorskip("neuro_caduceus.genome.haplotypes")
-    annotation = pytest.importorskip("neuro_caduceus.genome.annotation")
-    regions_mod = pytest.importorskip("neuro_caduceus.genome.regions")
+    from neuro_caduceus.genome import annotation, haplotypes
+    from neuro_caduceus.genome import regions as regions_mod
     from neuro_caduceus.variants.extract import RegionSpan
     from neuro_caduceus.variants.source import read_region_group
 
@@ -406,9 +405,7 @@ def test_haplotype_assignment_rules_without_hail():
 
 
 def test_export_job_entrypoint(cohort, tmp_path):
-    """ray_jobs/export_variants.py end to end on the synthetic GTF + gene set (needs the genome area)."""
-    pytest.importorskip("neuro_caduceus.genome.regions")
-    pytest.importorskip("neuro_caduceus.genome.genesets")
+    """ray_jobs/export_variants.py end to end on the synthetic GTF + gene set."""
     import importlib.util
 
     script = Path(__file__).parents[1] / "ray_jobs" / "export_variants.py"

@@ -8,9 +8,10 @@ Per gene of a cohort config (the cohort job's own config file and stages):
   variant (flank 768: the +-768 bp of the official Caduceus variant-effect scripts), each embedded whole
   and mean-pooled.
 Gene embeddings follow the window rule (sum of window sums / sum of lengths), so a variant or haplotype
-re-embeds only the windows it touches, and identical window contents are embedded once. The model runs
-in the cohort job's actor pool (`EmbedWindows` on a Ray Data `ActorPoolStrategy`). Distances to the
-reference: cosine distance and L2; identical vectors have distance exactly 0.
+re-embeds only the windows it touches, and identical window contents are embedded once. The windows go
+through the cohort job's embedding stage (`cohort.embed.embed_window_batches`) into its window store, so
+windows the cohort job (or an earlier pilot) already embedded with the same model are not embedded again.
+Distances to the reference: cosine distance and L2; identical vectors have distance exactly 0.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from neuro_caduceus.cohort.config import CohortConfig
-from neuro_caduceus.cohort.plan import GeneUnit, content_key, open_reference
+from neuro_caduceus.cohort.plan import GeneUnit, KeyedWindows, open_reference
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
 
 LOCAL_FLANK = 768
@@ -33,11 +34,13 @@ LOCAL_FLANK = 768
 
 @dataclass
 class PilotPlan:
-    """One gene's distinct sequences to embed (`seqs`, filled with `sums`/`lengths` by the actor)."""
+    """One gene's distinct windows (content keys by slot, window jobs of the new ones) and how to use them;
+    `sums`/`lengths` are read back from the window store."""
 
     unit: GeneUnit
     gene: dict  # gene_id, gene_name, strand, start, end, exons, cds (for consequence classes)
-    seqs: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    jobs: list[dict] = field(default_factory=list)
     ref_slots: np.ndarray | None = None
     variants: list[Variant] = field(default_factory=list)
     variant_repl: list[list[tuple[int, int]]] = field(default_factory=list)
@@ -50,13 +53,6 @@ class PilotPlan:
     carriers: list[list[tuple[str, int]]] = field(default_factory=list)
     sums: np.ndarray | None = None
     lengths: np.ndarray | None = None
-
-    def slot(self, seq: str, index: dict[str, int]) -> int:
-        key = content_key(seq)
-        if key not in index:
-            index[key] = len(self.seqs)
-            self.seqs.append(seq)
-        return index[key]
 
 
 def consequence(v: Variant, gene: dict) -> str:
@@ -78,17 +74,25 @@ def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidate
     from neuro_caduceus.genome.haplotypes import build_sequence, overlaps
     from neuro_caduceus.genome.regions import Window
 
-    plan, index = PilotPlan(unit, gene), {}
-    ref_seqs = [build_sequence(reference, w, []).sequence for w in unit.windows]
-    plan.ref_slots = np.array([plan.slot(s, index) for s in ref_seqs], dtype=np.int64)
+    plan, keyed = PilotPlan(unit, gene), KeyedWindows(unit.gene_id)
+
+    def slot(window: Window, variants: list[Variant]) -> tuple[int, str]:
+        built = build_sequence(reference, window, variants)
+        index, job = keyed.slot(window, built.sequence, built.applied)
+        if job:
+            plan.jobs.append(job)
+        return index, built.sequence
+
+    ref = [slot(w, []) for w in unit.windows]
+    plan.ref_slots = np.array([i for i, _ in ref], dtype=np.int64)
 
     def replacements(variants: list[Variant]) -> list[tuple[int, int]]:
         out = []
         for i, w in enumerate(unit.windows):
             if any(overlaps(v, w.segments) for v in variants):
-                seq = build_sequence(reference, w, variants).sequence
-                if seq != ref_seqs[i]:
-                    out.append((i, plan.slot(seq, index)))
+                index, seq = slot(w, variants)
+                if seq != ref[i][1]:
+                    out.append((i, index))
         return out
 
     rows = haplotypes.cast(HAPLOTYPE_SCHEMA).to_pylist()
@@ -112,8 +116,8 @@ def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidate
         plan.variant_status.append(status)
         plan.allele_count.append(counts[v])
         plan.variant_repl.append(replacements([v]))
-        plan.local_slots.append((plan.slot(build_sequence(reference, local, []).sequence, index),
-                                 plan.slot(build_sequence(reference, local, [v]).sequence, index)))
+        plan.local_slots.append((slot(local, [])[0], slot(local, [v])[0]))
+    plan.keys = keyed.keys
     return plan
 
 
@@ -179,34 +183,38 @@ def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: list[str], g
 
 
 def embed_plans(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], genes: dict,
-                candidates: dict, local_flank: int) -> list[PilotPlan]:
-    """Plan on CPU tasks, embed in the cohort job's actor pool, return the embedded plans (small)."""
+                candidates: dict, local_flank: int) -> tuple[list[PilotPlan], int]:
+    """(plans, windows newly embedded): plan on CPU tasks, embed the windows not yet in the window store
+    through the cohort job's embedding stage, read the plans' window sums back (small: a pilot)."""
     import ray
 
-    from neuro_caduceus.cohort.embed import EmbedWindows
-    from neuro_caduceus.cohort.job import _gpus_per_actor
+    from neuro_caduceus.cohort.embed import embed_window_batches, model_recipe
+    from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
+    from neuro_caduceus.cohort.window_jobs import BatchPacker
 
-    compute = cfg.compute
-    gpus = _gpus_per_actor(cfg)
-    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
-    resources: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": compute.cpus_per_actor}
+    store = WindowStore(cfg.window_store, store_identity(model_recipe(cfg))).open()
     items = [{"gene_id": u.gene_id, "unit": pickle.dumps(u)} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_plan_batch, batch_size=1, batch_format="numpy", num_cpus=compute.cpus_per_task,
+    ds = ds.map_batches(_plan_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.compute.cpus_per_task,
                         fn_kwargs={"cfg": cfg, "subjects": subjects, "genes": genes, "candidates": candidates,
                                    "local_flank": local_flank})
-    ds = ds.map_batches(
-        EmbedWindows,
-        fn_constructor_kwargs={"checkpoint": cfg.model.checkpoint, "device": device, "dtype": cfg.model.dtype,
-                               "window_batch_size": compute.window_batch_size,
-                               "threads": int(max(1, compute.cpus_per_actor))},
-        compute=ray.data.ActorPoolStrategy(min_size=compute.actors_min, max_size=compute.actors_max),
-        batch_size=compute.genes_per_batch, batch_format="numpy", **resources,
-    )
     plans = [pickle.loads(p) for batch in ds.iter_batches(batch_size=1, batch_format="numpy")
              for p in batch["plan"]]
+    stored = key_index(store.url, f"pilot-plan-{time.time()}")
+    new = {j["key"]: j for p in plans for j in p.jobs if j["key"] not in stored}
+    packer, batches = BatchPacker(cfg.compute.tokens_per_batch), []
+    for job in new.values():
+        batches.extend(packer.add(job))
+    batches.extend(packer.flush())
+    if batches:
+        stats = embed_window_batches(ray.data.from_arrow(batches), cfg, store.url, store.identity)
+        stats.materialize()
+    index = key_index(store.url, f"pilot-read-{time.time()}")
+    for p in plans:
+        p.sums, p.lengths = store.lookup(p.keys, index)
+        p.jobs = []
     order = {u.gene_id: i for i, u in enumerate(units)}
-    return sorted(plans, key=lambda p: order[p.unit.gene_id])
+    return sorted(plans, key=lambda p: order[p.unit.gene_id]), len(new)
 
 
 def candidate_variants(vcf: str, units: list[GeneUnit]) -> dict[str, list[Variant]]:
@@ -245,15 +253,13 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     import ray
 
     from neuro_caduceus.analysis.pilot_report import write_outputs
+    from neuro_caduceus.cohort.embed import model_recipe
     from neuro_caduceus.cohort.job import build_units
     from neuro_caduceus.cohort.source import cohort_subjects_and_qc
     from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.model import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
 
     t0 = time.time()
-    model = from_pretrained(cfg.model.checkpoint)
-    recipe = Embedder(model, device="cpu").recipe()
+    recipe = {**model_recipe(cfg), "window": None, "stride": None}  # window/stride: the pilot's own below
     units = build_units(cfg)
     genes = {r["gene_id"]: r for r in read_genes(cfg.inputs.gtf).filter(
         pl.col("gene_id").is_in([u.gene_id for u in units])).iter_rows(named=True)}
@@ -262,7 +268,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
     candidates = candidate_variants(variants_vcf, units) if variants_vcf else {}
     print(f"pilot: {len(units)} genes, {len(subjects)} subjects, embedding on Ray ...", flush=True)
-    plans = embed_plans(cfg, units, subjects, genes, candidates, local_flank)
+    plans, new_windows = embed_plans(cfg, units, subjects, genes, candidates, local_flank)
     variant_rows, subject_rows = [], []
     for plan in plans:
         v, s = gene_results(plan, subjects, cfg.haplotype_strategy)
@@ -278,6 +284,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         "variants_by_consequence": dict(variants.group_by("consequence").len().iter_rows()),
         "windows_embedded": int(sum(len(p.lengths) for p in plans)),
         "tokens_embedded": int(sum(int(p.lengths.sum()) for p in plans)),
+        "windows_new": new_windows, "window_store": cfg.window_store,
         "local_flank": local_flank, "candidates_vcf": variants_vcf, "qc": qc, "strand_check": strand,
         "seconds": round(time.time() - t0, 1),
     }
@@ -303,7 +310,7 @@ def _strand_check(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str],
     other = "reference" if cfg.regions.orient == "transcript" else "transcript"
     flipped = cfg.model_copy(update={"regions": cfg.regions.model_copy(update={"orient": other})})
     flipped_units = [u for u in build_units(flipped) if u.gene_id in minus]
-    plans = embed_plans(flipped, flipped_units, subjects, genes, candidates, local_flank)
+    plans, _ = embed_plans(flipped, flipped_units, subjects, genes, candidates, local_flank)
     rows = [r for p in plans for r in gene_results(p, subjects, cfg.haplotype_strategy)[0]]
     keys = ["gene_id", "pos", "ref", "alt"]
     cols = ["cos_distance", "l2_distance", "local_cos_distance", "local_l2_distance"]

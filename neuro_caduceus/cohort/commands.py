@@ -40,3 +40,5 @@ def embed_cohort(
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # the job printed what was committed and how to resume

@@ -73,9 +73,15 @@ class Compute(_Strict):
     actors_max: int = Field(1, ge=1, description="embedding actor pool: max size (autoscales up to it)")
     gpus_per_actor: float | None = Field(None, ge=0, description="None: 1 if the cluster has GPUs, else 0")
     cpus_per_actor: float = Field(1, gt=0, description="CPU actors (no GPU): cores each")
-    genes_per_batch: int = Field(1, ge=1, description="genes handed to an actor at once")
+    genes_per_batch: int = Field(1, ge=1, description="genes per planning task (small genes share batches)")
+    tokens_per_batch: int = Field(
+        262_144, ge=1, description="window batch bound: bases of distinct windows handed to an actor at once"
+    )
     window_batch_size: int = Field(8, ge=1, description="windows per model forward (equal lengths)")
-    cpus_per_task: float = Field(1, gt=0, description="CPU stages (haplotype read/plan, fan-out+write)")
+    cpus_per_task: float = Field(1, gt=0, description="CPU stages (plan, verify, assemble+write)")
+    stall_warning_s: float = Field(
+        600, gt=0, description="seconds without progress before the driver says what it is waiting for"
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> Compute:
@@ -85,7 +91,10 @@ class Compute(_Strict):
 
 
 class Output(_Strict):
-    dir: str = Field(..., description="output folder or URL (shards/, units/, manifest.json)")
+    dir: str = Field(..., description="output folder or URL (shards/, units/, plans/, manifest.json)")
+    window_store: str | None = Field(
+        None, description="window store folder or URL (default <dir>/window_store); shareable across jobs"
+    )
     recipe_id: str = Field("genetics_gene_fm_pca512_v1", description="recorded in the recipe")
 
 
@@ -112,9 +121,14 @@ class CohortConfig(_Strict):
             )
         return self
 
+    @property
+    def window_store(self) -> str:
+        """Where pooled window results live: output.window_store, or window_store/ under output.dir."""
+        return self.output.window_store or f"{self.output.dir.rstrip('/')}/window_store"
+
     def result_hash(self) -> str:
         """Hash of every setting that changes the embeddings (compute and output location excluded)."""
-        body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir"}})
+        body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir", "window_store"}})
         body["model"].pop("device", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -122,7 +136,7 @@ class CohortConfig(_Strict):
 _PATH_KEYS = {
     "inputs": ("matrix_table", "haplotypes_parquet", "vcf", "reference_fasta", "gtf", "gene_set"),
     "model": ("checkpoint",),
-    "output": ("dir",),
+    "output": ("dir", "window_store"),
     "qc": ("include_samples", "exclude_samples"),
 }
 

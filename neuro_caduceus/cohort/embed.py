@@ -1,39 +1,60 @@
-"""The Caduceus actor of the Ray Data pipeline: a callable class that owns one model (one GPU or CPU slot).
+"""The one embedding stage of the code base: window-job batches -> Caduceus actors -> the window store.
 
-Why a class: loading weights once per actor, not per batch (Ray's batch-inference shape). A batch holds a
-few genes' plans; their distinct windows are pooled in one `Embedder.pool_windows` call, which batches
-equal-length windows together (no padding), so results do not depend on how Ray forms batches.
+Why a class: loading weights once per actor, not per batch (Ray's batch-inference shape). A batch is one
+Arrow row of window jobs (cohort.window_jobs); the actor rebuilds each window from its own open reference
+and the job's recipe right before the forward, checks it against the content key, pools it with
+`Embedder.pool_windows` (equal-length windows share a forward, no padding, so a window's result does not
+depend on the batch it came in) and commits the batch to the store itself. Only a small stats row per batch
+leaves the actor. The cohort job and the pilot both call `embed_window_batches`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
-from pathlib import Path
+import socket
+import uuid
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 
-# Test hook (read on the driver, passed to the actor): after this many batches the actor exits once (a marker
-# file makes it happen only once), to prove that a killed actor's genes are redone. Never set in production.
-KILL_AFTER_ENV = "NEURO_CADUCEUS_DEBUG_KILL_ACTOR_AFTER"
-KILL_MARKER_ENV = "NEURO_CADUCEUS_DEBUG_KILL_MARKER"
+from neuro_caduceus.cohort.config import CohortConfig
+
+STATS_SCHEMA = pa.schema([("batch_id", pa.string()), ("actor", pa.string()), ("windows", pa.int64()),
+                          ("tokens", pa.int64()), ("genes_planned", pa.string())])
+
+
+def model_recipe(cfg: CohortConfig) -> dict:
+    """The model part of the recipe (checkpoint sha256, d_model, rcps, pooling, ...), built on CPU in fp32.
+
+    Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
+    model's identity is needed here, the actors build the real one.
+    """
+    from neuro_caduceus.model import from_pretrained
+    from neuro_caduceus.model.embedder import Embedder
+
+    embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
+                        stride=cfg.model.stride or cfg.model.window)
+    return {**embedder.recipe(), "dtype": cfg.model.dtype}
+
+
+def gpus_per_actor(cfg: CohortConfig) -> float:
+    """compute.gpus_per_actor, or 1 when the cluster has GPUs (0: CPU actors)."""
+    import ray
+
+    if cfg.compute.gpus_per_actor is not None:
+        return cfg.compute.gpus_per_actor
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 class EmbedWindows:
-    """map_batches callable: adds pooled (sum, length) per distinct window to every gene plan in the batch."""
+    """map_batches callable: window-job batches in, one stats row per committed batch out."""
 
-    def __init__(
-        self,
-        checkpoint: str,
-        device: str,
-        dtype: str,
-        window_batch_size: int,
-        threads: int = 1,
-        debug_kill: tuple[int, str] | None = None,
-    ):
+    def __init__(self, checkpoint: str, device: str, dtype: str, window_batch_size: int, threads: int,
+                 reference_fasta: str, store_url: str, identity: dict):
         import torch
 
+        from neuro_caduceus.cohort.store import WindowStore
         from neuro_caduceus.model import from_pretrained
         from neuro_caduceus.model.embedder import Embedder
 
@@ -41,30 +62,58 @@ class EmbedWindows:
         self.embedder = Embedder(
             from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=window_batch_size
         )
-        self.batches = 0
-        self.debug_kill = debug_kill
+        self.reference_fasta = reference_fasta
+        self.store = WindowStore(store_url, identity)
+        self.actor = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # new after a restart
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        plans = [pickle.loads(p) for p in batch["plan"]]
-        seqs = [s for plan in plans for s in plan.seqs]
-        if seqs:
-            sums, lengths = self.embedder.pool_windows(seqs)
-        else:
-            sums, lengths = np.zeros((0, self.embedder.dim)), np.zeros(0, dtype=np.int64)
-        start = 0
-        for plan in plans:
-            n = len(plan.seqs)
-            plan.sums, plan.lengths = sums[start : start + n], lengths[start : start + n]
-            plan.seqs = []  # the sequences are no longer needed downstream
-            start += n
-        self.batches += 1
-        self._maybe_die()
-        return {"gene_id": batch["gene_id"], "plan": np.array([pickle.dumps(p) for p in plans], dtype=object)}
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        cols = (batch.column(name).to_pylist() for name in ("batch_id", "jobs", "genes_planned"))
+        for batch_id, jobs, genes in zip(*cols, strict=True):
+            seqs = self._sequences(jobs)
+            if seqs:
+                sums, lengths = self.embedder.pool_windows(seqs)
+                self.store.commit([j["key"] for j in jobs], lengths, sums)
+            rows.append({"batch_id": batch_id, "actor": self.actor, "windows": len(seqs),
+                         "tokens": int(sum(len(s) for s in seqs)), "genes_planned": json.dumps(genes)})
+        return pa.Table.from_pylist(rows, schema=STATS_SCHEMA)
 
-    def _maybe_die(self) -> None:
-        if self.debug_kill is None:
-            return
-        after, marker = self.debug_kill
-        if self.batches >= after and not Path(marker).exists():
-            Path(marker).write_text("killed\n")
-            os._exit(1)
+    def _sequences(self, jobs: list[dict[str, Any]]) -> list[str]:
+        """Each job's window built from the reference and its variants; checked against the content key."""
+        from neuro_caduceus.cohort.plan import content_key, open_reference
+        from neuro_caduceus.cohort.window_jobs import job_window
+        from neuro_caduceus.genome.haplotypes import build_sequence
+
+        reference = open_reference(self.reference_fasta)
+        seqs = []
+        for one in jobs:
+            window, variants = job_window(one)
+            seq = build_sequence(reference, window, variants).sequence
+            if content_key(seq) != one["key"] or len(seq) != one["length"]:
+                raise RuntimeError(f"window {one['gene_id']}#{one['window']}: the rebuilt sequence does not "
+                                   f"match its key {one['key']} (reference {self.reference_fasta} changed?)")
+            seqs.append(seq)
+        return seqs
+
+
+def embed_window_batches(ds: Any, cfg: CohortConfig, store_url: str, identity: dict) -> Any:
+    """Ray Data: window-job batches (BATCH_SCHEMA rows) -> stats rows; pooled results go to the store."""
+    import ray
+
+    compute = cfg.compute
+    gpus = gpus_per_actor(cfg)
+    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+    resources: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": compute.cpus_per_actor}
+    return ds.map_batches(
+        EmbedWindows,
+        fn_constructor_kwargs={
+            "checkpoint": cfg.model.checkpoint, "device": device, "dtype": cfg.model.dtype,
+            "window_batch_size": compute.window_batch_size, "threads": int(max(1, compute.cpus_per_actor)),
+            "reference_fasta": cfg.inputs.reference_fasta, "store_url": store_url, "identity": identity,
+        },
+        # at most 2 batches queued per actor: a gene's batches spread over the pool, and a dead actor loses
+        # little; Ray Data restarts a dead actor and retries its batches
+        compute=ray.data.ActorPoolStrategy(min_size=compute.actors_min, max_size=compute.actors_max,
+                                           max_tasks_in_flight_per_actor=2),
+        batch_size=1, batch_format="pyarrow", **resources,
+    )

@@ -1,35 +1,41 @@
-"""The cohort embedding job: a streaming Ray Data pipeline over gene work units, resumable after any crash.
+"""The cohort embedding job: window jobs streamed through one actor pool into a window store, then assembled.
 
-    pending genes -> [CPU task] read the gene's unique haplotypes, plan its distinct windows
-                  -> [actor pool, GPU or CPU] EmbedWindows: pooled (sum, length) per distinct window
-                  -> [CPU task] haplotype and subject embeddings, shard written and committed by rename
-                  -> the driver receives one small stats row per gene (never an embedding)
+    pending genes -> [CPU task] read a gene's unique haplotypes, plan its distinct windows: window jobs
+                     (content key + recipe), minus the keys already in the window store; reassembly plan
+                     written to plans/<gene>.parquet
+                  -> token-bounded batches of jobs from any gene -> [actor pool, GPU or CPU] EmbedWindows:
+                     rebuild, embed, commit the batch to the window store; a stats row to the driver
+    then          -> [CPU task] per gene: plan + window store -> haplotype and subject embeddings -> shard
+                     committed by rename (row count, size and sha256 recorded in units/<gene>.json)
 
-Why genes as units: a unit is read, embedded and written independently, so a re-run after a crash (actor,
-worker or driver killed, spot preemption) skips the committed shards and redoes only the rest; the rows of a
-unit do not depend on which run wrote it, so the union equals an uninterrupted run.
+Why windows as the unit of embedding: a gene's windows spread over every actor, a batch is bounded by tokens
+whatever the cohort size, and a crash loses at most the batches in flight (committed batches are store hits
+on the re-run). Why genes as the unit of output: a shard is written independently, so a re-run skips the
+committed (and verified) shards and the union equals an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import pickle
 import sys
 import time
-import uuid
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 
 from neuro_caduceus.cohort.config import CohortConfig, load_config
-from neuro_caduceus.cohort.embed import KILL_AFTER_ENV, KILL_MARKER_ENV, EmbedWindows
-from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene
-from neuro_caduceus.cohort.shards import unit_name, write_unit
+from neuro_caduceus.cohort.fsio import write_atomic
+from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
+from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
+from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 
 JOB_FILE = "_job.json"
+OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, units/, plans/ of listed units
 
 
 def build_units(cfg: CohortConfig) -> list[GeneUnit]:
@@ -47,6 +53,16 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     ]
 
 
+def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
+    """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
+    from neuro_caduceus.genome.regions import Region, tile_windows
+
+    body = json.loads(region_json)
+    region = Region(**{**body, "segments": tuple(tuple(s) for s in body["segments"])})
+    windows = list(tile_windows(region, cfg.model.window, cfg.model.stride or cfg.model.window))
+    return GeneUnit(region.region_id, region.gene_name, region, windows)
+
+
 def _resolve(subjects: Any) -> list[str]:
     """The subject list arrives as an object-store reference (one copy per node, not one per task)."""
     import ray
@@ -54,72 +70,125 @@ def _resolve(subjects: Any) -> list[str]:
     return ray.get(subjects) if isinstance(subjects, ray.ObjectRef) else subjects
 
 
-def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: Any) -> dict[str, Any]:
-    """CPU stage: gene units -> pickled GenePlans (distinct windows to embed + how to reassemble)."""
+def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: Any, packer: Any,
+                 note: dict) -> Generator[pa.Table, None, Any]:
+    """One gene's window jobs not in `stored`, packed into batches (yielded as they fill); counts go to
+    `note`; returns the gene's plan."""
+    jobs = plan_gene(reference, unit, haplotypes)
+    while True:
+        try:
+            one = next(jobs)
+        except StopIteration as done:
+            return done.value
+        note["windows"] += 1
+        if one["key"] in stored:
+            note["stored"] += 1
+            continue
+        note["new"] += 1
+        note["tokens_new"] += one["length"]
+        yield from packer.add(one)
+
+
+def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
+    """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
     from neuro_caduceus.cohort.source import read_gene_haplotypes
+    from neuro_caduceus.cohort.window_jobs import BatchPacker
 
     subjects = _resolve(subjects)
-    plans = []
-    for blob in batch["unit"]:
-        unit: GeneUnit = pickle.loads(blob)
+    stored = key_index(cfg.window_store, snapshot)
+    packer = BatchPacker(cfg.compute.tokens_per_batch)
+    reference = open_reference(cfg.inputs.reference_fasta)
+    plans_dir = f"{cfg.output.dir.rstrip('/')}/plans"
+    for region_json in batch["region"]:
+        unit = unit_of(region_json, cfg)
+        note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
         haplotypes = read_gene_haplotypes(cfg, unit.region, subjects)
-        plans.append(pickle.dumps(plan_gene(open_reference(cfg.inputs.reference_fasta), unit, haplotypes)))
-    return {"gene_id": batch["gene_id"], "plan": np.array(plans, dtype=object)}
+        plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note)
+        write_plan(plans_dir, unit_name(unit.gene_id), plan)
+        packer.gene_planned(note)
+    yield from packer.flush()
 
 
-def _write_batch(
-    batch: dict[str, Any], cfg: CohortConfig, subjects: Any, recipe: dict, n_haps: int
-) -> dict[str, Any]:
-    """CPU stage: embedded plans -> committed shards; naive = every subject haplotype embedded whole."""
+def assemble_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str, recipe: dict,
+                   n_haps: int) -> dict[str, Any]:
+    """CPU stage: plan + window store -> committed shard; naive = every subject haplotype embedded whole."""
     subjects = _resolve(subjects)
-    rows, stats_out = [], []
-    for blob in batch["plan"]:
-        plan = pickle.loads(blob)
+    store = WindowStore(cfg.window_store, {})
+    index = key_index(cfg.window_store, snapshot)
+    plans_dir = f"{cfg.output.dir.rstrip('/')}/plans"
+    stats_out = []
+    for name in batch["unit"]:
+        plan = read_plan(plans_dir, name)
+        plan.sums, plan.lengths = store.lookup(plan.keys, index)
         stats = dict(plan.counts, gene_id=plan.unit.gene_id, gene_name=plan.unit.gene_name)
         stats["subjects"] = len(subjects)
         stats["naive_windows"] = len(subjects) * n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        rows.append(write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats))
+        write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats)
         stats_out.append(json.dumps(stats))
-    return {"gene_id": batch["gene_id"], "rows": np.array(rows), "stats": np.array(stats_out, dtype=object)}
+    return {"unit": batch["unit"], "stats": np.array(stats_out, dtype=object)}
 
 
-def _gpus_per_actor(cfg: CohortConfig) -> float:
-    import ray
+def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool, units: list[GeneUnit],
+                    store: WindowStore) -> tuple[Any, str]:
+    """Create or validate the output folder; refuse to mix results of another config or checkpoint.
 
-    if cfg.compute.gpus_per_actor is not None:
-        return cfg.compute.gpus_per_actor
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
-def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool) -> tuple[Any, str]:
-    """Create or validate the output folder; refuse to mix results of another config or checkpoint."""
+    --overwrite deletes only what an earlier job wrote (the units its _job.json lists, its own files and a
+    window store of another model at the default location), never files the job did not write.
+    """
     fs, root = fsspec.core.url_to_fs(cfg.output.dir)
+    root = root.rstrip("/")
     ident = {"config_hash": cfg.result_hash(), "checkpoint_sha256": checkpoint_sha}
     job_file = f"{root}/{JOB_FILE}"
+    default_store = cfg.output.window_store is None
     if fs.exists(job_file):
         with fs.open(job_file, "r") as f:
             old = json.load(f)
-        same = {k: old.get(k) for k in ident} == ident
-        if not same and not overwrite:
+        if {k: old.get(k) for k in ident} != ident:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{cfg.output.dir} holds output of another config or checkpoint "
+                    f"(stored {old.get('config_hash')}/{str(old.get('checkpoint_sha256'))[:12]}, now "
+                    f"{ident['config_hash']}/{checkpoint_sha[:12]}); use a new output.dir or --overwrite "
+                    "(deletes only that job's files)"
+                )
+            _remove_own(fs, root, old.get("units", []))
+    elif fs.exists(root):
+        foreign = [p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+        foreign = sorted(n for n in foreign if not (default_store and n == "window_store"))
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
             raise FileExistsError(
-                f"{cfg.output.dir} holds output of another config or checkpoint "
-                f"(stored {old.get('config_hash')}/{str(old.get('checkpoint_sha256'))[:12]}, now "
-                f"{ident['config_hash']}/{checkpoint_sha[:12]}); use a new output.dir or --overwrite"
+                f"{cfg.output.dir} holds files that are not a cohort job's output ({listed}); "
+                "choose a new or empty output.dir "
+                "(--overwrite deletes only files a cohort job wrote)"
             )
-    elif fs.exists(root) and fs.ls(root) and not overwrite:
-        raise FileExistsError(f"{cfg.output.dir} exists and is not a cohort job output; use --overwrite")
-    if overwrite and fs.exists(root):
-        fs.rm(root, recursive=True)
-    for sub in ("", "/shards", "/units"):
+    if default_store and overwrite:
+        store.clear_if_other()
+    store.open()
+    for sub in ("", "/shards", "/units", "/plans"):
         fs.makedirs(f"{root}{sub}", exist_ok=True)
     if not fs.exists(job_file):
-        tmp = f"{job_file}.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(tmp, "w") as f:
-            json.dump({**ident, "config": cfg.model_dump(mode="json")}, f, indent=1)
-        fs.mv(tmp, job_file)
+        names = [unit_name(u.gene_id) for u in units]
+        body = {**ident, "config": cfg.model_dump(mode="json"), "units": names}
+        write_atomic(fs, job_file, json.dumps(body, indent=1))
     return fs, root
+
+
+def _remove_own(fs: Any, root: str, names: list[str]) -> None:
+    """Delete the files of the listed units and the job's own files; folders only if left empty."""
+    for name in names:
+        own = [f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json", f"{root}/plans/{name}.parquet"]
+        for path in [*own, *fs.glob(f"{root}/shards/.{name}.parquet.tmp-*")]:
+            if fs.exists(path):
+                fs.rm(path)
+    for name in OWN_FILES:
+        if fs.exists(f"{root}/{name}"):
+            fs.rm(f"{root}/{name}")
+    for sub in ("shards", "units", "plans"):
+        if fs.exists(f"{root}/{sub}") and not fs.ls(f"{root}/{sub}"):
+            fs.rmdir(f"{root}/{sub}")
 
 
 def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tuple[list[str], dict]:
@@ -132,84 +201,190 @@ def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tup
             saved = json.load(f)
         return saved["subjects"], saved["qc"]
     subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as f:
-        json.dump({"subjects": subjects, "qc": qc}, f)
-    fs.mv(tmp, path)
+    write_atomic(fs, path, json.dumps({"subjects": subjects, "qc": qc}))
     return subjects, qc
 
 
-def _debug_kill() -> tuple[int, str] | None:
-    after, marker = os.environ.get(KILL_AFTER_ENV), os.environ.get(KILL_MARKER_ENV)
-    return (int(after), marker) if after and marker else None
+def _check_shards(out_dir: str, names: list[str]) -> list[str | None]:
+    return [check_unit(out_dir, n) for n in names]
+
+
+def _check_batches(store_url: str, paths: list[str]) -> list[str | None]:
+    store = WindowStore(store_url, {})
+    return [store.check(p) for p in paths]
+
+
+def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: list[str]) -> dict:
+    """Committed output is verified, not trusted by name: damaged shards and store batches are deleted (and
+    counted) so that this run redoes them. Runs as parallel CPU tasks, 64 files each."""
+    import ray
+
+    check_shards = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_shards)
+    check_batches = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_batches)
+    partial = store.remove_partial()
+    batches = store.batch_files()
+    chunks = [(done[i:i + 64], batches[i:i + 64]) for i in range(0, max(len(done), len(batches)), 64)]
+    refs = [(s, b, check_shards.remote(cfg.output.dir, s), check_batches.remote(store.url, b))
+            for s, b in chunks]
+    damaged = {"shards": [], "store_batches": [], "partial_store_batches_removed": partial}
+    for names, paths, shard_ref, batch_ref in refs:
+        for name, why in zip(names, ray.get(shard_ref), strict=True):
+            if why:
+                damaged["shards"].append({"gene": name, "why": why})
+                for path in (f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json"):
+                    if fs.exists(path):
+                        fs.rm(path)
+        for path, why in zip(paths, ray.get(batch_ref), strict=True):
+            if why:
+                damaged["store_batches"].append({"batch": path.rsplit("/", 1)[-1], "why": why})
+                store.fs.rm(path)
+    for kind, label in (("shards", "shard of gene"), ("store_batches", "window store batch")):
+        for item in damaged[kind]:
+            print(f"warning: damaged {label} {next(iter(item.values()))} ({item['why']}): redone",
+                  file=sys.stderr)
+    return damaged
 
 
 def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) the job; returns the manifest (also written to <output.dir>/manifest.json)."""
     import ray
 
-    from neuro_caduceus.cohort.manifest import build_manifest, format_summary, write_manifest
-    from neuro_caduceus.model import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
+    from neuro_caduceus.cohort.embed import model_recipe
 
     cfg = config if isinstance(config, CohortConfig) else load_config(config)
     t0 = time.time()
-    embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", dtype=cfg.model.dtype,
-                        window=cfg.model.window, stride=cfg.model.stride or cfg.model.window)
-    model_recipe = embedder.recipe()
-    fs, root = _prepare_output(cfg, model_recipe["checkpoint_sha256"], overwrite)
+    units = build_units(cfg)  # every check that can fail on input runs before anything is written
+    model = model_recipe(cfg)
+    store = WindowStore(cfg.window_store, store_identity(model))
+    if not overwrite or cfg.output.window_store is not None:
+        store.open(create=False)
+    fs, root = _prepare_output(cfg, model["checkpoint_sha256"], overwrite, units, store)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(log_to_driver=False)
+    try:
+        return _run(cfg, fs, root, store, units, model, quiet, t0)
+    except KeyboardInterrupt:
+        done = len(_committed(fs, root))
+        print(f"\ninterrupted: {done} of {len(units)} genes committed in {cfg.output.dir}/shards, "
+              f"{len(store.batch_files())} window batches in {cfg.window_store}; run the same command again "
+              "to resume (committed work is kept)", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[GeneUnit], model: dict,
+         quiet: bool, t0: float) -> dict:
+    import ray
+
+    from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_run, write_manifest
+    from neuro_caduceus.cohort.progress import Progress
+
     for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
         fs.rm(stale)
-    units = build_units(cfg)
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
     subjects, qc = _cohort(fs, root, cfg, units)
-    recipe = _recipe(cfg, model_recipe, units, qc)
-    done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
+    recipe = _recipe(cfg, model, units, qc)
+    names = {unit_name(u.gene_id) for u in units}
+    run = new_run(_verify(cfg, fs, root, store, sorted(_committed(fs, root) & names)))
+    done = _committed(fs, root)
     pending = [u for u in units if unit_name(u.gene_id) not in done]
-    n_haps = 2 if cfg.haplotype_strategy == "diploid" else 1
+    stall = cfg.compute.stall_warning_s
+    progress = Progress(len(pending), quiet, stall, lambda phase: _waiting_for(cfg, phase))
     new_stats: list[dict] = []
-    if pending:
-        ds = _pipeline(cfg, pending, subjects, recipe, n_haps, embedder.dim)
-        for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-            new_stats.extend(json.loads(s) for s in batch["stats"])
+    try:
+        if pending:
+            subjects_ref = ray.put(subjects)  # shipped once to the object store, not once per task
+            _embed_phase(cfg, pending, subjects_ref, run, progress, store.identity)
+            new_stats = _assemble_phase(cfg, pending, subjects_ref, recipe, run["run_id"], progress)
+    finally:
+        progress.close()
     manifest = build_manifest(fs, root, cfg, recipe, units, subjects, qc, len(units) - len(pending),
-                              new_stats, time.time() - t0)
+                              new_stats, time.time() - t0, run)
     write_manifest(fs, root, manifest)
     if not quiet:
         print(format_summary(manifest), file=sys.stdout, flush=True)
     return manifest
 
 
-def _pipeline(cfg: CohortConfig, pending: list[GeneUnit], subjects: list[str], recipe: dict, n_haps: int,
-              dim: int):
+def _committed(fs: Any, root: str) -> set[str]:
+    return {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
+
+
+def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, run: dict,
+                 progress: Any, identity: dict) -> None:
+    """Plan and embed every window of the pending genes not yet in the store; stats rows only reach here."""
     import ray
 
-    compute = cfg.compute
-    items = [{"gene_id": u.gene_id, "unit": pickle.dumps(u)} for u in pending]
-    subjects_ref = ray.put(subjects)  # shipped once to the object store, not once per task
-    gpus = _gpus_per_actor(cfg)
-    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
-    actor_resources: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": compute.cpus_per_actor}
+    from neuro_caduceus.cohort.embed import embed_window_batches
+
+    progress.start_phase("embedding windows", len(pending))
+    items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
+    per_task = cfg.compute.genes_per_batch
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_task)))
+    ds.context.target_max_block_size = 1  # every window batch its own block: it leaves the planner at once
+    # max_retries also keeps Ray Data from fusing planning into the actors when their CPUs are equal
+    # (a fused stage would plan and embed a whole gene in one actor)
+    ds = ds.map_batches(plan_genes, batch_size=per_task, batch_format="numpy",
+                        num_cpus=cfg.compute.cpus_per_task, max_retries=3,
+                        fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "snapshot": f"{run['run_id']}:plan"})
+    ds = embed_window_batches(ds, cfg, cfg.window_store, identity)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            genes = json.loads(row["genes_planned"])
+            run_add(run, row, genes)
+            progress.step(genes=len(genes), windows=row["windows"], tokens=row["tokens"])
+
+
+def run_add(run: dict, row: dict, genes: list[dict]) -> None:
+    """Fold one actor stats row into this run's counts (per actor and in total)."""
+    actor = run["per_actor"].setdefault(row["actor"], {"batches": 0, "windows": 0, "tokens": 0})
+    actor["batches"] += 1
+    actor["windows"] += row["windows"]
+    actor["tokens"] += row["tokens"]
+    run["batches"] += 1
+    run["windows_embedded"] += row["windows"]
+    run["tokens_embedded"] += row["tokens"]
+    for g in genes:
+        run["genes_planned"] += 1
+        run["store_hits"] += g["stored"]
+        run["windows_new"] += g["new"]
+
+
+def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, recipe: dict, run_id: str,
+                    progress: Any) -> list[dict]:
+    import ray
+
+    progress.start_phase("writing shards", len(pending))
+    n_haps = 2 if cfg.haplotype_strategy == "diploid" else 1
+    items = [{"unit": unit_name(u.gene_id)} for u in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(
-        _plan_batch, batch_size=1, fn_kwargs={"cfg": cfg, "subjects": subjects_ref},
-        num_cpus=compute.cpus_per_task, batch_format="numpy",
-    )
-    ds = ds.map_batches(
-        EmbedWindows,
-        fn_constructor_kwargs={
-            "checkpoint": cfg.model.checkpoint, "device": device, "dtype": cfg.model.dtype,
-            "window_batch_size": compute.window_batch_size, "threads": int(max(1, compute.cpus_per_actor)),
-            "debug_kill": _debug_kill(),
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=compute.actors_min, max_size=compute.actors_max),
-        batch_size=compute.genes_per_batch, batch_format="numpy", **actor_resources,
-    )  # Ray Data restarts a dead actor (max_restarts=-1) and retries its batch on another by default
-    return ds.map_batches(
-        _write_batch, batch_size=1, num_cpus=compute.cpus_per_task, batch_format="numpy",
-        fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "recipe": recipe, "n_haps": n_haps},
-    )
+    ds = ds.map_batches(assemble_genes, batch_size=1, batch_format="numpy",
+                        num_cpus=cfg.compute.cpus_per_task,
+                        fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "snapshot": f"{run_id}:assemble",
+                                   "recipe": recipe, "n_haps": n_haps})
+    out = []
+    for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
+        out.extend(json.loads(s) for s in batch["stats"])
+        progress.step(genes=len(batch["stats"]))
+    return out
+
+
+def _waiting_for(cfg: CohortConfig, phase: str) -> str:
+    """What a stalled job waits for: the stage, what it needs, and what the cluster has free now."""
+    import ray
+
+    from neuro_caduceus.cohort.embed import gpus_per_actor
+
+    c = cfg.compute
+    gpus = gpus_per_actor(cfg)
+    actor = f"{gpus:g} GPU" if gpus > 0 else f"{c.cpus_per_actor:g} CPU"
+    free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    need = (f"{c.actors_min}-{c.actors_max} embedding actors of {actor} each and planning tasks of "
+            f"{c.cpus_per_task:g} CPU" if phase.startswith("embedding") else
+            f"assembly tasks of {c.cpus_per_task:g} CPU")
+    return f"needs {need}; free on the cluster now: {free or 'nothing'}"
 
 
 def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict) -> dict:

@@ -1,17 +1,21 @@
 """manifest.json and the one-screen summary: what was embedded, what was reused, and what it cost.
 
 Why from the per-unit stats files: a resumed run must report the whole output (units of earlier runs
-included) with the same totals an uninterrupted run reports; only the throughput is of this run.
+included) with the same totals an uninterrupted run reports; what this run did (store hits, windows per
+actor, throughput) is appended to the `runs` list, so a resumed run never overwrites the first run's.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.shards import unit_name
+from neuro_caduceus.cohort.store import store_identity
 
 SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
@@ -20,15 +24,41 @@ SUMMED = (
 )
 
 
+def new_run(damaged: dict) -> dict:
+    """This run's entry of the manifest's `runs` list (filled as stats rows arrive)."""
+    return {
+        "run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "genes_planned": 0, "genes_written": 0, "batches": 0, "windows_new": 0, "store_hits": 0,
+        "windows_embedded": 0, "tokens_embedded": 0, "per_actor": {},
+        "damaged_redone": {"shards": len(damaged["shards"]), "store_batches": len(damaged["store_batches"]),
+                           "partial_store_batches_removed": damaged["partial_store_batches_removed"],
+                           "details": damaged["shards"] + damaged["store_batches"]},
+    }
+
+
+def _earlier_runs(fs: Any, root: str) -> list[dict]:
+    path = f"{root}/manifest.json"
+    if not fs.exists(path):
+        return []
+    with fs.open(path, "r") as f:
+        return json.load(f).get("runs", [])
+
+
 def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
-                   qc: dict, n_resumed: int, new_stats: list[dict], seconds: float) -> dict:
+                   qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
     per_gene = []
     for unit in units:
         with fs.open(f"{root}/units/{unit_name(unit.gene_id)}.json", "r") as f:
             per_gene.append(json.load(f))
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
-    run_tokens = sum(g["tokens_embedded"] for g in new_stats)
+    run_tokens = run["tokens_embedded"]
+    throughput = {
+        "seconds": round(seconds, 2),
+        "subject_gene_embeddings_per_s": run_rows / seconds if seconds > 0 else None,
+        "tokens_per_s": run_tokens / seconds if seconds > 0 else None,
+    }
+    run = {**run, "genes_written": len(new_stats), "throughput": throughput}
     return {
         "output": cfg.output.dir,
         "recipe_id": cfg.output.recipe_id,
@@ -59,24 +89,19 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
             "naive": totals["naive_tokens"],
             "reduction": totals["naive_tokens"] / max(1, totals["tokens_embedded"]),
         },
-        "throughput": {
-            "seconds": round(seconds, 2),
-            "subject_gene_embeddings_per_s": run_rows / seconds if seconds > 0 else None,
-            "tokens_per_s": run_tokens / seconds if seconds > 0 else None,
-        },
+        "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
+        "throughput": throughput,
+        "runs": [*_earlier_runs(fs, root), run],
         "per_gene": per_gene,
     }
 
 
 def write_manifest(fs: Any, root: str, manifest: dict) -> None:
-    tmp = f"{root}/manifest.json.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    fs.mv(tmp, f"{root}/manifest.json")
+    write_atomic(fs, f"{root}/manifest.json", json.dumps(manifest, indent=1))
 
 
 def format_summary(m: dict) -> str:
-    w, t, v, u = m["windows"], m["tokens"], m["variants"], m["units"]
+    w, t, v, u, r = m["windows"], m["tokens"], m["variants"], m["units"], m["runs"][-1]
     lines = [
         f"cohort embeddings -> {m['output']}  (recipe {m['recipe_id']}, config {m['config_hash']})",
         f"  subjects {m['subjects']:,} x genes {m['genes']:,} = {m['rows']:,} rows "
@@ -86,6 +111,8 @@ def format_summary(m: dict) -> str:
         f"  unique non-reference haplotypes {m['unique_haplotypes']:,}",
         f"  windows embedded {w['embedded']:,} of {w['naive']:,} naive (reused {w['reused']:,})",
         f"  tokens embedded {t['embedded']:,} of {t['naive']:,} naive: {t['reduction']:.1f}x fewer",
+        f"  this run: {r['windows_embedded']:,} windows embedded in {r['batches']:,} batches by "
+        f"{len(r['per_actor'])} actor(s), {r['store_hits']:,} window store hits",
         f"  {m['throughput']['seconds']:.1f} s this run"
         + (f", {m['throughput']['subject_gene_embeddings_per_s']:,.0f} subject-gene embeddings/s"
            if u["done_now"] else ""),

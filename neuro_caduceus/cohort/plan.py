@@ -1,28 +1,37 @@
-"""CPU stage: one gene's unique haplotypes -> the distinct window sequences that need the model.
+"""CPU stage: one gene's unique haplotypes -> window jobs for its distinct windows + how to reassemble it.
 
 Why: a gene embedding is sum(window sums) / sum(window lengths) over its windows (INTERFACES.md, the window
 rule), so a haplotype differs from the reference only in the windows that hold one of its variants. The
-reference windows are embedded once per gene; a haplotype window is built only where a variant falls, and
+reference windows are needed once per gene; a haplotype window is built only where a variant falls, and
 identical window contents (two haplotypes with the same variants in that window, or a variant that leaves
-the sequence unchanged) are embedded once, keyed by content.
+the sequence unchanged) share one content key. The planner builds each window once to hash it and keeps
+only the key and the recipe (window + applied variants); the sequence is rebuilt by the embedding actor.
+The reassembly plan (keys per slot, per-haplotype replacements, carriers) is written to plans/<gene>.parquet
+for the assembly stage, so no plan ever travels through the driver.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from neuro_caduceus.cohort.fsio import write_url
+from neuro_caduceus.cohort.window_jobs import job
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
 
 
 @dataclass
 class GeneUnit:
-    """One work unit: a gene (region) and its windows, fixed on the driver (deterministic id = gene_id)."""
+    """One gene (region) and its windows, fixed on the driver (deterministic id = gene_id)."""
 
     gene_id: str
     gene_name: str
@@ -32,16 +41,16 @@ class GeneUnit:
 
 @dataclass
 class GenePlan:
-    """What the model must embed for one gene and how to reassemble every haplotype from it."""
+    """The distinct windows of one gene (content keys by slot) and how to reassemble every haplotype."""
 
     unit: GeneUnit
-    seqs: list[str]  # distinct window sequences to embed (slot = index)
+    keys: list[str]  # distinct window content keys (slot = index)
     ref_slots: np.ndarray  # int64 [n_windows]: slot of each reference window
     hap_keys: list[str]
     hap_repl: list[list[tuple[int, int]]]  # per haplotype: (window index, slot) where it differs
     carriers: list[list[tuple[str, int]]]  # per haplotype: (subject_id, hap_index)
     counts: dict[str, int] = field(default_factory=dict)
-    sums: np.ndarray | None = None  # float64 [n_slots, d], filled by the embedding actor
+    sums: np.ndarray | None = None  # float64 [n_slots, d], read from the window store
     lengths: np.ndarray | None = None  # int64 [n_slots]
 
 
@@ -49,7 +58,7 @@ VARIANT_OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "igno
 
 
 def content_key(seq: str) -> str:
-    """Window content key: identical sequences share one model call."""
+    """Window content key: identical sequences share one model call and one store entry."""
     return hashlib.sha1(seq.encode()).hexdigest()
 
 
@@ -61,23 +70,36 @@ def open_reference(path: str):
     return Reference(path)
 
 
-def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
-    """Distinct windows to embed for one gene, with per-haplotype window replacements and counts."""
+class KeyedWindows:
+    """Content-key slots of one gene: `slot` returns (slot, new job or None) for a built window."""
+
+    def __init__(self, gene_id: str):
+        self.gene_id, self.slot_of, self.keys, self.tokens = gene_id, {}, [], 0
+
+    def slot(self, window: Any, seq: str, applied: list[Variant]) -> tuple[int, dict | None]:
+        key = content_key(seq)
+        if key in self.slot_of:
+            return self.slot_of[key], None
+        self.slot_of[key] = len(self.keys)
+        self.keys.append(key)
+        self.tokens += len(seq)
+        return self.slot_of[key], job(key, self.gene_id, window, len(seq), applied)
+
+
+def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator[dict, None, GenePlan]:
+    """Yields a window job per distinct window of the gene; returns its GenePlan (keys, no sequences)."""
     from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 
-    slot_of: dict[str, int] = {}
-    seqs: list[str] = []
-
-    def slot(seq: str) -> int:
-        key = content_key(seq)
-        if key not in slot_of:
-            slot_of[key] = len(seqs)
-            seqs.append(seq)
-        return slot_of[key]
-
-    ref_seqs = [build_sequence(reference, w, []).sequence for w in unit.windows]
-    ref_slots = np.array([slot(s) for s in ref_seqs], dtype=np.int64)
-    ref_len = sum(len(s) for s in ref_seqs)
+    slots = KeyedWindows(unit.gene_id)
+    ref_keys, ref_slots, ref_len = [], [], 0
+    for w in unit.windows:
+        seq = build_sequence(reference, w, []).sequence
+        slot, new = slots.slot(w, seq, [])
+        if new:
+            yield new
+        ref_keys.append(content_key(seq))
+        ref_slots.append(slot)
+        ref_len += len(seq)
     hap_keys, hap_repl, carriers = [], [], []
     outcomes: dict[str, set] = {name: set() for name in VARIANT_OUTCOMES}  # a variant counts once per gene
     windows_built = windows_same_as_ref = windows_dedup = 0
@@ -94,13 +116,16 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
             for name in VARIANT_OUTCOMES:
                 outcomes[name].update(getattr(res, name))
             windows_built += 1
-            hap_len += len(res.sequence) - len(ref_seqs[i])
-            if res.sequence == ref_seqs[i]:
+            hap_len += len(res.sequence) - window.length  # a reference window is as long as its segments
+            if content_key(res.sequence) == ref_keys[i]:
                 windows_same_as_ref += 1
                 continue
-            before = len(seqs)
-            repl.append((i, slot(res.sequence)))
-            windows_dedup += len(seqs) == before
+            slot, new = slots.slot(window, res.sequence, res.applied)
+            if new:
+                yield new
+            else:
+                windows_dedup += 1
+            repl.append((i, slot))
         hap_keys.append(row["haplotype_key"])
         hap_repl.append(repl)
         hap_carriers = [(c["subject_id"], int(c["hap_index"])) for c in row["carriers"]]
@@ -114,10 +139,42 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> GenePlan:
         "haplotype_windows_built": windows_built,
         "haplotype_windows_equal_reference": windows_same_as_ref,
         "haplotype_windows_deduplicated": windows_dedup,
-        "windows_embedded": len(seqs),
-        "tokens_embedded": sum(len(s) for s in seqs),
+        "windows_embedded": len(slots.keys),
+        "tokens_embedded": slots.tokens,
         "carrier_haplotype_tokens": naive_tokens,
         "carrier_subject_haplotypes": n_subject_haps_listed,
         **{f"variants_{name}": len(outcomes[name]) for name in VARIANT_OUTCOMES},
     }
-    return GenePlan(unit, seqs, ref_slots, hap_keys, hap_repl, carriers, counts)
+    ref = np.array(ref_slots, dtype=np.int64)
+    return GenePlan(unit, slots.keys, ref, hap_keys, hap_repl, carriers, counts)
+
+
+PLAN_META = b"neuro_caduceus.plan"
+
+
+def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
+    """plans/<name>.parquet: one row per haplotype; keys, reference slots and counts in the footer."""
+    meta = {"gene_id": plan.unit.gene_id, "gene_name": plan.unit.gene_name, "keys": plan.keys,
+            "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts}
+    table = pa.table({
+        "haplotype_key": pa.array(plan.hap_keys, pa.string()),
+        "repl": pa.array([[w for pair in r for w in pair] for r in plan.hap_repl], pa.list_(pa.int64())),
+        "carrier_subject": pa.array([[s for s, _ in c] for c in plan.carriers], pa.list_(pa.string())),
+        "carrier_hap": pa.array([[h for _, h in c] for c in plan.carriers], pa.list_(pa.int8())),
+    }).replace_schema_metadata({PLAN_META: json.dumps(meta).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_url(f"{plans_dir}/{name}.parquet", sink.getvalue().to_pybytes())
+
+
+def read_plan(plans_dir: str, name: str) -> GenePlan:
+    with fsspec.open(f"{plans_dir}/{name}.parquet", "rb") as f:
+        table = pq.read_table(f)
+    meta = json.loads(table.schema.metadata[PLAN_META])
+    rows = table.to_pydict()
+    repl = [[(r[i], r[i + 1]) for i in range(0, len(r), 2)] for r in rows["repl"]]
+    carriers = [list(zip(s, h, strict=True)) for s, h in zip(rows["carrier_subject"], rows["carrier_hap"],
+                                                             strict=True)]
+    unit = GeneUnit(meta["gene_id"], meta["gene_name"], None, [])
+    return GenePlan(unit, meta["keys"], np.array(meta["ref_slots"], dtype=np.int64), rows["haplotype_key"],
+                    repl, carriers, meta["counts"])

@@ -2,12 +2,14 @@
 
 Why in a worker: the fan-out to subjects is the only stage whose size scales with the cohort, so it runs next
 to the data and writes straight to the output folder; the driver only sees one small stats row per gene.
-Commit protocol: the unit's stats JSON is written first, then the shard goes to a temporary name and is
-renamed to `shards/<gene_id>.parquet`. A shard that exists is a finished unit (its stats exist too).
+Commit protocol: the shard is written to a temporary name; its row count, size and sha256 go into the unit's
+stats JSON (`units/<gene_id>.json`), written next; then the shard is renamed to `shards/<gene_id>.parquet`.
+A shard that exists is a finished unit; a resumed run still verifies it against its stats (`check_unit`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GenePlan
 
 RECIPE_KEY = b"neuro_caduceus.recipe"
@@ -74,11 +77,10 @@ def subject_embeddings(
 def write_unit(
     plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict
 ) -> int:
-    """Write the unit's stats and its shard (temp name, then rename); returns rows written."""
+    """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename."""
     ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
     fs, root = fsspec.core.url_to_fs(out_dir)
-    _write_text(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
     schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe)
     final = f"{root}/shards/{name}.parquet"
     tmp = f"{root}/shards/.{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
@@ -98,12 +100,41 @@ def write_unit(
                     schema=schema,
                 )
             )
+    size, digest = _file_digest(fs, tmp)
+    stats = {**stats, "shard": {"rows": len(subjects), "bytes": size, "sha256": digest}}
+    write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
     fs.mv(tmp, final)
     return len(subjects)
 
 
-def _write_text(fs: Any, path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as f:
-        f.write(text)
-    fs.mv(tmp, path)
+def _file_digest(fs: Any, path: str) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def check_unit(out_dir: str, name: str) -> str | None:
+    """None if the committed shard matches what its stats recorded at commit, else what is wrong."""
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    try:
+        with fs.open(f"{root}/units/{name}.json", "r") as f:
+            recorded = json.load(f).get("shard")
+    except (OSError, ValueError) as err:
+        return f"stats file unreadable ({err})"
+    if not recorded:
+        return "no row count or checksum recorded at commit"
+    path = f"{root}/shards/{name}.parquet"
+    try:
+        with fs.open(path, "rb") as f:
+            rows = pq.read_metadata(f).num_rows
+        size, digest = _file_digest(fs, path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        return f"footer unreadable ({err})"
+    if rows != recorded["rows"]:
+        return f"{rows} rows, {recorded['rows']} recorded at commit"
+    if (size, digest) != (recorded["bytes"], recorded["sha256"]):
+        return "size or sha256 differs from the one recorded at commit"
+    return None

@@ -1,0 +1,67 @@
+"""The planning stage on one exome-like gene: what travels to the actors is recipes, not sequences.
+
+Oracles: the distinct haplotypes counted directly from the generator's table (one window holds the whole
+gene, so each distinct non-reference haplotype is one distinct window), and the sequence bytes of those
+windows built with genome.build_sequence.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+WINDOW = 131_072
+
+
+@pytest.fixture(scope="module")
+def gene(tmp_path_factory):
+    from neuro_caduceus.synthetic import exome_gene
+
+    return exome_gene(tmp_path_factory.mktemp("exome"), n_samples=5_000, seed=0)
+
+
+def _plan(gene, window: int):
+    """The job's planning of one gene (no stored keys): (plan, batches handed to the actors)."""
+    from neuro_caduceus.cohort.job import gene_batches
+    from neuro_caduceus.cohort.plan import GeneUnit, open_reference
+    from neuro_caduceus.cohort.window_jobs import BatchPacker
+    from neuro_caduceus.genome.regions import tile_windows
+
+    unit = GeneUnit("EXOME1", "EXOME1", gene.region, tile_windows(gene.region, window))
+    packer, note = BatchPacker(4 * window), {"windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
+    stream, batches = gene_batches(open_reference(gene.fasta), unit, gene.haplotypes, set(), packer, note), []
+    while True:
+        try:
+            batches.append(next(stream))
+        except StopIteration as done:
+            return done.value, batches + list(packer.flush())
+
+
+def test_exome_gene_has_a_rare_heavy_spectrum(gene):
+    assert gene.singletons > gene.sites / 2
+    carriers = [len(c) for c in gene.haplotypes.column("carriers").to_pylist()]
+    assert max(carriers) > 100  # common variants make shared haplotypes
+
+
+def test_batches_carry_recipes_not_sequences(gene):
+    """Bytes handed to the object store per gene <= 5% of the distinct window sequences' bytes."""
+    from neuro_caduceus.genome.haplotypes import build_sequence
+    from neuro_caduceus.genome.variant_schema import Variant
+
+    plan, batches = _plan(gene, WINDOW)
+    distinct = {tuple(sorted((v["pos"], v["ref"], v["alt"]) for v in vs))
+                for vs in gene.haplotypes.column("variants").to_pylist()}
+    assert plan.counts["windows_embedded"] == len(distinct) + 1  # + the reference window
+    ref = build_sequence(plan_reference(gene), gene.region, []).sequence
+    seq_bytes = len(ref) + sum(
+        len(build_sequence(plan_reference(gene), gene.region, [Variant("chr1", *v) for v in combo]).sequence)
+        for combo in distinct)
+    assert plan.counts["tokens_embedded"] == seq_bytes
+    handed = sum(b.nbytes for b in batches)
+    assert sum(len(b.column("jobs")[0]) for b in batches) == plan.counts["windows_embedded"]
+    assert handed <= 0.05 * seq_bytes, (handed, seq_bytes)
+
+
+def plan_reference(gene):
+    from neuro_caduceus.cohort.plan import open_reference
+
+    return open_reference(gene.fasta)
