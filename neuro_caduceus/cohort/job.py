@@ -27,6 +27,7 @@ import numpy as np
 from neuro_caduceus.cohort.config import CohortConfig, load_config
 from neuro_caduceus.cohort.embed import KILL_AFTER_ENV, KILL_MARKER_ENV, EmbedWindows
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene
+from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import unit_name, write_unit
 
 JOB_FILE = "_job.json"
@@ -164,7 +165,9 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
     subjects, qc = _cohort(fs, root, cfg, units)
-    recipe = _recipe(cfg, model_recipe, units, qc)
+    # hook (cohort/rc_check.py): the RC check stage, once per output folder, before scale-out
+    rc_check = rc_check_for_job(cfg, fs, root, [u.gene_id for u in units], _gpus_per_actor(cfg))
+    recipe = _recipe(cfg, model_recipe, units, qc, rc_check)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
     pending = [u for u in units if unit_name(u.gene_id) not in done]
     n_haps = 2 if cfg.haplotype_strategy == "diploid" else 1
@@ -175,6 +178,7 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
             new_stats.extend(json.loads(s) for s in batch["stats"])
     manifest = build_manifest(fs, root, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0)
+    manifest["rc_check"] = rc_check  # hook (cohort/rc_check.py)
     write_manifest(fs, root, manifest)
     if not quiet:
         print(format_summary(manifest), file=sys.stdout, flush=True)
@@ -212,22 +216,7 @@ def _pipeline(cfg: CohortConfig, pending: list[GeneUnit], subjects: list[str], r
     )
 
 
-def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict) -> dict:
-    from importlib.metadata import version
+def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
+    from neuro_caduceus.provenance import cohort_recipe
 
-    return {
-        "recipe_id": cfg.output.recipe_id,
-        "gene_list": [u.gene_id for u in units],
-        "gene_names": [u.gene_name for u in units],
-        "reference_version": cfg.inputs.reference_version,
-        "annotation": cfg.inputs.annotation,
-        "regions": cfg.regions.model_dump(mode="json"),
-        "tokenization": model_recipe.get("tokenizer"),
-        **{k: v for k, v in model_recipe.items() if k != "tokenizer"},
-        "haplotype_strategy": cfg.haplotype_strategy,
-        "subject_embedding": "mean of haplotype embeddings" if cfg.haplotype_strategy == "diploid"
-        else "single haplotype",
-        "qc": qc,
-        "config_hash": cfg.result_hash(),
-        "package_version": version("neuro-caduceus"),
-    }
+    return cohort_recipe(cfg, model_recipe, units, qc, rc_check)
