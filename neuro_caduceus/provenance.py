@@ -236,3 +236,17 @@ def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check:
     recipe.update(provenance(cfg.output.recipe_id, "embed_cohort", paths,
                              checkpoint_random_init(cfg.model.checkpoint), _job_started(cfg.output.dir)))
     return recipe
+
+
+def pilot_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, variants_vcf: str | None,
+                 local_flank: int) -> dict:
+    """The pilot's recipe: the cohort recipe's keys with the production window and dtype, its own stage."""
+    production = {**model_recipe, "window": cfg.model.window, "stride": cfg.model.stride or cfg.model.window,
+                  "dtype": cfg.model.dtype}
+    recipe = cohort_recipe(cfg, production, units, qc)
+    source = getattr(cfg.inputs, cfg.inputs.source_kind)
+    paths = [source, cfg.inputs.reference_fasta, cfg.inputs.gtf, cfg.inputs.gene_set, cfg.model.checkpoint,
+             variants_vcf]
+    recipe.update(provenance(cfg.output.recipe_id, "variant_pilot", paths, recipe["random_init"]))
+    recipe.update(local_flank=local_flank, llr_definition="neuro_caduceus.analysis.variant_scores")
+    return recipe

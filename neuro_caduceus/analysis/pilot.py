@@ -245,11 +245,13 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     import ray
 
     from neuro_caduceus.analysis.pilot_report import write_outputs
+    from neuro_caduceus.analysis.variant_scores import add_llr_scores
     from neuro_caduceus.cohort.job import build_units
     from neuro_caduceus.cohort.source import cohort_subjects_and_qc
     from neuro_caduceus.genome.annotation import read_genes
     from neuro_caduceus.model import from_pretrained
     from neuro_caduceus.model.embedder import Embedder
+    from neuro_caduceus.provenance import pilot_recipe
 
     t0 = time.time()
     model = from_pretrained(cfg.model.checkpoint)
@@ -269,6 +271,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         variant_rows += v
         subject_rows += s
     variants = pl.DataFrame(variant_rows, schema=VARIANT_COLUMNS)
+    variants, llr_floor = add_llr_scores(variants, model, cfg, genes, local_flank)  # variant_scores.py
     subjects_df = pl.DataFrame(subject_rows, schema=SUBJECT_COLUMNS)
     strand = _strand_check(cfg, units, subjects, genes, candidates, local_flank, variants, recipe) \
         if strand_check else {"run": False, "reason": "disabled"}
@@ -279,11 +282,10 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         "windows_embedded": int(sum(len(p.lengths) for p in plans)),
         "tokens_embedded": int(sum(int(p.lengths.sum()) for p in plans)),
         "local_flank": local_flank, "candidates_vcf": variants_vcf, "qc": qc, "strand_check": strand,
+        "llr_noise_floor": llr_floor,
         "seconds": round(time.time() - t0, 1),
     }
-    full_recipe = {**recipe, "gene_list": [u.gene_id for u in units], "regions": cfg.regions.model_dump(),
-                   "haplotype_strategy": cfg.haplotype_strategy, "window": cfg.model.window,
-                   "local_flank": local_flank, "stage": "variant_pilot"}
+    full_recipe = pilot_recipe(cfg, recipe, units, qc, variants_vcf, local_flank)  # provenance.py
     write_outputs(Path(out), variants, subjects_df, summary, full_recipe)
     return PilotResult(variants, subjects_df, summary)
 
