@@ -22,6 +22,7 @@ from neuro_caduceus.analysis.folds import (
     fit_predict_fold,
     stratified_folds,
 )
+from neuro_caduceus.provenance import report_lines, stamp, title
 
 ALL = "__all_genes__"
 
@@ -202,7 +203,8 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
             raise ValueError(f"{covariates}: covariates {nulls} have missing values for matched subjects; "
                              "impute them or leave them out with --covariate-columns")
     result = run_logo(X, fm.blocks, y, cov_rows, cov_cols, config)
-    result.extra = {"recipe": fm.recipe, "features": str(features), "join": report.__dict__,
+    recipe = stamp(fm.recipe, "logo", [features, phenotype, covariates])  # provenance.py
+    result.extra = {"recipe": recipe, "features": str(features), "join": report.__dict__,
                     "covariates": cov_cols, "subject_ids": order}
     write_logo_outputs(result, out)
     return result
@@ -216,11 +218,12 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = write_frame(result.table, out / "logo_delta_auc")
+    recipe = result.extra.get("recipe")
+    paths = write_frame(result.table, out / "logo_delta_auc", recipe)
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
     named = {("score_all" if m == ALL else f"score_without_{m}"): s for m, s in result.scores.items()}
     preds = pl.DataFrame({"subject_id": ids, "fold": result.fold_of, **named})
-    paths += write_frame(preds, out / "logo_predictions")
+    paths += write_frame(preds, out / "logo_predictions", recipe)
     paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
     summary = _summary(result)
     paths.append(write_text(out / "logo_summary.json", json.dumps(summary, indent=1, default=str)))
@@ -238,12 +241,12 @@ def _summary(result: LogoResult) -> dict:
             "pca_k_used": result.k_used, "C_grid": list(c.Cs), "n_boot": c.n_boot, "ci": c.ci,
             "simultaneous": c.simultaneous,
             "auc_all": result.auc_all, "auc_all_ci": list(result.auc_all_ci), "chosen_C": result.chosen_C,
-            "genes": result.table.to_dicts()}
+            "genes": result.table.to_dicts(), "recipe": recipe}
 
 
 def _report(result: LogoResult, s: dict) -> str:
     lines = [
-        "# Leave-one-gene-out ΔAUC", "",
+        "# Leave-one-gene-out ΔAUC", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` (features `{s['features']}`)",
         f"- n = {s['n']} subjects ({s['n_cases']} cases); join: {s['join']}",
         f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'}",
@@ -277,5 +280,6 @@ def plot_delta_auc(result: LogoResult, path: Path) -> Path:
     ax.set_yticks(ypos, t["gene"].to_list())
     kind = "simultaneous (Bonferroni over genes) " if result.config.simultaneous else ""
     ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {kind}{100 * result.config.ci:.0f}% bootstrap CI")
-    ax.set_title(f"Leave-one-gene-out (n={result.n}, AUC all={result.auc_all:.3f})")
+    ax.set_title(title(f"Leave-one-gene-out (n={result.n}, AUC all={result.auc_all:.3f})",
+                       result.extra.get("recipe")))
     return save_figure(fig, path)

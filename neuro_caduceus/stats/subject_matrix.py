@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 
 OnMissing = Literal["error", "drop"]
@@ -114,6 +115,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     grouped = ds.groupby("subject_id", num_partitions=_partitions(files))
     rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim}, batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing}
+    recipe = stamp(recipe, "subject_matrix", [folder])  # provenance.py
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = fio.write_parts(rows, str(out / "matrix"), fio.stage_metadata(recipe, [], stage), batch_size)
@@ -127,7 +129,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     fio.commit_parts(written)
     summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
                "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
-               "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
+               "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id"), "recipe": recipe}
     write_json(out / "subject_matrix_summary.json", summary)
     return summary
 
