@@ -23,12 +23,14 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 
 from neuro_caduceus.cohort.config import CohortConfig, load_config
 from neuro_caduceus.cohort.embed import KILL_AFTER_ENV, KILL_MARKER_ENV, EmbedWindows
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import unit_name, write_unit
+from neuro_caduceus.variants.genotype_counts import apply_genotype_summary
 
 JOB_FILE = "_job.json"
 
@@ -63,8 +65,11 @@ def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: Any) -> dict
     plans = []
     for blob in batch["unit"]:
         unit: GeneUnit = pickle.loads(blob)
-        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects)
-        plans.append(pickle.dumps(plan_gene(open_reference(cfg.inputs.reference_fasta), unit, haplotypes)))
+        counts: list = []  # hook (variants/genotype_counts.py): per subject-gene missing/unphased het calls
+        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects, counts)
+        plan = plan_gene(open_reference(cfg.inputs.reference_fasta), unit, haplotypes)
+        plan.genotype_counts = pa.concat_tables(counts) if counts else None
+        plans.append(pickle.dumps(plan))
     return {"gene_id": batch["gene_id"], "plan": np.array(plans, dtype=object)}
 
 
@@ -81,7 +86,8 @@ def _write_batch(
         stats["naive_windows"] = len(subjects) * n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        rows.append(write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats))
+        rows.append(write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats,
+                               cfg.qc.max_missing))
         stats_out.append(json.dumps(stats))
     return {"gene_id": batch["gene_id"], "rows": np.array(rows), "stats": np.array(stats_out, dtype=object)}
 
@@ -179,6 +185,7 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     manifest = build_manifest(fs, root, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0)
     manifest["rc_check"] = rc_check  # hook (cohort/rc_check.py)
+    apply_genotype_summary(manifest, cfg.haplotype_strategy, cfg.qc.max_missing)  # hook (genotype_counts.py)
     write_manifest(fs, root, manifest)
     if not quiet:
         print(format_summary(manifest), file=sys.stdout, flush=True)

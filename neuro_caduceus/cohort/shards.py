@@ -19,18 +19,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.plan import GenePlan
+from neuro_caduceus.variants.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
 
 RECIPE_KEY = b"neuro_caduceus.recipe"
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
 
-def shard_schema(dim: int, recipe: dict) -> pa.Schema:
+def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
+    """The shard layout; `n_missing` (the job's shards) adds the subject's missing calls in the gene."""
     fields = [
         ("subject_id", pa.string()),
         ("gene_id", pa.string()),
         ("gene_name", pa.string()),
         ("embedding", pa.list_(pa.float32(), dim)),
     ]
+    if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
+        fields.append(("n_missing", pa.int32()))
     return pa.schema(fields, metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()})
 
 
@@ -72,14 +76,21 @@ def subject_embeddings(
 
 
 def write_unit(
-    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict
+    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict,
+    max_missing: int | None = None,
 ) -> int:
-    """Write the unit's stats and its shard (temp name, then rename); returns rows written."""
+    """Write the unit's stats and its shard (temp name, then rename); returns rows written.
+
+    Subject-genes with more than `max_missing` missing calls are not written (counted in the stats).
+    """
+    counts = getattr(plan, "genotype_counts", None)  # hook (variants/genotype_counts.py)
+    stats.update(unit_genotype_stats(counts, subjects, max_missing))
+    excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
     ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
     fs, root = fsspec.core.url_to_fs(out_dir)
     _write_text(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
-    schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe)
+    schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe, n_missing=True)
     final = f"{root}/shards/{name}.parquet"
     tmp = f"{root}/shards/.{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
@@ -87,6 +98,7 @@ def write_unit(
             chunk = subjects[start : start + SUBJECT_CHUNK]
             emb = subject_embeddings(plan, chunk, strategy, ref, haps)
             n = len(chunk)
+            keep = pa.array([s not in excluded for s in chunk])
             writer.write_table(
                 pa.table(
                     {
@@ -94,12 +106,13 @@ def write_unit(
                         "gene_id": pa.array([plan.unit.gene_id] * n, pa.string()),
                         "gene_name": pa.array([plan.unit.gene_name] * n, pa.string()),
                         "embedding": pa.FixedSizeListArray.from_arrays(emb.reshape(-1), emb.shape[1]),
+                        "n_missing": n_missing_of(counts, chunk),
                     },
                     schema=schema,
-                )
+                ).filter(keep)
             )
     fs.mv(tmp, final)
-    return len(subjects)
+    return len(subjects) - stats["excluded_subject_genes"]
 
 
 def _write_text(fs: Any, path: str, text: str) -> None:

@@ -92,9 +92,43 @@ def counts_summary(counts: pa.Table, strategy: str, max_missing: int | None) -> 
         "warning": None,
     }
     if strategy == "diploid" and n_het:
-        out["warning"] = (
-            f"{n_het:,} unphased het calls: under haplotype_strategy diploid each is put on haplotype 2 by "
-            "convention, so a subject's hets all land on one chromosome; use phased input, or a phase-free "
-            "strategy (consensus)"
-        )
+        out["warning"] = _diploid_warning(n_het)
     return out
+
+
+def unit_genotype_stats(counts: pa.Table | None, subjects: Sequence[str], max_missing: int | None) -> dict:
+    """One gene's counts over the cohort's subjects, for its unit stats (None where the source gave none)."""
+    if counts is None:
+        return {"missing_calls": None, "unphased_het_calls": None, "excluded_subject_genes": 0}
+    counts = counts.filter(pc.is_in(counts.column("subject_id"), pa.array(list(subjects), pa.string())))
+    return {"missing_calls": pc.sum(counts.column("n_missing")).as_py() or 0,
+            "unphased_het_calls": pc.sum(counts.column("n_unphased_het")).as_py() or 0,
+            "excluded_subject_genes": len(excluded_by_missing(counts, max_missing))}
+
+
+def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | None) -> dict:
+    """Add the `genotypes` totals (and the diploid warning) to a cohort manifest; excluded rows leave `rows`.
+
+    The warning is also printed to stderr, so a job log shows it.
+    """
+    import sys
+
+    genes = manifest.get("per_gene", [])
+    known = [g for g in genes if g.get("missing_calls") is not None]
+    het = sum(g["unphased_het_calls"] for g in known)
+    excluded = sum(int(g.get("excluded_subject_genes", 0)) for g in genes)
+    summary = {"missing_calls": sum(g["missing_calls"] for g in known) if known else None,
+               "unphased_het_calls": het if known else None, "genes_with_counts": len(known),
+               "max_missing": max_missing, "excluded_subject_genes": excluded, "warning": None}
+    if strategy == "diploid" and het:
+        summary["warning"] = _diploid_warning(het)
+        print(f"WARNING: {summary['warning']}", file=sys.stderr, flush=True)
+    manifest["genotypes"] = summary
+    manifest["rows"] = manifest.get("rows", 0) - excluded
+    return manifest
+
+
+def _diploid_warning(n_het: int) -> str:
+    return (f"{n_het:,} unphased het calls: under haplotype_strategy diploid each is put on haplotype 2 by "
+            "convention, so a subject's hets all land on one chromosome; use phased input, or a phase-free "
+            "strategy (consensus)")
