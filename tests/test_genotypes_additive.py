@@ -75,3 +75,19 @@ def test_dosages_count_haplotypes_not_phase():
 def test_dosage_out_of_range_is_refused():
     with pytest.raises(ValueError, match="dosages must be 0, 1 or 2"):
         additive_embeddings(np.zeros(2), np.zeros((1, 2)), np.array([0]), np.array([0]), np.array([3]), 1)
+
+
+def test_wes_template_regions_are_the_documented_ones():
+    """docs/genotypes.md shows the exome regions of configs/ukb_wes.yaml; the template loads."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from neuro_caduceus.cohort.config import CohortConfig
+
+    root = Path(__file__).parents[1]
+    block = re.search(r"```yaml\n(regions:.*?)```", (root / "docs" / "genotypes.md").read_text(), re.S)
+    cfg = CohortConfig.model_validate(yaml.safe_load((root / "configs" / "ukb_wes.yaml").read_text()))
+    assert cfg.regions.model_dump(include={"mode", "flank"}) == yaml.safe_load(block.group(1))["regions"]
+    assert cfg.regions.mode == "exons" and cfg.rc_check.enabled

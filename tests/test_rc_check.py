@@ -98,3 +98,16 @@ def test_verify_rc_window_stride_dtype_device(golden_dir, tmp_path):
     assert res.output.count("PH passes differ") == 2 and "window 16, dtype float32, device cpu" in res.output
     res = CliRunner().invoke(app, [*args[:-4], "--dtype", "bfloat16", "--device", "cpu"])
     assert res.exit_code != 0 and "needs a CUDA device" in res.output
+
+
+def test_docs_verify_rc_command_runs_as_written(golden_dir, tmp_path):
+    """The command of docs/rc_check.md, with its placeholders (CKPT, seqs.fa) pointed at real files."""
+    import shlex
+
+    doc = (Path(__file__).parents[1] / "docs" / "rc_check.md").read_text()
+    line = next(ln for ln in doc.splitlines() if ln.startswith("neuro-caduceus verify-rc"))
+    (tmp_path / "seqs.fa").write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(SEQS)))
+    args = [str(golden_dir / "ps_d32_l2") if a == "CKPT" else str(tmp_path / a) if a == "seqs.fa" else a
+            for a in shlex.split(line)[1:]]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "all records RC-invariant" in res.output, res.output
