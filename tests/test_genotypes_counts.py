@@ -8,6 +8,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from neuro_caduceus.synthetic import make_cohort
@@ -74,6 +75,12 @@ def test_hail_and_vcf_counts_are_identical_and_match_the_text(cohort):
     vcf = genotype_counts_from_vcf(cohort.vcf, cohort.regions, vcf_samples(cohort.vcf))
     assert hail.schema == vcf.schema == GENOTYPE_COUNTS_SCHEMA
     assert hail.to_pylist() == vcf.to_pylist()  # identical rows, order included
+    from neuro_caduceus.variants.export import export_haplotypes
+
+    export_haplotypes(cohort.mt, cohort.regions, "diploid", str(cohort.mt) + ".export")
+    exported = [pq.read_table(f"{cohort.mt}.export/genotype_counts/{r.region_id}.parquet")
+                for r in cohort.regions]
+    assert pa.concat_tables(exported).to_pylist() == hail.to_pylist()
     expected = text_oracle(cohort.vcf, cohort.regions)
     assert _as_dict(hail) == expected
     assert sum(m for m, _ in expected.values()) > 0 and sum(h for _, h in expected.values()) > 0

@@ -23,7 +23,7 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
     """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy).
 
     When `counts_out` is a list, the gene's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls per
-    subject) is appended to it by the MatrixTable and VCF paths (a Parquet export carries no counts).
+    subject) is appended to it (a Parquet export written before the counts existed has none).
     """
     strategy = cfg.haplotype_strategy
     if strategy == "reference":
@@ -50,6 +50,10 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
             )
         with fs.open(fs_path, "rb") as f:
             parts = [pq.read_table(f)]
+        counts_path = fs_path.replace("/haplotypes/", "/genotype_counts/")
+        if counts_out is not None and fs.exists(counts_path):
+            with fs.open(counts_path, "rb") as f:
+                counts_out.append(pq.read_table(f))
     else:
         from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
         from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
