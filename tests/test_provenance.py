@@ -22,7 +22,14 @@ from neuro_caduceus.provenance import (
     title,
 )
 
-MAX_MISSING = 1
+
+def _vcf_counts(vcf: Path, gtf: Path) -> list[dict]:
+    from neuro_caduceus.genome.annotation import read_genes
+    from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+    from neuro_caduceus.genome.regions import RegionSpec, build_regions
+
+    regions = build_regions(read_genes(str(gtf)), RegionSpec(mode="gene_body"))
+    return genotype_counts_from_vcf(str(vcf), regions, vcf_samples(str(vcf))).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +49,12 @@ def run(tmp_path_factory, ray_session):
     c = d / "cohort"
     make_cohort(c, n_samples=80, n_genes=3, seed=2)
     random_model(preset_config("tiny-ps"), seed=0).save_pretrained(d / "ckpt")
+    counts = _vcf_counts(c / "cohort.vcf.gz", c / "genes.gtf.gz")
+    max_missing = max(r["n_missing"] for r in counts) - 1  # excludes only the worst subject-gene(s)
     cfg = CohortConfig.model_validate({
         "inputs": {"vcf": str(c / "cohort.vcf.gz"), "reference_fasta": str(c / "genome.fa"),
                    "gtf": str(c / "genes.gtf.gz"), "gene_set": str(c / "geneset.yaml")},
-        "qc": {"max_missing": MAX_MISSING},
+        "qc": {"max_missing": max_missing},
         "model": {"checkpoint": str(d / "ckpt"), "window": 1024},
         "rc_check": {"genes": 2, "windows": 1},
         "output": {"dir": str(d / "emb"), "recipe_id": "prov_test_v1"},
@@ -115,20 +124,15 @@ def test_random_label_in_reports_and_titles(run):
 
 
 def test_cohort_hooks_rc_check_and_missing_counts(run):
-    from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.genome.personalize import genotype_counts_from_vcf
-    from neuro_caduceus.genome.regions import RegionSpec, build_regions
-
     d, cfg, manifest = run
     rc = manifest["rc_check"]
     assert rc["passed"] and rc["enabled"] and len(rc["windows"]) >= 1
     assert read_recipe(d / "emb/shards")["rc_check"] == rc
     assert json.loads((d / "emb" / "_rc_check.json").read_text()) == rc
     subjects = json.loads((d / "emb" / "_cohort.json").read_text())["subjects"]
-    regions = build_regions(read_genes(cfg.inputs.gtf), RegionSpec(mode="gene_body"))
-    counts = genotype_counts_from_vcf(cfg.inputs.vcf, regions, subjects).to_pylist()
+    counts = _vcf_counts(Path(cfg.inputs.vcf), Path(cfg.inputs.gtf))
     missing = {(r["subject_id"], r["gene_id"]): r["n_missing"] for r in counts}
-    excluded = {k for k, n in missing.items() if n > MAX_MISSING}
+    excluded = {k for k, n in missing.items() if n > cfg.qc.max_missing}
     assert excluded and manifest["genotypes"]["excluded_subject_genes"] == len(excluded)
     assert manifest["genotypes"]["missing_calls"] == sum(missing.values())
     assert manifest["genotypes"]["unphased_het_calls"] == sum(r["n_unphased_het"] for r in counts) > 0
