@@ -34,15 +34,10 @@ def _vcf_counts(vcf: Path, gtf: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, ray_session):
-    from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
-    from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
-    from neuro_caduceus.analysis.pilot import run_pilot
     from neuro_caduceus.cohort.config import CohortConfig
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
-    from neuro_caduceus.stats.jobs import run_pca, run_residualize
-    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
     from neuro_caduceus.synthetic import make_cohort
 
     d = tmp_path_factory.mktemp("prov")
@@ -60,15 +55,42 @@ def run(tmp_path_factory, ray_session):
         "output": {"dir": str(d / "emb"), "recipe_id": "prov_test_v1"},
     })
     manifest = run_embed_cohort(cfg, quiet=True)
+    return d, cfg, manifest
+
+
+# One fixture per stage, each first used by its own test (so no single test waits for the whole chain).
+@pytest.fixture(scope="module")
+def stats(run):
+    from neuro_caduceus.stats.jobs import run_pca, run_residualize
+    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+
+    d = run[0]
     build_subject_matrix(str(d / "emb"), str(d / "stats"), on_missing="drop")
     run_pca(str(d / "stats"), str(d / "pca"), n_components=8)
-    run_residualize(str(d / "pca"), str(c / "covariates.tsv"), str(d / "resid"))
+    run_residualize(str(d / "pca"), str(d / "cohort" / "covariates.tsv"), str(d / "resid"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def analyses(stats):
+    from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
+
+    d, c = stats, stats / "cohort"
     logo_from_files(d / "stats" / "matrix", c / "phenotype.tsv", c / "covariates.tsv", d / "logo",
                     config=LogoConfig(n_boot=20, n_folds=3, inner_folds=2))
     cca_from_files(d / "resid" / "residuals", c / "brain.parquet", d / "cca",
                    config=CCAConfig(n_perm=5, reduce_dims=4, n_components=2))
+    return d
+
+
+@pytest.fixture(scope="module")
+def pilot(run):
+    from neuro_caduceus.analysis.pilot import run_pilot
+
+    d, cfg, _ = run
     run_pilot(cfg, d / "pilot", local_flank=50, strand_check=False)
-    return d, cfg, manifest
+    return d
 
 
 ARTIFACTS = {
@@ -80,23 +102,6 @@ ARTIFACTS = {
     "cca": ["cca/cca_correlations.parquet", "cca/cca_null.parquet", "cca/cca_summary.json"],
     "variant_pilot": ["pilot/variants.parquet", "pilot/subjects.parquet", "pilot/pilot_summary.json"],
 }
-
-
-def test_every_artifact_carries_the_same_provenance_keys(run):
-    d, _, _ = run
-    for stage, paths in ARTIFACTS.items():
-        for rel in paths:
-            recipe = read_recipe(d / rel)
-            assert set(PROVENANCE_KEYS) <= set(recipe), (rel, set(PROVENANCE_KEYS) - set(recipe))
-            assert recipe["stage"] == stage, rel
-            assert recipe["recipe_id"] == recipe["embedding_strategy_id"] == "prov_test_v1", rel
-            assert recipe["random_init"] is True, rel
-            assert set(recipe["versions"]) == {"neuro_caduceus", "torch", "ray", "hail"}, rel
-            assert recipe["versions"]["torch"] and recipe["created_utc"].endswith("+00:00"), rel
-            assert recipe["inputs"] and all("path" in i and "size" in i for i in recipe["inputs"]), rel
-            assert recipe["gene_list"] and recipe["window"] == 1024 and recipe["dtype"] == "float32", rel
-    lineage = [s["stage"] for s in read_recipe(d / "cca/cca_summary.json")["lineage"]]
-    assert lineage == ["embed_cohort", "subject_matrix", "pca", "residualize"]
 
 
 def test_input_identities_are_exact(run, tmp_path):
@@ -113,10 +118,7 @@ def test_input_identities_are_exact(run, tmp_path):
     assert input_identity(f"file://{tmp_path / 'f.txt'}")["sha256"] == hashlib.sha256(b"x").hexdigest()
 
 
-def test_random_label_in_reports_and_titles(run):
-    d, _, _ = run
-    for report in ("logo/logo_report.md", "cca/cca_report.md", "pilot/report.md"):
-        assert RANDOM_LABEL in (d / report).read_text(), report
+def test_random_label_in_titles_and_lineage():
     assert title("PCA", {"random_init": True}).startswith(f"[{RANDOM_LABEL}]")
     assert title("PCA", {"random_init": False}) == "PCA"
     again = stamp(stamp({"recipe_id": "r", "random_init": True, "stage": "a"}, "b", []), "c", [])
@@ -142,3 +144,56 @@ def test_cohort_hooks_rc_check_and_missing_counts(run):
     for r in rows:
         key = (r["subject_id"], r["gene_id"])
         assert key not in excluded and r["n_missing"] == missing.get(key, 0)
+
+
+def _check(d: Path, stage: str) -> set[str]:
+    keys = set()
+    for rel in ARTIFACTS[stage]:
+        recipe = read_recipe(d / rel)
+        assert set(PROVENANCE_KEYS) <= set(recipe), (rel, set(PROVENANCE_KEYS) - set(recipe))
+        assert recipe["stage"] == stage, rel
+        assert recipe["recipe_id"] == recipe["embedding_strategy_id"] == "prov_test_v1", rel
+        assert recipe["random_init"] is True, rel
+        assert set(recipe["versions"]) == {"neuro_caduceus", "torch", "ray", "hail"}, rel
+        assert recipe["versions"]["torch"] and recipe["created_utc"].endswith("+00:00"), rel
+        assert recipe["inputs"] and all("path" in i and "size" in i for i in recipe["inputs"]), rel
+        assert recipe["gene_list"] and recipe["window"] == 1024 and recipe["dtype"] == "float32", rel
+        keys |= set(recipe)
+    return keys
+
+
+def test_cohort_shards_provenance(run):
+    _check(run[0], "embed_cohort")
+
+
+def test_stats_stages_provenance(stats):
+    for stage in ("subject_matrix", "pca", "residualize"):
+        _check(stats, stage)
+
+
+def test_analyses_provenance_and_random_label(analyses):
+    for stage in ("logo", "cca"):
+        _check(analyses, stage)
+    lineage = [s["stage"] for s in read_recipe(analyses / "cca/cca_summary.json")["lineage"]]
+    assert lineage == ["embed_cohort", "subject_matrix", "pca", "residualize"]
+    for report in ("logo/logo_report.md", "cca/cca_report.md"):
+        assert RANDOM_LABEL in (analyses / report).read_text(), report
+
+
+def test_pilot_provenance_and_llr_columns(pilot):
+    _check(pilot, "variant_pilot")
+    variants = pq.read_table(pilot / "pilot" / "variants.parquet")
+    assert {"llr", "llr_forward", "llr_reverse", "llr_method"} <= set(variants.column_names)
+    assert "snv_masked" in variants.column("llr_method").to_pylist()
+    summary = json.loads((pilot / "pilot" / "pilot_summary.json").read_text())
+    assert summary["llr_noise_floor"]["random_same_class"]
+    assert RANDOM_LABEL in (pilot / "pilot" / "report.md").read_text()
+
+
+def test_every_artifact_carries_the_same_keys(run, stats, analyses, pilot):
+    """Beyond PROVENANCE_KEYS: the embedding recipe's keys too, identical in every artifact."""
+    shard_keys = set(read_recipe(run[0] / "emb/shards"))
+    for stage in ARTIFACTS:
+        for rel in ARTIFACTS[stage]:
+            extra = {"lineage", "local_flank", "llr_definition", "_last_stage"}
+            assert set(read_recipe(run[0] / rel)) - extra == shard_keys - extra, rel
