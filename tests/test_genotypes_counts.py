@@ -27,7 +27,8 @@ def cohort(tmp_path_factory, hail_session):
     from neuro_caduceus.variants.importer import import_vcf
 
     out = tmp_path_factory.mktemp("gt_counts")
-    make_cohort(out, n_samples=40, n_genes=3, seed=5)
+    # seed 11, 5 genes: the genome of tests/test_variants.py (a Hail session registers one genome per name)
+    make_cohort(out, n_samples=40, n_genes=5, seed=11)
     import_vcf([str(out / "cohort.vcf.gz")], str(out / "cohort.mt"), str(out / "genome.json"))
     genes = read_genes(str(out / "genes.gtf.gz"))
     regions = build_regions(genes, RegionSpec(mode="gene_body", flank=100, orient="reference"))
