@@ -69,7 +69,7 @@ def variant_query(reference: Any, v: Variant, flank: int) -> MaskedQuery | str:
 
 
 def masked_llr(model: Any, queries: Sequence[MaskedQuery], device: str = "cpu",
-               batch_size: int = 8) -> np.ndarray:
+               batch_size: int = 32) -> np.ndarray:
     """LLR (sum over masked offsets of log P(alt) - log P(ref)) of each query; equal lengths share a batch."""
     import torch
 
@@ -132,7 +132,7 @@ def random_substitutions(reference: Any, genes: dict, classify: Any, n_per_class
 
 
 def noise_floor(model: Any, reference: Any, genes: dict, classify: Any, scores: list[dict],
-                n_per_class: int = 50, flank: int = SCORE_FLANK, device: str = "cpu", seed: int = 0) -> dict:
+                n_per_class: int = 20, flank: int = SCORE_FLANK, device: str = "cpu", seed: int = 0) -> dict:
     """Random same-class substitutions (|llr| spread per class) and the strand disagreement of the scores."""
     per_class = {}
     for cls, variants in random_substitutions(reference, genes, classify, n_per_class, seed).items():
@@ -148,7 +148,7 @@ def noise_floor(model: Any, reference: Any, genes: dict, classify: Any, scores: 
 
 
 def add_llr_scores(variants: Any, model: Any, cfg: Any, genes: dict, flank: int,
-                   n_per_class: int = 50) -> tuple[Any, dict]:
+                   n_per_class: int = 20) -> tuple[Any, dict]:
     """The pilot's hook: SCORE_COLUMNS added to its variants table (same row order), and the noise floor."""
     import polars as pl
     import torch
