@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from neuro_caduceus.analysis.folds import FeatureTransform, cap_components, kfolds, single_threaded
+from neuro_caduceus.provenance import report_lines, stamp, title
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     block_X = None if gm is None or gm is g else rows(gm)
     blocks = None if gm is None else gm.blocks
     result = run_cca(rows(g), rows(b), config, cov_rows, cov_cols, blocks, block_X, groups)
-    result.extra = {"recipe": g.recipe, "genetic": str(genetic), "brain": str(brain),
+    recipe = stamp(g.recipe, "cca", [genetic, brain, covariates, gene_matrix, kinship])
+    result.extra = {"recipe": recipe, "genetic": str(genetic), "brain": str(brain),
                     "join": report.__dict__, "covariates": cov_cols, "relatedness": related}
     write_cca_outputs(result, out)
     return result
@@ -308,14 +310,15 @@ def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = write_frame(result.table, out / "cca_correlations")
+    recipe = result.extra.get("recipe")
+    paths = write_frame(result.table, out / "cca_correlations", recipe)
     c = result.null.shape[1] if result.null.ndim == 2 else 0
     null = pl.DataFrame({"perm": np.repeat(np.arange(len(result.null)), c),
                          "component": np.tile(np.arange(1, c + 1), len(result.null)),
                          "heldout_r": result.null.reshape(-1)})
-    paths += write_frame(null, out / "cca_null")
+    paths += write_frame(null, out / "cca_null", recipe)
     if result.structure is not None:
-        paths += write_frame(result.structure, out / "cca_structure")
+        paths += write_frame(result.structure, out / "cca_structure", recipe)
     paths.append(plot_null(result, out / "cca_null.png"))
     summary = _summary(result)
     paths.append(write_text(out / "cca_summary.json", json.dumps(summary, indent=1, default=str)))
@@ -333,12 +336,12 @@ def _summary(result: CCAResult) -> dict:
             "folds": c.n_folds, "seed": c.seed, "n_perm": c.n_perm, "reduce_dims": c.reduce_dims,
             "permutation": ("Freedman-Lane (brain residuals on the covariates permuted)"
                             if result.extra.get("covariates") else "brain rows permuted"),
-            "dims": result.dims, "components": result.table.to_dicts()}
+            "dims": result.dims, "components": result.table.to_dicts(), "recipe": recipe}
 
 
 def _report(s: dict, result: CCAResult) -> str:
     lines = [
-        "# Gene-brain CCA", "",
+        "# Gene-brain CCA", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` (genetic `{s['genetic']}`, brain `{s['brain']}`)",
         f"- n = {s['n']} matched subjects; join: {s['join']}",
         f"- relatedness: {s['relatedness'] or 'no kinship file (subjects treated as unrelated)'}",
@@ -379,6 +382,7 @@ def plot_null(result: CCAResult, path: Path) -> Path:
     ax.set_xticks(comps)
     ax.set_xlabel("canonical component")
     ax.set_ylabel("held-out canonical correlation")
-    ax.set_title(f"Gene-brain CCA (n={result.n}, {result.config.n_perm} permutations)")
+    ax.set_title(title(f"Gene-brain CCA (n={result.n}, {result.config.n_perm} permutations)",
+                       result.extra.get("recipe")))
     ax.legend(loc="upper right")
     return save_figure(fig, path)

@@ -31,6 +31,7 @@ from neuro_caduceus.analysis.folds import (
     stratified_folds,
 )
 from neuro_caduceus.analysis.relatedness import block_permutation
+from neuro_caduceus.provenance import report_lines, stamp, title
 
 ALL = "__all_genes__"
 Permute = Literal["phenotype", "block"]
@@ -346,7 +347,8 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
             raise ValueError(f"{covariates}: covariates {nulls} have missing values for matched subjects; "
                              "impute them or leave them out with --covariate-columns")
     result = run_logo(X, fm.blocks, y, cov_rows, cov_cols, config, categorical, groups)
-    result.extra = {"recipe": fm.recipe, "features": str(features), "join": report.__dict__,
+    recipe = stamp(fm.recipe, "logo", [features, phenotype, covariates, kinship])
+    result.extra = {"recipe": recipe, "features": str(features), "join": report.__dict__,
                     "covariates": cov_cols, "categorical": list(categorical or []), "relatedness": related,
                     "subject_ids": order}
     write_logo_outputs(result, out)
@@ -361,24 +363,26 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = write_frame(result.table, out / "logo_delta_auc")
+    recipe = result.extra.get("recipe")
+    paths = write_frame(result.table, out / "logo_delta_auc", recipe)
     R, F = result.fold_auc[ALL].shape
     names = {m: ("all" if m == ALL else m) for m in result.fold_auc}
     paths += write_frame(pl.DataFrame({
         "model": [names[m] for m in result.fold_auc for _ in range(R * F)],
         "repeat": np.tile(np.repeat(np.arange(R), F), len(names)),
         "fold": np.tile(np.arange(F), R * len(names)),
-        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])}), out / "logo_fold_auc")
+        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])}),
+        out / "logo_fold_auc", recipe)
     genes = [m for m in result.fold_auc if m != ALL]
     paths += write_frame(pl.DataFrame({
         "perm": np.repeat(np.arange(len(result.null)), len(genes)), "gene": genes * len(result.null),
-        "delta_auc": result.null.reshape(-1)}), out / "logo_null")
+        "delta_auc": result.null.reshape(-1)}), out / "logo_null", recipe)
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
     named = {("score_all" if m == ALL else f"score_without_{m}"): s.reshape(-1)
              for m, s in result.scores.items()}
     preds = pl.DataFrame({"subject_id": ids * R, "repeat": np.repeat(np.arange(R), result.n),
                           "fold": result.fold_of.reshape(-1), **named})
-    paths += write_frame(preds, out / "logo_predictions")
+    paths += write_frame(preds, out / "logo_predictions", recipe)
     paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
     summary = _summary(result)
     paths.append(write_text(out / "logo_summary.json", json.dumps(summary, indent=1, default=str)))
@@ -400,14 +404,14 @@ def _summary(result: LogoResult) -> dict:
             "p_value": "one-sided permutation p = (1 + #{null mean ΔAUC >= observed}) / (1 + n_perm); "
                        "p_holm: Holm over genes",
             "auc_all": result.auc_all, "auc_all_ci": list(result.auc_all_ci), "chosen_C": result.chosen_C,
-            "genes": result.table.to_dicts()}
+            "genes": result.table.to_dicts(), "recipe": recipe}
 
 
 def _report(result: LogoResult, s: dict) -> str:
     rel = s["relatedness"] or {}
     perm_what = "phenotype" if s["permute"] == "phenotype" else "gene's block rows"
     lines = [
-        "# Leave-one-gene-out ΔAUC", "",
+        "# Leave-one-gene-out ΔAUC", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` (features `{s['features']}`)",
         f"- n = {s['n']} subjects ({s['n_cases']} cases); join: {s['join']}",
         f"- relatedness: {rel or 'no kinship file (subjects treated as unrelated)'}",
@@ -446,6 +450,6 @@ def plot_delta_auc(result: LogoResult, path: Path) -> Path:
     kind = "simultaneous (Bonferroni over genes) " if result.config.simultaneous else ""
     ax.set_xlabel(f"ΔAUC = AUC(all) - AUC(without gene), {kind}{100 * result.config.ci:.0f}% corrected-t "
                   "interval")
-    ax.set_title(f"Leave-one-gene-out (n={result.n}, {result.config.n_repeats}x{result.config.n_folds}-fold, "
-                 f"AUC all={result.auc_all:.3f})")
+    ax.set_title(title(f"Leave-one-gene-out (n={result.n}, {result.config.n_repeats}x{result.config.n_folds}"
+                       f"-fold, AUC all={result.auc_all:.3f})", result.extra.get("recipe")))
     return save_figure(fig, path)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+RECIPE_KEY = "neuro_caduceus.recipe"
 
 
 def _tmp(path: Path) -> Path:
@@ -17,11 +20,16 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_frame(df, stem: Path) -> list[Path]:
-    """A polars DataFrame as `stem.parquet` and `stem.csv`."""
+def write_frame(df, stem: Path, recipe: dict | None = None) -> list[Path]:
+    """A polars DataFrame as `stem.parquet` (the recipe in its schema metadata) and `stem.csv`."""
+    import pyarrow.parquet as pq
+
     paths = [stem.with_suffix(".parquet"), stem.with_suffix(".csv")]
     tmp_pq, tmp_csv = _tmp(paths[0]), _tmp(paths[1])
-    df.write_parquet(tmp_pq)
+    table = df.to_arrow()
+    if recipe is not None:
+        table = table.replace_schema_metadata({RECIPE_KEY: json.dumps(recipe, sort_keys=True, default=str)})
+    pq.write_table(table, tmp_pq)
     df.write_csv(tmp_csv)
     os.replace(tmp_pq, paths[0])
     os.replace(tmp_csv, paths[1])

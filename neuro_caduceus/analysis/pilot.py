@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from neuro_caduceus.analysis.consequence import consequence
 from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.cohort.plan import GeneUnit, KeyedWindows, open_reference
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
@@ -53,19 +54,6 @@ class PilotPlan:
     carriers: list[list[tuple[str, int]]] = field(default_factory=list)
     sums: np.ndarray | None = None
     lengths: np.ndarray | None = None
-
-
-def consequence(v: Variant, gene: dict) -> str:
-    """coding (CDS of the canonical transcript) / UTR (other exonic) / intronic / flank (outside the gene)."""
-
-    def hits(parts: list[dict]) -> bool:
-        return any(v.start0 < p["end"] and v.end0 > p["start"] for p in parts)
-
-    if hits(gene["cds"]):
-        return "coding"
-    if hits(gene["exons"]):
-        return "UTR"
-    return "intronic" if v.start0 < gene["end"] and v.end0 > gene["start"] else "flank"
 
 
 def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidates: list[Variant],
@@ -253,10 +241,13 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     import ray
 
     from neuro_caduceus.analysis.pilot_report import write_outputs
+    from neuro_caduceus.analysis.variant_scores import add_llr_scores
     from neuro_caduceus.cohort.embed import model_recipe
     from neuro_caduceus.cohort.job import build_units
     from neuro_caduceus.cohort.source import cohort_subjects_and_qc
     from neuro_caduceus.genome.annotation import read_genes
+    from neuro_caduceus.model import from_pretrained
+    from neuro_caduceus.provenance import pilot_recipe
 
     t0 = time.time()
     recipe = {**model_recipe(cfg), "window": None, "stride": None}  # window/stride: the pilot's own below
@@ -275,6 +266,8 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         variant_rows += v
         subject_rows += s
     variants = pl.DataFrame(variant_rows, schema=VARIANT_COLUMNS)
+    model = from_pretrained(cfg.model.checkpoint)  # the masked-LM scores run in this process (pilot-sized)
+    variants, llr_floor = add_llr_scores(variants, model, cfg, genes, local_flank)
     subjects_df = pl.DataFrame(subject_rows, schema=SUBJECT_COLUMNS)
     strand = _strand_check(cfg, units, subjects, genes, candidates, local_flank, variants, recipe) \
         if strand_check else {"run": False, "reason": "disabled"}
@@ -286,11 +279,10 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         "tokens_embedded": int(sum(int(p.lengths.sum()) for p in plans)),
         "windows_new": new_windows, "window_store": cfg.window_store,
         "local_flank": local_flank, "candidates_vcf": variants_vcf, "qc": qc, "strand_check": strand,
+        "llr_noise_floor": llr_floor,
         "seconds": round(time.time() - t0, 1),
     }
-    full_recipe = {**recipe, "gene_list": [u.gene_id for u in units], "regions": cfg.regions.model_dump(),
-                   "haplotype_strategy": cfg.haplotype_strategy, "window": cfg.model.window,
-                   "local_flank": local_flank, "stage": "variant_pilot"}
+    full_recipe = pilot_recipe(cfg, recipe, units, qc, variants_vcf, local_flank)
     write_outputs(Path(out), variants, subjects_df, summary, full_recipe)
     return PilotResult(variants, subjects_df, summary)
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_text
+from neuro_caduceus.provenance import report_lines, title
 
 RECIPE_KEY = b"neuro_caduceus.recipe"
 
@@ -22,7 +23,7 @@ def _write_parquet(df, path: Path, recipe: dict) -> Path:
     return path
 
 
-def plot_distance_vs_frequency(variants, path: Path) -> Path:
+def plot_distance_vs_frequency(variants, path: Path, recipe: dict | None = None) -> Path:
     fig, ax = new_figure(6, 4)
     for cls in sorted(set(variants["consequence"].to_list())):
         part = variants.filter(variants["consequence"] == cls)
@@ -31,23 +32,23 @@ def plot_distance_vs_frequency(variants, path: Path) -> Path:
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlabel("allele frequency in the cohort")
     ax.set_ylabel("cosine distance to the reference (gene)")
-    ax.set_title("Single-variant effect vs allele frequency")
+    ax.set_title(title("Single-variant effect vs allele frequency", recipe))
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_per_gene(subjects, path: Path) -> Path:
+def plot_per_gene(subjects, path: Path, recipe: dict | None = None) -> Path:
     genes = list(dict.fromkeys(subjects["gene_name"].to_list()))
     fig, ax = new_figure(max(5, 0.8 * len(genes) + 2), 4)
     data = [subjects.filter(subjects["gene_name"] == g)["cos_distance"].to_numpy() for g in genes]
     ax.boxplot(data, showfliers=True)
     ax.set_xticks(range(1, len(genes) + 1), genes, rotation=45, ha="right")
     ax.set_ylabel("subject cosine distance to the reference")
-    ax.set_title("Per-gene distribution over subjects")
+    ax.set_title(title("Per-gene distribution over subjects", recipe))
     return save_figure(fig, path)
 
 
-def plot_along_gene(variants, path: Path) -> Path:
+def plot_along_gene(variants, path: Path, recipe: dict | None = None) -> Path:
     fig, ax = new_figure(7, 4)
     for gene in dict.fromkeys(variants["gene_name"].to_list()):
         part = variants.filter(variants["gene_name"] == gene)
@@ -55,7 +56,7 @@ def plot_along_gene(variants, path: Path) -> Path:
                 label=gene, alpha=0.7)
     ax.set_xlabel("position along the gene (0 = gene start, 1 = gene end, reference coordinates)")
     ax.set_ylabel("local cosine distance (+-flank)")
-    ax.set_title("Local variant effect along the gene")
+    ax.set_title(title("Local variant effect along the gene", recipe))
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
 
@@ -65,9 +66,9 @@ def write_outputs(out: Path, variants, subjects, summary: dict, recipe: dict) ->
     out.mkdir(parents=True, exist_ok=True)
     paths = [_write_parquet(variants, out / "variants.parquet", recipe),
              _write_parquet(subjects, out / "subjects.parquet", recipe)]
-    plots = [plot_distance_vs_frequency(variants, out / "distance_vs_frequency.png"),
-             plot_per_gene(subjects, out / "distance_per_gene.png"),
-             plot_along_gene(variants, out / "distance_along_gene.png")]
+    plots = [plot_distance_vs_frequency(variants, out / "distance_vs_frequency.png", recipe),
+             plot_per_gene(subjects, out / "distance_per_gene.png", recipe),
+             plot_along_gene(variants, out / "distance_along_gene.png", recipe)]
     paths += plots
     paths.append(write_text(out / "pilot_summary.json", json.dumps({**summary, "recipe": recipe}, indent=1,
                                                                    default=str)))
@@ -79,7 +80,7 @@ def report_markdown(variants, subjects, summary: dict, recipe: dict, plots: list
     strand = summary["strand_check"]
     top = variants.sort("cos_distance", descending=True).head(10)
     lines = [
-        "# Variant-vs-reference pilot", "",
+        "# Variant-vs-reference pilot", "", *report_lines(recipe),
         f"{summary['genes']} genes, {summary['subjects']} subjects, {summary['variants']} variants "
         f"({summary['seconds']} s). Local effect: +-{summary['local_flank']} bp around each variant.", "",
         f"- variants by status: {summary['variants_by_status']}",
@@ -93,12 +94,13 @@ def report_markdown(variants, subjects, summary: dict, recipe: dict, plots: list
         "",
         *[f"![{p.stem}]({p.name})" for p in plots], "",
         "## Largest single-variant effects", "",
-        "| gene | position | ref | alt | AF | consequence | cos distance | L2 | local cos distance |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| gene | position | ref | alt | AF | consequence | cos distance | L2 | local cos distance | LLR |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {r['gene_name']} | {r['chrom']}:{r['pos']} | {r['ref']} | {r['alt']} | "
           f"{r['allele_frequency']:.4f} | {r['consequence']} | {r['cos_distance']:.3e} | "
-          f"{r['l2_distance']:.3e} | {r['local_cos_distance']:.3e} |" for r in top.iter_rows(named=True)],
-        "",
+          f"{r['l2_distance']:.3e} | {r['local_cos_distance']:.3e} | {r.get('llr', float('nan')):.3f} |"
+          for r in top.iter_rows(named=True)],
+        "", *llr_lines(summary.get("llr_noise_floor")),
         "## Subjects per gene", "",
         "| gene | subjects | with variants | median cos distance | max cos distance |",
         "|---|---|---|---|---|",
@@ -109,3 +111,22 @@ def report_markdown(variants, subjects, summary: dict, recipe: dict, plots: list
                      f"{part['cos_distance'].median():.3e} | {part['cos_distance'].max():.3e} |")
     lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def llr_lines(floor: dict | None) -> list[str]:
+    """The masked-LM LLR section: how the scores were made and their noise floor."""
+    if not floor:
+        return []
+    lines = ["## Masked-LM log-likelihood ratio (zero-shot)", "",
+             "LLR = log P(alt) - log P(ref) at the masked variant position in its reference context "
+             f"(+-{floor['flank']} bp), averaged over both strands; methods: {floor.get('methods')}.",
+             f"Strand disagreement (numerical noise): max |LLR forward - LLR reverse| = "
+             f"{floor['strand_max_abs_difference']:.2e}.", "",
+             f"Noise floor: |LLR| of {floor['n_per_class']} random substitutions per consequence class "
+             f"(seed {floor['seed']}):", "",
+             "| class | n | median abs LLR | p95 abs LLR |", "|---|---|---|---|"]
+    for cls, c in floor["random_same_class"].items():
+        med, p95 = c["median_abs_llr"], c["p95_abs_llr"]
+        lines.append(f"| {cls} | {c['n']} | {'-' if med is None else f'{med:.3f}'} | "
+                     f"{'-' if p95 is None else f'{p95:.3f}'} |")
+    return [*lines, ""]

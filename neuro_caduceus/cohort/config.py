@@ -98,21 +98,41 @@ class Output(_Strict):
     recipe_id: str = Field("genetics_gene_fm_pca512_v1", description="recorded in the recipe")
 
 
+class RCCheck(_Strict):
+    """The reverse-complement check run before scale-out (neuro_caduceus.cohort.rc_check)."""
+
+    enabled: bool = True
+    genes: int = Field(3, ge=1, description="held-out genes (annotation genes outside the gene set)")
+    windows: int = Field(1, ge=1, description="reference windows per gene (production window length)")
+    tolerance: float = Field(1e-3, gt=0, description="max |e(s) - e(rc(s))| allowed; above it the job stops")
+
+
 class CohortConfig(_Strict):
     inputs: Inputs = Field(..., description="the cohort's genotypes, reference, annotation and gene set")
     regions: Regions = Field(Regions(), description="which bases of each gene are embedded, and their strand")
-    haplotype_strategy: Literal["reference", "consensus", "diploid"] = Field(
+    haplotype_strategy: Literal["reference", "consensus", "diploid", "additive"] = Field(
         "diploid",
         description="diploid: GT alleles to haplotypes 1/2 in written order, subject = their mean; "
-        "consensus: one haplotype with every ALT; reference: the reference for everyone")
+        "consensus: one haplotype with every ALT; reference: the reference for everyone; "
+        "additive: defined (neuro_caduceus.cohort.additive), not yet runnable by the job")
     qc: QCConfig = Field(QCConfig(), description="variant, entry and sample QC (every filter off by default)")
     model: ModelSection = Field(..., description="the Caduceus checkpoint and how it runs")
     compute: Compute = Field(Compute(), description="Ray resources (never change the embeddings)")
     output: Output = Field(..., description="where the shards go and the recipe id they carry")
+    rc_check: RCCheck = Field(RCCheck(), description="reverse-complement check before scale-out")
+
+    @model_validator(mode="after")
+    def _additive_needs_window_jobs(self) -> CohortConfig:
+        if self.haplotype_strategy == "additive":
+            raise ValueError(
+                "haplotype_strategy: 'additive' is defined (neuro_caduceus.cohort.additive) but the cohort "
+                "job cannot plan its single-variant windows yet; use diploid, consensus or reference"
+            )
+        return self
 
     @model_validator(mode="after")
     def _qc_needs_hail(self) -> CohortConfig:
-        sample_only = {"include_samples", "exclude_samples"}
+        sample_only = {"include_samples", "exclude_samples", "max_missing"}
         used = [k for k, v in self.qc.model_dump(exclude_defaults=True).items() if k not in sample_only and v]
         if self.inputs.vcf and used:
             raise ValueError(
@@ -128,7 +148,8 @@ class CohortConfig(_Strict):
 
     def result_hash(self) -> str:
         """Hash of every setting that changes the embeddings (compute and output location excluded)."""
-        body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir", "window_store"}})
+        body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir", "window_store"},
+                                                     "rc_check": True})
         body["model"].pop("device", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -31,8 +31,10 @@ import pyarrow as pa
 from neuro_caduceus.cohort.config import CohortConfig, load_config
 from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
+from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
+from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 
 JOB_FILE = "_job.json"
 OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, units/, plans/ of listed units
@@ -102,8 +104,10 @@ def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot
     for region_json in batch["region"]:
         unit = unit_of(region_json, cfg)
         note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
-        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects)
+        counts: list = []  # per subject-gene missing and unphased het calls (genome/genotype_counts.py)
+        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects, counts)
         plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note)
+        plan.genotype_counts = pa.concat_tables(counts) if counts else None
         write_plan(plans_dir, unit_name(unit.gene_id), plan)
         packer.gene_planned(note)
     yield from packer.flush()
@@ -125,7 +129,7 @@ def assemble_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snap
         stats["naive_windows"] = len(subjects) * n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats)
+        write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats, cfg.qc.max_missing)
         stats_out.append(json.dumps(stats))
     return {"unit": batch["unit"], "stats": np.array(stats_out, dtype=object)}
 
@@ -179,7 +183,8 @@ def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool, uni
 def _remove_own(fs: Any, root: str, names: list[str]) -> None:
     """Delete the files of the listed units and the job's own files; folders only if left empty."""
     for name in names:
-        own = [f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json", f"{root}/plans/{name}.parquet"]
+        own = [f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json", f"{root}/plans/{name}.parquet",
+               f"{root}/plans/{name}.counts.parquet"]
         for path in [*own, *fs.glob(f"{root}/shards/.{name}.parquet.tmp-*")]:
             if fs.exists(path):
                 fs.rm(path)
@@ -279,13 +284,15 @@ def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[
          quiet: bool, t0: float) -> dict:
     import ray
 
+    from neuro_caduceus.cohort.embed import gpus_per_actor
     from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_run, write_manifest
     from neuro_caduceus.cohort.progress import Progress
 
     for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
         fs.rm(stale)
     subjects, qc = _cohort(fs, root, cfg, units)
-    recipe = _recipe(cfg, model, units, qc)
+    rc_check = rc_check_for_job(cfg, fs, root, [u.gene_id for u in units], gpus_per_actor(cfg))
+    recipe = _recipe(cfg, model, units, qc, rc_check)
     names = {unit_name(u.gene_id) for u in units}
     run = new_run(_verify(cfg, fs, root, store, sorted(_committed(fs, root) & names)))
     done = _committed(fs, root)
@@ -302,6 +309,8 @@ def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[
         progress.close()
     manifest = build_manifest(fs, root, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0, run)
+    manifest["rc_check"] = rc_check
+    apply_genotype_summary(manifest, cfg.haplotype_strategy, cfg.qc.max_missing)
     write_manifest(fs, root, manifest)
     if not quiet:
         print(format_summary(manifest), file=sys.stdout, flush=True)
@@ -387,22 +396,7 @@ def _waiting_for(cfg: CohortConfig, phase: str) -> str:
     return f"needs {need}; free on the cluster now: {free or 'nothing'}"
 
 
-def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict) -> dict:
-    from importlib.metadata import version
+def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
+    from neuro_caduceus.provenance import cohort_recipe
 
-    return {
-        "recipe_id": cfg.output.recipe_id,
-        "gene_list": [u.gene_id for u in units],
-        "gene_names": [u.gene_name for u in units],
-        "reference_version": cfg.inputs.reference_version,
-        "annotation": cfg.inputs.annotation,
-        "regions": cfg.regions.model_dump(mode="json"),
-        "tokenization": model_recipe.get("tokenizer"),
-        **{k: v for k, v in model_recipe.items() if k != "tokenizer"},
-        "haplotype_strategy": cfg.haplotype_strategy,
-        "subject_embedding": "mean of haplotype embeddings" if cfg.haplotype_strategy == "diploid"
-        else "single haplotype",
-        "qc": qc,
-        "config_hash": cfg.result_hash(),
-        "package_version": version("neuro-caduceus"),
-    }
+    return cohort_recipe(cfg, model_recipe, units, qc, rc_check)

@@ -52,6 +52,7 @@ class GenePlan:
     counts: dict[str, int] = field(default_factory=dict)
     sums: np.ndarray | None = None  # float64 [n_slots, d], read from the window store
     lengths: np.ndarray | None = None  # int64 [n_slots]
+    genotype_counts: pa.Table | None = None  # GENOTYPE_COUNTS_SCHEMA rows of the gene (missing, unphased het)
 
 
 VARIANT_OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")  # BuildResult fields
@@ -162,9 +163,15 @@ def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
         "carrier_subject": pa.array([[s for s, _ in c] for c in plan.carriers], pa.list_(pa.string())),
         "carrier_hap": pa.array([[h for _, h in c] for c in plan.carriers], pa.list_(pa.int8())),
     }).replace_schema_metadata({PLAN_META: json.dumps(meta).encode()})
+    if plan.genotype_counts is not None:  # before the plan: a plan file implies its counts are there
+        write_url(f"{plans_dir}/{name}.counts.parquet", _parquet_bytes(plan.genotype_counts))
+    write_url(f"{plans_dir}/{name}.parquet", _parquet_bytes(table))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_url(f"{plans_dir}/{name}.parquet", sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
 
 
 def read_plan(plans_dir: str, name: str) -> GenePlan:
@@ -176,5 +183,11 @@ def read_plan(plans_dir: str, name: str) -> GenePlan:
     carriers = [list(zip(s, h, strict=True)) for s, h in zip(rows["carrier_subject"], rows["carrier_hap"],
                                                              strict=True)]
     unit = GeneUnit(meta["gene_id"], meta["gene_name"], None, [])
+    counts_url = f"{plans_dir}/{name}.counts.parquet"
+    fs, counts_path = fsspec.core.url_to_fs(counts_url)
+    counts = None
+    if fs.exists(counts_path):
+        with fs.open(counts_path, "rb") as f:
+            counts = pq.read_table(f)
     return GenePlan(unit, meta["keys"], np.array(meta["ref_slots"], dtype=np.int64), rows["haplotype_key"],
-                    repl, carriers, meta["counts"])
+                    repl, carriers, meta["counts"], genotype_counts=counts)

@@ -22,18 +22,22 @@ import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GenePlan
+from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
 
 RECIPE_KEY = b"neuro_caduceus.recipe"
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
 
-def shard_schema(dim: int, recipe: dict) -> pa.Schema:
+def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
+    """The shard layout; `n_missing` (the job's shards) adds the subject's missing calls in the gene."""
     fields = [
         ("subject_id", pa.string()),
         ("gene_id", pa.string()),
         ("gene_name", pa.string()),
         ("embedding", pa.list_(pa.float32(), dim)),
     ]
+    if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
+        fields.append(("n_missing", pa.int32()))
     return pa.schema(fields, metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()})
 
 
@@ -75,13 +79,20 @@ def subject_embeddings(
 
 
 def write_unit(
-    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict
+    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict,
+    max_missing: int | None = None,
 ) -> int:
-    """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename."""
+    """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename.
+
+    Subject-genes with more than `max_missing` missing calls are not written (counted in the stats).
+    """
+    counts = plan.genotype_counts
+    stats.update(unit_genotype_stats(counts, subjects, max_missing))
+    excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
     ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
     fs, root = fsspec.core.url_to_fs(out_dir)
-    schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe)
+    schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe, n_missing=True)
     final = f"{root}/shards/{name}.parquet"
     tmp = f"{root}/shards/.{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
@@ -89,6 +100,7 @@ def write_unit(
             chunk = subjects[start : start + SUBJECT_CHUNK]
             emb = subject_embeddings(plan, chunk, strategy, ref, haps)
             n = len(chunk)
+            keep = pa.array([s not in excluded for s in chunk])
             writer.write_table(
                 pa.table(
                     {
@@ -96,15 +108,17 @@ def write_unit(
                         "gene_id": pa.array([plan.unit.gene_id] * n, pa.string()),
                         "gene_name": pa.array([plan.unit.gene_name] * n, pa.string()),
                         "embedding": pa.FixedSizeListArray.from_arrays(emb.reshape(-1), emb.shape[1]),
+                        "n_missing": n_missing_of(counts, chunk),
                     },
                     schema=schema,
-                )
+                ).filter(keep)
             )
     size, digest = _file_digest(fs, tmp)
-    stats = {**stats, "shard": {"rows": len(subjects), "bytes": size, "sha256": digest}}
+    rows = len(subjects) - stats["excluded_subject_genes"]
+    stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
     write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
     fs.mv(tmp, final)
-    return len(subjects)
+    return rows
 
 
 def _file_digest(fs: Any, path: str) -> tuple[int, str]:

@@ -18,8 +18,13 @@ from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
 
 
-def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | None = None) -> pa.Table:
-    """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy)."""
+def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | None = None,
+                         counts_out: list[pa.Table] | None = None) -> pa.Table:
+    """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy).
+
+    When `counts_out` is a list, the gene's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls per
+    subject) is appended to it (a Parquet export written before the counts existed has none).
+    """
     strategy = cfg.haplotype_strategy
     if strategy == "reference":
         return HAPLOTYPE_SCHEMA.empty_table()
@@ -31,7 +36,8 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
 
         parts = list(
             read_region_group(
-                inputs.matrix_table, [RegionSpan.of(region)], strategy, cfg.qc, sample_sets(cfg.qc)
+                inputs.matrix_table, [RegionSpan.of(region)], strategy, cfg.qc, sample_sets(cfg.qc),
+                counts_out=counts_out,
             )
         )
     elif inputs.haplotypes_parquet:
@@ -44,10 +50,18 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
             )
         with fs.open(fs_path, "rb") as f:
             parts = [pq.read_table(f)]
+        counts_path = fs_path.replace("/haplotypes/", "/genotype_counts/")
+        if counts_out is not None and fs.exists(counts_path):
+            with fs.open(counts_path, "rb") as f:
+                counts_out.append(pq.read_table(f))
     else:
         from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
+        from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
 
         parts = [unique_haplotypes_from_vcf(inputs.vcf, [region], strategy, samples=subjects)]
+        if counts_out is not None:
+            chosen = subjects if subjects is not None else vcf_samples(inputs.vcf)
+            counts_out.append(genotype_counts_from_vcf(inputs.vcf, [region], chosen))
     parts = [p.select(HAPLOTYPE_SCHEMA.names).cast(HAPLOTYPE_SCHEMA) for p in parts if p.num_rows]
     return pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
 

@@ -17,11 +17,12 @@ through the split), i.e. the raw per-ALT REF/ALT, not Hail's minimal representat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from neuro_caduceus.genome.genotype_counts import counts_table
 from neuro_caduceus.genome.variant_schema import (
     CARRIER_TYPE,
     HAPLOTYPE_SCHEMA,
@@ -40,7 +41,9 @@ G0, G1, PHASED, HAPLOID = 1, 2, 4, 8
 class SparseCalls:
     """Non-reference calls, columnar: call i is subject `sample[i]` at variant `var[i]` with GT `code[i]`.
 
-    `variants[j]`, `record[j]` (id of the written VCF record) and `a_index[j]` describe variant j.
+    `variants[j]`, `record[j]` (id of the written VCF record) and `a_index[j]` describe variant j. Missing
+    calls (no GT, or set missing by entry QC) are listed apart: subject `missing_sample[i]` at variant
+    `missing_var[i]`.
     """
 
     samples: np.ndarray  # str, MatrixTable column order
@@ -50,6 +53,8 @@ class SparseCalls:
     sample: np.ndarray  # int64 per call
     var: np.ndarray  # int64 per call
     code: np.ndarray  # int64 per call
+    missing_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    missing_var: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def restrict(self, keep_variants: np.ndarray) -> SparseCalls:
         """Only the variants where `keep_variants` is True, renumbered by position, then record, then ALT.
@@ -65,6 +70,7 @@ class SparseCalls:
         new_id = np.full(len(self.variants), -1, dtype=np.int64)
         new_id[kept] = np.arange(len(kept))
         mask = new_id[self.var] >= 0
+        missing = new_id[self.missing_var] >= 0
         return SparseCalls(
             self.samples,
             [self.variants[i] for i in kept],
@@ -73,6 +79,8 @@ class SparseCalls:
             self.sample[mask],
             new_id[self.var[mask]],
             self.code[mask],
+            self.missing_sample[missing],
+            new_id[self.missing_var[missing]],
         )
 
 
@@ -181,3 +189,21 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
         },
         schema=HAPLOTYPE_SCHEMA,
     )
+
+
+def _per_sample_records(sample: np.ndarray, record: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, number of distinct records) for the (sample, record) pairs given."""
+    if not len(sample):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = np.unique(np.stack([sample, record], axis=1), axis=0)
+    return np.unique(pairs[:, 0], return_counts=True)
+
+
+def genotype_counts(region_id: str, calls: SparseCalls) -> pa.Table:
+    """GENOTYPE_COUNTS_SCHEMA rows of one region from its sparse calls, sorted by subject_id."""
+    code = calls.code
+    g0, g1 = (code & G0) > 0, (code & G1) > 0
+    het = ((code & HAPLOID) == 0) & ((code & PHASED) == 0) & (g0 != g1)
+    miss_s, miss_n = _per_sample_records(calls.missing_sample, calls.record[calls.missing_var])
+    het_s, het_n = _per_sample_records(calls.sample[het], calls.record[calls.var[het]])
+    return counts_table(region_id, calls.samples, miss_s, miss_n, het_s, het_n)

@@ -254,6 +254,43 @@ def count_missing_calls(vcf: str, regions: Sequence[Region], samples: Sequence[s
     return records, missing
 
 
+def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Sequence[str]) -> pa.Table:
+    """Per subject-gene missing and unphased het calls (GENOTYPE_COUNTS_SCHEMA, the Hail path's rows).
+
+    Read with pysam, record by record (one count per VCF record as written, whatever its number of ALTs):
+    missing = no GT or a missing allele; unphased het = a `/` diploid call of two different alleles.
+    """
+    import pysam
+
+    from neuro_caduceus.genome.fasta import ContigNotFound, resolve_contig
+    from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA, counts_table
+
+    tables = []
+    with pysam.VariantFile(vcf) as vf:
+        vf.subset_samples(list(samples))
+        order = list(vf.header.samples)
+        contigs = set(vf.header.contigs) | set(vf.index or [])
+        for region in regions:
+            n = np.zeros((len(order), 2), dtype=np.int64)
+            try:
+                chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
+            except ContigNotFound:
+                chrom = None
+            start, end = region.segments[0][0], region.segments[-1][1]
+            for rec in vf.fetch(chrom, start, end) if chrom else ():
+                if not overlaps(Variant(rec.chrom, rec.pos, rec.ref or "N", "N"), region.segments):
+                    continue
+                for i, call in enumerate(rec.samples.values()):
+                    gt = call.get("GT") if "GT" in rec.format else None
+                    if not gt or None in gt:
+                        n[i, 0] += 1
+                    elif len(gt) == 2 and gt[0] != gt[1] and not call.phased:
+                        n[i, 1] += 1
+            idx = np.arange(len(order))
+            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1]))
+    return pa.concat_tables(tables) if tables else GENOTYPE_COUNTS_SCHEMA.empty_table()
+
+
 @dataclass
 class Summary:
     """What `personalize` did; the counts are over written haplotypes (sample x region x hap)."""

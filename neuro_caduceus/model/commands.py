@@ -91,25 +91,38 @@ def verify_rc(
     checkpoint: str = typer.Option(..., help="Checkpoint folder or fsspec URL"),
     fasta: Path = typer.Option(..., help="FASTA file"),
     tol: float = typer.Option(1e-5, help="Largest allowed |embed(seq) - embed(revcomp(seq))|"),
+    window: int | None = typer.Option(None, help="Window length (default: whole sequence)"),
+    stride: int | None = typer.Option(None, help="Window stride (default: window)"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
-    """Check that embeddings are reverse-complement invariant; exit 1 when a record exceeds --tol."""
-    import numpy as np
+    """Check that embeddings are reverse-complement invariant; exit 1 when a record exceeds --tol.
 
+    Columns: name, length, max |e(s) - e(rc(s))|, ok/FAIL and, for PH checkpoints, the relative disagreement
+    of the forward passes on s and rc(s) before they are averaged.
+    """
     from neuro_caduceus.model.checkpoint import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
+    from neuro_caduceus.model.embedder import Embedder, tile
+    from neuro_caduceus.model.rc import RCWindow, check_windows
 
-    comp = str.maketrans("ACGTNacgtn", "TGCANtgcan")
-    emb = Embedder(from_pretrained(checkpoint), device=device)
+    try:
+        emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     worst = 0.0
     for name, seq in _read_fasta(fasta):
-        dev = float(np.abs(emb.embed(seq) - emb.embed(seq.translate(comp)[::-1])).max())
+        parts = [RCWindow(name, name, a, seq[a:b]) for a, b in tile(len(seq), window, stride)]
+        rec = check_windows(emb, parts)
+        dev = rec["max_abs_deviation"]
         worst = max(worst, dev)
-        typer.echo(f"{name}\t{len(seq)}\t{dev:.3e}\t{'ok' if dev <= tol else 'FAIL'}")
+        ph = rec["ph_pass_disagreement"]
+        ph = "" if ph is None else f"\tPH passes differ {ph:.3e}"
+        typer.echo(f"{name}\t{len(seq)}\t{dev:.3e}\t{'ok' if dev <= tol else 'FAIL'}{ph}")
     if worst > tol:
         typer.secho(f"max deviation {worst:.3e} > tolerance {tol:.1e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-    typer.echo(f"all records RC-invariant within {tol:.1e} (max {worst:.3e})")
+    typer.echo(f"all records RC-invariant within {tol:.1e} (max {worst:.3e}; window {window or 'whole'}, "
+               f"dtype {dtype}, device {emb.device})")
 
 
 def register(app: typer.Typer) -> None:

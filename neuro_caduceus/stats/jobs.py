@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.distributed import (
     DEFAULT_BATCH_ROWS,
@@ -38,6 +39,7 @@ def run_pca(input_dir: str, out_dir: str, n_components: int = 512, whiten: bool 
 
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
+    recipe = stamp(recipe, "pca", [folder])
     ds = fio.read_features(folder)
     model = fit_pca(ds, n_components=n_components, whiten=whiten, batch_size=batch_size)
     model.recipe = recipe
@@ -50,11 +52,11 @@ def run_pca(input_dir: str, out_dir: str, n_components: int = 512, whiten: bool 
     written = fio.write_parts(transform_pca(ds, model, batch_size), str(out / "scores"),
                               fio.stage_metadata(recipe, stages, stage), batch_size)
     fio.commit_parts(written)
-    scree_plot(model.explained_variance_ratio_, out / "pca_scree.png")
+    scree_plot(model.explained_variance_ratio_, out / "pca_scree.png", recipe)
     summary = {**stage, "input": folder, "scores_rows": written["written"],
                "explained_variance_ratio_total": float(model.explained_variance_ratio_.sum()),
                "explained_variance_ratio_first10": model.explained_variance_ratio_[:10].tolist(),
-               "fit": model.fit_info_, "recipe_id": recipe.get("recipe_id")}
+               "fit": model.fit_info_, "recipe_id": recipe.get("recipe_id"), "recipe": recipe}
     write_json(out / "pca_summary.json", summary)
     return summary
 
@@ -116,6 +118,7 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     check_covariate_columns(cov, spec, covariates)
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
+    recipe = stamp(recipe, "residualize", [folder, covariates])
     ds = fio.read_features(folder)
     id_batches = ds.select_columns(["subject_id"]).iter_batches(batch_size=None, batch_format="pyarrow")
     ids = [s for batch in id_batches for s in batch.column("subject_id").to_pylist()]  # O(n) strings only
@@ -141,11 +144,12 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     write_csv(out / "coefficients.csv", pl.DataFrame(
         {"term": terms, **{f"dim_{j}": res.coef_[:, j] for j in range(res.coef_.shape[1])}}))
     write_csv(out / "r2.csv", pl.DataFrame({"dim": np.arange(len(res.r2_)), "r2": res.r2_}))
-    r2_plot(res.r2_, out / "residualize_r2.png")
+    r2_plot(res.r2_, out / "residualize_r2.png", recipe)
     summary = {**{k: v for k, v in stage.items() if k != "spec"}, **counts, "input": folder,
                "residual_rows": written["written"], "n_samples": res.n_samples_,
                "r2_median": float(np.median(res.r2_)), "r2_max": float(np.max(res.r2_)),
-               "levels": res.levels_, "fit": res.fit_info_, "recipe_id": recipe.get("recipe_id")}
+               "levels": res.levels_, "fit": res.fit_info_, "recipe_id": recipe.get("recipe_id"),
+               "recipe": recipe}
     write_json(out / "residualize_summary.json", summary)
     return summary
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neuro_caduceus.provenance import title
+
 
 def _save(fig, path: Path) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.png")
@@ -16,7 +18,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def scree_plot(ratio: np.ndarray, path: Path) -> Path:
+def scree_plot(ratio: np.ndarray, path: Path, recipe: dict | None = None) -> Path:
     """Explained-variance ratio per component and its cumulative sum."""
     import matplotlib
 
@@ -32,14 +34,14 @@ def scree_plot(ratio: np.ndarray, path: Path) -> Path:
     ax2.plot(x, np.cumsum(ratio), color="tab:orange", lw=1, label="cumulative")
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("cumulative")
-    ax.set_title(f"PCA scree ({len(ratio)} components, {np.sum(ratio):.1%} of variance)")
+    ax.set_title(title(f"PCA scree ({len(ratio)} components, {np.sum(ratio):.1%} of variance)", recipe))
     fig.legend(loc="center right")
     path = _save(fig, path)
     plt.close(fig)
     return path
 
 
-def r2_plot(r2: np.ndarray, path: Path) -> Path:
+def r2_plot(r2: np.ndarray, path: Path, recipe: dict | None = None) -> Path:
     """Covariate R^2 per output dimension."""
     import matplotlib
 
@@ -50,7 +52,7 @@ def r2_plot(r2: np.ndarray, path: Path) -> Path:
     ax.bar(np.arange(1, len(r2) + 1), r2, width=1.0)
     ax.set_xlabel("feature dimension")
     ax.set_ylabel("R² explained by covariates")
-    ax.set_title(f"covariate R² (median {np.median(r2):.3f}, max {np.max(r2):.3f})")
+    ax.set_title(title(f"covariate R² (median {np.median(r2):.3f}, max {np.max(r2):.3f})", recipe))
     path = _save(fig, path)
     plt.close(fig)
     return path

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 
 OnMissing = Literal["error", "drop"]
@@ -184,6 +185,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                               batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing,
              "block_scaling": block_scaling, "constant_genes": len(constant)}
+    recipe = stamp(recipe, "subject_matrix", [folder])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = fio.write_parts(rows, str(out / "matrix"), fio.stage_metadata(recipe, [], stage), batch_size)
@@ -206,7 +208,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                "constant_gene_examples": constant[:10],
                "block_scale": None if scales is None else dict(zip(genes, scales, strict=True)),
                "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
-               "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id")}
+               "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id"), "recipe": recipe}
     write_json(out / "subject_matrix_summary.json", summary)
     return summary
 

@@ -2,6 +2,7 @@
 
 Layout of the output folder (written under a temp name, then renamed):
   haplotypes/<gene_id>.parquet   HAPLOTYPE_SCHEMA rows of one gene (an empty file when it has none)
+  genotype_counts/<gene_id>.parquet  GENOTYPE_COUNTS_SCHEMA rows of one gene (missing, unphased het calls)
   samples.parquet                subject_id of every subject after QC, in MatrixTable column order
   qc_summary.json                the counted QC summary (variants.qc.qc_summary)
 The cohort job reads it with `read_haplotypes_parquet(dir)`, which yields the same rows as
@@ -56,14 +57,19 @@ def export_haplotypes(
     spans = sorted((RegionSpan.of(r) for r in regions), key=lambda r: (r.chrom, r.segments[0][0]))
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "haplotypes").mkdir(parents=True)
+    (tmp / "genotype_counts").mkdir()
     n_rows = 0
     for i in range(0, len(spans), genes_per_query):
         group = spans[i : i + genes_per_query]
         tables = {r.region_id: [] for r in group}
+        counts: list[pa.Table] = []
         for table in read_region_group(
-            mt_path, group, strategy, qc, id_sets, max_ref_length, genes_per_query=genes_per_query
+            mt_path, group, strategy, qc, id_sets, max_ref_length, genes_per_query=genes_per_query,
+            counts_out=counts,
         ):
             tables[table["gene_id"][0].as_py()].append(table)
+        for region, table in zip(group, counts, strict=strategy != "reference"):  # one per region, in order
+            pq.write_table(table, tmp / "genotype_counts" / f"{region.region_id}.parquet")
         for gene_id, parts in tables.items():
             table = pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
             pq.write_table(table, tmp / "haplotypes" / f"{gene_id}.parquet")

@@ -90,8 +90,9 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
     """Localize only the non-reference entries of a (small, interval-restricted) MatrixTable.
 
     Per row, Hail aggregates the non-ref entries into one comma-separated string of int64 codes (column index
-    * 16 + GT code), parsed by numpy: several times faster than one struct per entry, and no Python int per
-    entry (a common variant in a biobank has ~10^5 non-ref entries).
+    * 16 + GT code), and the missing entries into one of column indices, parsed by numpy: several times
+    faster than one struct per entry, and no Python int per entry (a common variant in a biobank has ~10^5
+    non-ref entries).
     """
     if "GT" not in mt.entry:
         raise ValueError(f"MatrixTable has no entry field 'GT' (has: {list(mt.entry)}); GT is required")
@@ -122,26 +123,29 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
         _nr=hl.delimit(
             hl.agg.filter(gt.is_non_ref(), hl.agg.collect(hl.int64(mt._ci) * 16 + code)).map(hl.str), ","
         ),
+        _miss=hl.delimit(hl.agg.filter(hl.is_missing(gt), hl.agg.collect(mt._ci)).map(hl.str), ","),
     )
     samples = np.array(mt.s.collect(), dtype=object)
     variants: list[Variant] = []
     records: dict[tuple, int] = {}
-    record, a_idx, packed = [], [], []
+    record, a_idx, packed, missing = [], [], [], []
     for r in mt.rows().collect():
         if r._n_alleles != 2:
             raise ValueError(
                 f"row {r.locus} {r.alleles} is multi-allelic; split the MatrixTable first "
                 "(hl.split_multi_hts, as import-vcf does)"
             )
-        if not r._nr:
+        if not r._nr and not r._miss:
             continue
         alleles = r._alleles
         variants.append(variant_of(r.locus.contig, int(r._pos), alleles[0], alleles[r._a], r._end, r._svlen))
         record.append(records.setdefault((r.locus.contig, int(r._pos), *r._alleles), len(records)))
         a_idx.append(int(r._a))
-        packed.append(np.fromstring(r._nr, dtype=np.int64, sep=","))
+        packed.append(np.fromstring(r._nr, dtype=np.int64, sep=",") if r._nr else np.zeros(0, np.int64))
+        missing.append(np.fromstring(r._miss, dtype=np.int64, sep=",") if r._miss else np.zeros(0, np.int64))
     lengths = [len(p) for p in packed]
     flat = np.concatenate(packed) if packed else np.zeros(0, dtype=np.int64)
+    n_missing = [len(m) for m in missing]
     return SparseCalls(
         samples=samples,
         variants=variants,
@@ -150,6 +154,8 @@ def nonref_calls(hl: Any, mt: Any) -> SparseCalls:
         sample=flat >> 4,
         var=np.repeat(np.arange(len(variants), dtype=np.int64), lengths),
         code=flat & 15,
+        missing_sample=np.concatenate(missing) if missing else np.zeros(0, dtype=np.int64),
+        missing_var=np.repeat(np.arange(len(variants), dtype=np.int64), n_missing),
     )
 
 

@@ -38,6 +38,9 @@ class QCConfig(BaseModel):
     max_af: float | None = Field(None, ge=0, le=1, description="variant: AF <= max_af (rare-variant studies)")
     include_samples: Path | None = Field(None, description="file, one subject id a line: keep only these")
     exclude_samples: Path | None = Field(None, description="file, one subject id a line: drop these")
+    max_missing: int | None = Field(
+        None, ge=0, description="subject-gene: at most this many missing calls (VCF records), else excluded"
+    )
 
     @model_validator(mode="after")
     def _ab_range(self) -> QCConfig:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from neuro_caduceus.genome.calls import STRATEGIES, haplotype_table
+from neuro_caduceus.genome.calls import STRATEGIES, genotype_counts, haplotype_table
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, check_contigs
 from neuro_caduceus.variants.mt_meta import read_meta
@@ -36,10 +36,13 @@ def read_region_group(
     cores: int = 1,
     driver_memory: str = WORKER_DRIVER_MEMORY,
     genes_per_query: int = GENES_PER_QUERY,
+    counts_out: list[pa.Table] | None = None,
 ) -> Iterator[pa.Table]:
     """One Arrow table per region with rows (the body of a read task; also used by the Parquet export).
 
     Regions are queried `genes_per_query` at a time, which bounds the non-ref calls held in memory at once.
+    When `counts_out` is a list, each region's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls
+    per subject, from the same query) is appended to it.
     """
     from neuro_caduceus.variants.extract import calls_by_region, nonref_calls, read_region_matrix
     from neuro_caduceus.variants.hail_session import init_hail
@@ -52,6 +55,8 @@ def read_region_group(
         chunk = regions[i : i + genes_per_query]
         mt = apply_qc(read_region_matrix(hl, mt_path, chunk, max_ref_length), qc, id_sets)
         for region, region_calls in calls_by_region(nonref_calls(hl, mt), chunk):
+            if counts_out is not None:
+                counts_out.append(genotype_counts(region.region_id, region_calls))
             table = haplotype_table(region.region_id, region_calls, strategy)
             if table.num_rows:
                 yield table

@@ -1,0 +1,69 @@
+"""The phase-free, dosage-aware `additive` subject embedding, as a pure function of pooled window sums.
+
+Why: exome calls are mostly unphased, so `diploid` has to guess which chromosome each het ALT sits on. The
+additive strategy needs no phase: only each subject's ALT dosage per variant and the effect of each variant
+applied alone to the reference (`neuro_caduceus.provenance.ADDITIVE_DEFINITION`). It also bounds the
+model work by the distinct variants of a gene instead of its distinct haplotypes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+def single_variant_embeddings(
+    sums: np.ndarray, lengths: np.ndarray, ref_slots: np.ndarray,
+    variant_repl: Sequence[Sequence[tuple[int, int]]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(e_ref [d], e_v [n_variants, d]) in float64 by the window rule.
+
+    `sums` [n_slots, d] and `lengths` [n_slots] are pooled window sums; `ref_slots[k]` is the slot of
+    reference window k; `variant_repl[v]` lists (window k, slot) pairs: the windows variant v changes and
+    their content.
+    """
+    ref_sum = sums[ref_slots].sum(axis=0)
+    ref_len = int(lengths[ref_slots].sum())
+    out = np.empty((len(variant_repl), sums.shape[1]))
+    for v, repl in enumerate(variant_repl):
+        total, n = ref_sum.copy(), ref_len
+        for window, slot in repl:
+            total += sums[slot] - sums[ref_slots[window]]
+            n += int(lengths[slot] - lengths[ref_slots[window]])
+        out[v] = total / n
+    return ref_sum / ref_len, out
+
+
+def additive_embeddings(e_ref: np.ndarray, e_var: np.ndarray, subject: np.ndarray, variant: np.ndarray,
+                        dosage: np.ndarray, n_subjects: int) -> np.ndarray:
+    """float64 [n_subjects, d]: e_ref + sum over (subject, variant, dosage) triples of dosage x delta_v."""
+    if len(dosage) and (dosage.min() < 0 or dosage.max() > 2):
+        raise ValueError(f"dosages must be 0, 1 or 2; got values in [{dosage.min()}, {dosage.max()}]")
+    out = np.repeat(e_ref[None, :], n_subjects, axis=0)
+    np.add.at(out, subject, dosage[:, None] * (e_var[variant] - e_ref[None, :]))
+    return out
+
+
+def dosages(haplotypes: pa.Table, subjects: Sequence[str]) -> tuple[list[tuple], np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+    """From HAPLOTYPE_SCHEMA rows (any strategy that keeps both haplotypes, e.g. diploid): the distinct
+    variants (chrom, pos, ref, alt) in sorted order and the sparse (subject index, variant index, dosage)
+    triples; a subject's dosage of v = how many of its haplotypes carry v. Subjects not listed are skipped.
+    """
+    index = {s: i for i, s in enumerate(subjects)}
+    counts: dict[tuple[int, tuple], int] = {}
+    for row in haplotypes.to_pylist():
+        keys = {(v["chrom"], v["pos"], v["ref"], v["alt"]) for v in row["variants"]}
+        for carrier in row["carriers"]:
+            i = index.get(carrier["subject_id"])
+            if i is None:
+                continue
+            for key in keys:
+                counts[(i, key)] = counts.get((i, key), 0) + 1
+    variants = sorted({key for _, key in counts})
+    vindex = {v: j for j, v in enumerate(variants)}
+    triples = sorted((i, vindex[key], n) for (i, key), n in counts.items())
+    arr = np.array(triples, dtype=np.int64).reshape(-1, 3)
+    return variants, arr[:, 0], arr[:, 1], arr[:, 2]

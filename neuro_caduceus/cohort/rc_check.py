@@ -1,0 +1,107 @@
+"""The reverse-complement check as a stage: run before a cohort job scales out, recorded, and gating.
+
+Why: mean pooling of a strand-invariant embedding is only sound if the checkpoint really is invariant with
+the production window, dtype and device (a half-precision kernel or a wrong complement map breaks it). The
+check embeds a few reference windows of held-out genes (genes of the annotation outside the gene set, so it
+says nothing about the analysed genes' data) and their reverse complements:
+
+- `max_abs_deviation`: max |e(s) - e(rc(s))| of the pooled strand-invariant embeddings, gated by the
+  tolerance (relative to the largest |e(s)| entry as `relative_deviation`, also reported);
+- PH checkpoints: the invariant embedding averages the forward and reverse-complement passes, so it is
+  invariant by construction; the stage also reports `ph_pass_disagreement`, the relative difference of the
+  two passes before averaging (max |f(s) - f(rc(s))| / max |f(s)|), which shows how strand-specific the
+  model is. PS checkpoints report None there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuro_caduceus.model.rc import RCWindow, check_windows
+
+
+class RCCheckFailed(RuntimeError):
+    """The production setup breaks reverse-complement invariance beyond the tolerance."""
+
+
+def held_out_windows(reference: Any, genes: Any, exclude: set[str], n_genes: int, n_windows: int,
+                     window: int) -> tuple[list[RCWindow], bool]:
+    """Up to n_windows reference windows (length `window`, clipped to the gene) of n_genes genes outside
+    `exclude`, spread over the annotation in gene_id order; falls back to the excluded genes when the
+    annotation has no other gene (the bool says whether the genes are held out). Windows of only N skipped.
+    """
+    rows = sorted(genes.iter_rows(named=True), key=lambda r: r["gene_id"])
+    held = [r for r in rows if r["gene_id"] not in exclude]
+    pool = held or rows
+    picks = [pool[i * len(pool) // n_genes] for i in range(min(n_genes, len(pool)))]
+    out = []
+    for g in picks:
+        length = reference.length(g["chrom"])
+        for k in range(n_windows):
+            start = g["start"] + k * window
+            end = min(start + window, g["end"], length)
+            if end - start < 2:
+                break
+            seq = reference.fetch(g["chrom"], start, end).upper()
+            if set(seq) <= {"N"}:
+                continue
+            out.append(RCWindow(g["gene_id"], g["chrom"], start, seq))
+    return out, bool(held)
+
+
+def run_rc_check(checkpoint: str, reference_fasta: str, gtf: str, gene_ids: list[str], window: int,
+                 stride: int | None, dtype: str, device: str, n_genes: int, n_windows: int,
+                 tolerance: float) -> dict:
+    """The stage body (runs where the embedding actors run: pass their device); returns the record."""
+    from neuro_caduceus.genome.annotation import read_genes
+    from neuro_caduceus.genome.fasta import Reference
+    from neuro_caduceus.model import from_pretrained
+    from neuro_caduceus.model.embedder import Embedder
+
+    embedder = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)
+    windows, held_out = held_out_windows(Reference(reference_fasta), read_genes(gtf), set(gene_ids), n_genes,
+                                         n_windows, window)
+    record = check_windows(embedder, windows)
+    record.update({"enabled": True, "held_out_genes": held_out, "window": window, "stride": stride or window,
+                   "dtype": dtype, "device": str(embedder.device), "rcps": embedder.rcps,
+                   "tolerance": tolerance, "passed": record["max_abs_deviation"] <= tolerance})
+    return record
+
+
+def check_or_raise(record: dict) -> dict:
+    if record.get("enabled") and not record["passed"]:
+        raise RCCheckFailed(
+            f"RC check failed: max |e(s) - e(rc(s))| = {record['max_abs_deviation']:.3e} > tolerance "
+            f"{record['tolerance']:.1e} (window {record['window']}, dtype {record['dtype']}, device "
+            f"{record['device']}); fix the checkpoint/dtype or raise rc_check.tolerance knowingly"
+        )
+    return record
+
+
+def rc_check_for_job(cfg: Any, fs: Any, root: str, gene_ids: list[str], gpus: float) -> dict:
+    """The cohort job's hook: run once per output folder on the actors' kind of device (a Ray task with
+    the actors' GPU share), store `_rc_check.json`, reuse it when resuming; raise RCCheckFailed above the
+    tolerance."""
+    import json
+    import uuid
+
+    import ray
+
+    path = f"{root}/_rc_check.json"
+    rc = cfg.rc_check
+    if not rc.enabled:
+        return {"enabled": False}
+    if fs.exists(path):
+        with fs.open(path, "r") as f:
+            return check_or_raise(json.load(f))
+    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+    resources = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": 1}
+    task = ray.remote(**resources)(run_rc_check)
+    record = ray.get(task.remote(cfg.model.checkpoint, cfg.inputs.reference_fasta, cfg.inputs.gtf, gene_ids,
+                                 cfg.model.window, cfg.model.stride, cfg.model.dtype, device, rc.genes,
+                                 rc.windows, rc.tolerance))
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    fs.mv(tmp, path)
+    return check_or_raise(record)
