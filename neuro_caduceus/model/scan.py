@@ -133,7 +133,8 @@ def pick_backend(device_type: str, available: Collection[str], needs_grad: bool 
     """Which scan runs, given the device type and the importable kernels ("mamba-ssm", "triton", "numba").
 
     CUDA: mamba-ssm first, then the Triton kernel, else the chunked torch scan. CPU: the numba scan, else
-    the chunked torch scan. Only mamba-ssm and torch have a backward pass, so training picks among those.
+    the chunked torch scan. Inputs that need gradients never go to the forward-only Triton and numba
+    kernels (which would detach them).
     """
     if device_type == "cuda":
         if "mamba-ssm" in available:
