@@ -150,8 +150,25 @@ def available_backends(device_type: str) -> frozenset[str]:
     return frozenset(name for name, get in kernels.items() if get() is not None)
 
 
+_forced: list[str] = []
+
+
+@contextlib.contextmanager
+def using_backend(name: str) -> Iterator[None]:
+    """Force one backend ("mamba-ssm", "triton", "numba", "torch") inside the block (checks, benchmarks)."""
+    if name not in ("mamba-ssm", "triton", "numba", "torch"):
+        raise ValueError(f"unknown scan backend {name!r}: use mamba-ssm, triton, numba or torch")
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
 def scan_backend(*tensors: torch.Tensor) -> str:
     """The backend `selective_scan` uses for these inputs (an override from using_scan aside)."""
+    if _forced:
+        return _forced[-1]
     device_type = tensors[0].device.type
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     return pick_backend(device_type, available_backends(device_type), needs_grad)
