@@ -14,15 +14,19 @@ from scan_inputs import scan_inputs
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_model_triton_scan.py with TRITON_INTERPRET=1", allow_module_level=True)
 
-from neuro_caduceus.model import from_pretrained, scan  # noqa: E402
+from neuro_caduceus.model import (  # noqa: E402
+    from_pretrained,
+    scan,
+    triton_scan,  # noqa: E402
+)
 from neuro_caduceus.model.scan import selective_scan_chunked, selective_scan_reference  # noqa: E402
-from neuro_caduceus.model import triton_scan  # noqa: E402
 from neuro_caduceus.model.triton_scan import BLOCK_T, selective_scan_triton  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
 
-@pytest.mark.parametrize(("L", "E", "N"), [(1, 8, 16), (BLOCK_T, 12, 16), (BLOCK_T + 1, 8, 5), (2 * BLOCK_T + 5, 12, 16)])
+@pytest.mark.parametrize(("L", "E", "N"),
+                         [(1, 8, 16), (BLOCK_T, 12, 16), (BLOCK_T + 1, 8, 5), (2 * BLOCK_T + 5, 12, 16)])
 def test_fp32_equals_reference_and_chunked(L: int, E: int, N: int) -> None:
     args = scan_inputs(L, E=E, N=N, seed=L * 3 + E)
     out = selective_scan_triton(*args)
