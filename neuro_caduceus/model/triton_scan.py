@@ -35,25 +35,26 @@ def _scan_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr, L, E, 
     A = tl.load(A_ptr + e[:, None] * N + n[None, :], mask=e_ok[:, None] & n_ok[None, :], other=0.0)
     D = tl.load(D_ptr + e, mask=e_ok, other=0.0)
     s = tl.zeros((BLOCK_E, BLOCK_N), dtype=tl.float32)
+    # time is the last (fastest) axis of every tile: the scan runs along axis 2 of (E, N, T)
     for t0 in range(0, L, BLOCK_T):
         t = t0 + r
-        te = (t < L)[:, None] & e_ok[None, :]
-        tn = (t < L)[:, None] & n_ok[None, :]
-        x = tl.load(x_ptr + b * sx_b + t[:, None] * sx_l + e[None, :], mask=te, other=0.0).to(tl.float32)
+        et = e_ok[:, None] & (t < L)[None, :]
+        nt = n_ok[:, None] & (t < L)[None, :]
+        x = tl.load(x_ptr + b * sx_b + e[:, None] + t[None, :] * sx_l, mask=et, other=0.0).to(tl.float32)
         # zero delta past the end: decay 1, input 0, so the carried state passes through unchanged
-        dt = tl.load(dt_ptr + b * sd_b + t[:, None] * sd_l + e[None, :], mask=te, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + b * sB_b + t[:, None] * sB_l + n[None, :], mask=tn, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + b * sC_b + t[:, None] * sC_l + n[None, :], mask=tn, other=0.0).to(tl.float32)
-        a = tl.exp(dt[:, :, None] * A[None, :, :])
-        u = (dt * x)[:, :, None] * Bt[:, None, :]
-        a_cum, h = tl.associative_scan((a, u), 0, _combine)
-        h = h + a_cum * s[None, :, :]
-        y = tl.sum(h * Ct[:, None, :], axis=2) + D[None, :] * x
+        dt = tl.load(dt_ptr + b * sd_b + e[:, None] + t[None, :] * sd_l, mask=et, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + b * sB_b + n[:, None] + t[None, :] * sB_l, mask=nt, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + b * sC_b + n[:, None] + t[None, :] * sC_l, mask=nt, other=0.0).to(tl.float32)
+        a = tl.exp(dt[:, None, :] * A[:, :, None])
+        u = (dt * x)[:, None, :] * Bt[None, :, :]
+        a_cum, h = tl.associative_scan((a, u), 2, _combine)
+        h = h + a_cum * s[:, :, None]
+        y = tl.sum(h * Ct[None, :, :], axis=1) + D[:, None] * x
         if HAS_Z:
-            z = tl.load(z_ptr + b * sz_b + t[:, None] * sz_l + e[None, :], mask=te, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + b * sz_b + e[:, None] + t[None, :] * sz_l, mask=et, other=0.0).to(tl.float32)
             y = y * (z / (1.0 + tl.exp(-z)))
-        tl.store(y_ptr + b * sy_b + t[:, None] * sy_l + e[None, :], y, mask=te)
-        s = tl.sum(tl.where((r == BLOCK_T - 1)[:, None, None], h, 0.0), axis=0)
+        tl.store(y_ptr + b * sy_b + e[:, None] + t[None, :] * sy_l, y, mask=et)
+        s = tl.sum(tl.where((r == BLOCK_T - 1)[None, None, :], h, 0.0), axis=2)
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
