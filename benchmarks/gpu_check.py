@@ -190,8 +190,9 @@ def section_speed(device: str, preset: str, lengths: list[int], batches: list[in
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     total = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else None
     rows: list[dict[str, Any]] = []
-    deadline = time.perf_counter() + budget_s
-    for path in scan_paths(device):
+    paths = scan_paths(device)[::-1]  # compiled kernels first; each path gets an equal share of the budget
+    for path in paths:
+        deadline = time.perf_counter() + budget_s / len(paths)
         for dtype in dtypes:
             per_token_s = per_token_mem = None  # from the last measured case, to predict the next one
             for L in lengths:
@@ -199,7 +200,7 @@ def section_speed(device: str, preset: str, lengths: list[int], batches: list[in
                     row: dict[str, Any] = {"path": path, "dtype": dtype, "L": L, "batch": batch}
                     tokens = L * batch
                     left = deadline - time.perf_counter()
-                    if per_token_s is not None and 3 * per_token_s * tokens > min(left, budget_s / 4):
+                    if per_token_s is not None and 3 * per_token_s * tokens > left:
                         rows.append(row | {"skipped": "over the time budget"})
                         continue
                     if per_token_mem is not None and total and per_token_mem * tokens > 0.8 * total:
@@ -262,8 +263,8 @@ def section_cohort(device: str, work: Path, samples: int, genes: int, window: in
     if device == "cuda":
         torch.cuda.empty_cache()  # the actor shares the GPU with this process
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=1 if device == "cuda" else 0, include_dashboard=False,
-                 log_to_driver=False)
+        gpu = device == "cuda"
+        ray.init(num_cpus=4 if gpu else 2, num_gpus=1 if gpu else 0, include_dashboard=False, log_to_driver=False)
     runs = [("cpu", "float32")] + [(device, "float32")] + ([(device, "bfloat16")] if device == "cuda" else [])
     results: dict[str, dict] = {}
     for dev, dtype in runs:
