@@ -264,7 +264,7 @@ def section_cohort(device: str, work: Path, samples: int, genes: int, window: in
         torch.cuda.empty_cache()  # the actor shares the GPU with this process
     if not ray.is_initialized():
         gpu = device == "cuda"
-        ray.init(num_cpus=4 if gpu else 2, num_gpus=1 if gpu else 0, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=4 if gpu else 2, num_gpus=int(gpu), include_dashboard=False, log_to_driver=False)
     runs = [("cpu", "float32")] + [(device, "float32")] + ([(device, "bfloat16")] if device == "cuda" else [])
     results: dict[str, dict] = {}
     for dev, dtype in runs:
