@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from scan_inputs import scan_inputs
 
 from neuro_caduceus.model.scan import (
     causal_conv1d_silu,
@@ -14,21 +15,10 @@ from neuro_caduceus.model.scan import (
 )
 
 
-def _inputs(L: int, b: int = 2, E: int = 24, N: int = 16, a_scale: float = 1.0, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, L, E, generator=g)
-    delta = F.softplus(torch.randn(b, L, E, generator=g) - 2.0)
-    A = -torch.exp(0.5 * torch.randn(E, N, generator=g)) * a_scale
-    B = 0.5 * torch.randn(b, L, N, generator=g)
-    C = 0.5 * torch.randn(b, L, N, generator=g)
-    D = torch.randn(E, generator=g)
-    return x, delta, A, B, C, D
-
-
 @pytest.mark.parametrize("L", [1, 7, 32, 33, 100, 257])
 @pytest.mark.parametrize("chunk", [8, 32, 64])
 def test_chunked_equals_reference(L: int, chunk: int) -> None:
-    args = _inputs(L, seed=L * 7 + chunk)
+    args = scan_inputs(L, seed=L * 7 + chunk)
     ref = selective_scan_reference(*args)
     out = selective_scan_chunked(*args, chunk=chunk)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
@@ -37,7 +27,7 @@ def test_chunked_equals_reference(L: int, chunk: int) -> None:
 @pytest.mark.parametrize("a_scale", [0.01, 200.0])
 def test_extreme_decay_stays_exact(a_scale: float) -> None:
     """Tiny decay (long memory) and huge decay (the overflow-safe fallback path) both stay exact."""
-    args = _inputs(150, a_scale=a_scale, seed=3)
+    args = scan_inputs(150, a_scale=a_scale, seed=3)
     ref64 = selective_scan_reference(*(t.double() for t in args))
     out = selective_scan_chunked(*args, chunk=64)
     assert torch.isfinite(out).all()
@@ -45,9 +35,11 @@ def test_extreme_decay_stays_exact(a_scale: float) -> None:
     torch.testing.assert_close(out.double(), ref64, rtol=0, atol=1e-5 * scale)
 
 
-def test_dispatch_on_cpu_is_the_chunked_scan() -> None:
-    args = _inputs(70, seed=5)
-    torch.testing.assert_close(selective_scan(*args), selective_scan_chunked(*args), rtol=0, atol=0)
+def test_dispatch_on_cpu_is_the_compiled_scan() -> None:
+    from neuro_caduceus.model.cpu_scan import selective_scan_numba
+
+    args = scan_inputs(70, seed=5)
+    torch.testing.assert_close(selective_scan(*args), selective_scan_numba(*args), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -63,6 +55,6 @@ def test_causal_conv_equals_torch_conv1d(bias: bool) -> None:
 
 def test_chunked_pads_a_partial_last_chunk_without_changing_outputs() -> None:
     """L not a multiple of the chunk: the zero-padded tail must not leak into real positions."""
-    args = _inputs(45, seed=9)
+    args = scan_inputs(45, seed=9)
     ref64 = selective_scan_reference(*(t.double() for t in args))
     torch.testing.assert_close(selective_scan_chunked(*args, chunk=32).double(), ref64, rtol=0, atol=1e-5)

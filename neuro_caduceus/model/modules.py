@@ -14,7 +14,7 @@ from torch import nn
 
 from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.model.saving import save_pretrained
-from neuro_caduceus.model.scan import causal_conv1d_silu, selective_scan
+from neuro_caduceus.model.scan import causal_conv1d_silu, selective_scan, walks_backwards
 
 
 def flip_lc(t: torch.Tensor) -> torch.Tensor:
@@ -52,15 +52,21 @@ class Mamba(nn.Module):
         self.out_proj = out_proj if out_proj is not None else nn.Linear(e, d, bias=cfg.bias)
         self.dt_rank, self.d_state = r, n
 
-    def mix(self, xz: torch.Tensor) -> torch.Tensor:
-        """(b, L, 2E) in_proj output -> (b, L, E) gated scan output (before out_proj)."""
+    def mix(self, xz: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """(b, L, 2E) in_proj output -> (b, L, E) gated scan output (before out_proj).
+
+        reverse=True runs the mixer right to left (= flip(mix(flip(xz))) along L), without copies where the
+        scan backend walks backwards natively.
+        """
+        if reverse and not walks_backwards(xz):
+            return self.mix(xz.flip(1)).flip(1)
         x, z = xz.chunk(2, dim=-1)
-        x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
+        x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus((dt @ self.dt_proj.weight.t()).float() + self.dt_proj.bias.float())
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(x, delta, A, B, C, self.D)
-        return (y * F.silu(z.float())).to(xz.dtype)
+        y = selective_scan(x, dt @ self.dt_proj.weight.t(), A, B, C, self.D, z=z, reverse=reverse,
+                           delta_bias=self.dt_proj.bias, delta_softplus=True)
+        return y.to(xz.dtype)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.mix(self.in_proj(h)))
@@ -76,7 +82,7 @@ class BiMamba(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         xz = self.mamba_fwd.in_proj(h)  # in_proj(flip(h)) == flip(in_proj(h)): linear per position
-        y = self.mamba_fwd.mix(xz) + self.mamba_rev.mix(xz.flip(1)).flip(1)
+        y = self.mamba_fwd.mix(xz) + self.mamba_rev.mix(xz, reverse=True)
         out = self.mamba_fwd.out_proj(y)
         bias = self.mamba_fwd.out_proj.bias
         return out if bias is None else out + bias  # each direction adds the (shared) bias once

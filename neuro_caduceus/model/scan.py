@@ -1,4 +1,5 @@
-"""Mamba-1 selective scan: an exact chunked pure-PyTorch version, a per-step reference, and the CUDA kernel.
+"""Mamba-1 selective scan: an exact chunked pure-PyTorch version, a per-step reference, and the dispatch
+to the compiled kernels (mamba-ssm or Triton on CUDA, numba on CPU).
 
 Recurrence (per batch b, channel e, state n), all in fp32:
     s_t = exp(delta_t * A) * s_{t-1} + delta_t * B_t * x_t ;   y_t = <C_t, s_t> + D * x_t
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,81 @@ def _cuda_scan_kernel() -> ScanFn | None:
 
 
 @functools.cache
+def _triton_scan_kernel() -> ScanFn | None:
+    """The Triton scan (neuro_caduceus.model.triton_scan) when triton imports, else None."""
+    try:
+        from neuro_caduceus.model.triton_scan import selective_scan_triton
+    except Exception:  # noqa: BLE001 - no triton (CPU-only installs) or a broken one: use torch
+        return None
+    return selective_scan_triton
+
+
+@functools.cache
+def _numba_scan_kernel() -> ScanFn | None:
+    """The numba-compiled CPU scan (neuro_caduceus.model.cpu_scan) when numba imports, else None."""
+    try:
+        from neuro_caduceus.model.cpu_scan import selective_scan_numba
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return selective_scan_numba
+
+
+@functools.cache
+def _numba_conv_kernel() -> ScanFn | None:
+    """The numba-compiled one-pass convolution + SiLU when numba imports, else None."""
+    try:
+        from neuro_caduceus.model.cpu_scan import causal_conv1d_silu_numba
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    return causal_conv1d_silu_numba
+
+
+def pick_backend(device_type: str, available: Collection[str], needs_grad: bool = False) -> str:
+    """Which scan runs, given the device type and the importable kernels ("mamba-ssm", "triton", "numba").
+
+    CUDA: mamba-ssm first, then the Triton kernel, else the chunked torch scan. CPU: the numba scan, else
+    the chunked torch scan. Inputs that need gradients never go to the forward-only Triton and numba
+    kernels (which would detach them).
+    """
+    if device_type == "cuda":
+        if "mamba-ssm" in available:
+            return "mamba-ssm"
+        return "triton" if "triton" in available and not needs_grad else "torch"
+    return "numba" if "numba" in available and not needs_grad else "torch"
+
+
+def available_backends(device_type: str) -> frozenset[str]:
+    """The compiled scans importable for this device type (imports only what that device could use)."""
+    kernels = ({"mamba-ssm": _cuda_scan_kernel, "triton": _triton_scan_kernel} if device_type == "cuda"
+               else {"numba": _numba_scan_kernel})
+    return frozenset(name for name, get in kernels.items() if get() is not None)
+
+
+_forced: list[str] = []
+
+
+@contextlib.contextmanager
+def using_backend(name: str) -> Iterator[None]:
+    """Force one backend ("mamba-ssm", "triton", "numba", "torch") inside the block (checks, benchmarks)."""
+    if name not in ("mamba-ssm", "triton", "numba", "torch"):
+        raise ValueError(f"unknown scan backend {name!r}: use mamba-ssm, triton, numba or torch")
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def scan_backend(*tensors: torch.Tensor) -> str:
+    """The backend `selective_scan` uses for these inputs (an override from using_scan aside)."""
+    if _forced:
+        return _forced[-1]
+    device_type = tensors[0].device.type
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return pick_backend(device_type, available_backends(device_type), needs_grad)
+
+
+@functools.cache
 def _cuda_conv_kernel() -> ScanFn | None:
     """causal-conv1d's causal_conv1d_fn when importable, else None."""
     try:
@@ -108,13 +184,19 @@ def _cuda_conv_kernel() -> ScanFn | None:
     return causal_conv1d_fn
 
 
-def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       reverse: bool = False) -> torch.Tensor:
     """silu(depthwise causal conv) of x (b, L, E) with weight (E, 1, K): left padding K-1, no look-ahead.
 
+    reverse=True convolves right to left (= flip(conv(flip(x))) along L, without the copies; CPU only).
     On CPU the K taps are K multiply-adds over shifted views in x's own (b, L, E) layout: no transposes,
     and a contiguous result for the projections and the scan that follow.
     """
     L, K = x.shape[1], weight.shape[-1]
+    if not x.is_cuda and walks_backwards(x):
+        return _numba_conv_kernel()(x, weight, bias, reverse=reverse)
+    if x.is_cuda and reverse:
+        return causal_conv1d_silu(x.flip(1), weight, bias).flip(1)
     if x.is_cuda and (fn := _cuda_conv_kernel()) is not None:
         out = fn(x.transpose(1, 2).contiguous(), weight.squeeze(1), bias, activation="silu")
         return out.transpose(1, 2)
@@ -122,12 +204,13 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         out = F.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=weight.shape[0])[..., :L]
         return F.silu(out).transpose(1, 2)
     w = weight[:, 0, :].to(x.dtype)  # (E, K); tap K-1 multiplies the current position
-    xp = F.pad(x, (0, 0, K - 1, 0))
-    out = torch.mul(xp[:, K - 1:], w[:, K - 1])
+    xp = F.pad(x, (0, 0, 0, K - 1) if reverse else (0, 0, K - 1, 0))
+    shift = (lambda k: K - 1 - k) if reverse else (lambda k: k)  # where tap k's window starts in xp
+    out = torch.mul(xp[:, shift(K - 1):shift(K - 1) + L], w[:, K - 1])
     if bias is not None:
         out += bias.to(x.dtype)
     for k in range(K - 1):
-        out.addcmul_(xp[:, k:k + L], w[:, k])
+        out.addcmul_(xp[:, shift(k):shift(k) + L], w[:, k])
     return F.silu(out, inplace=True)
 
 
@@ -144,13 +227,44 @@ def using_scan(fn: ScanFn) -> Iterator[None]:
         _override.pop()
 
 
+def walks_backwards(x: torch.Tensor) -> bool:
+    """Whether selective_scan(..., reverse=True) and causal_conv1d_silu(..., reverse=True) run without
+    flipping copies for inputs like x (the compiled CPU scan); otherwise callers flip once themselves."""
+    return not _override and scan_backend(x) == "numba"
+
+
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """Dispatch: an override (using_scan), mamba-ssm's CUDA kernel when available, else the chunked scan."""
-    if _override:
-        return _override[-1](x, delta, A, B, C, D)
-    if x.is_cuda and (fn := _cuda_scan_kernel()) is not None:
-        y = fn(x.transpose(1, 2).float().contiguous(), delta.transpose(1, 2).float().contiguous(), A.float(),
-               B.transpose(1, 2).float().contiguous(), C.transpose(1, 2).float().contiguous(), D.float())
-        return y.transpose(1, 2).float()
-    return selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
+                   D: torch.Tensor, z: torch.Tensor | None = None, reverse: bool = False,
+                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
+                   chunk: int = 32) -> torch.Tensor:
+    """fp32 scan + D*x, times silu(z) when z is given; reverse=True scans right to left.
+
+    delta_bias / delta_softplus as in mamba-ssm: delta := softplus(delta + delta_bias), in fp32.
+
+    Dispatch: an override (using_scan), else `scan_backend`: mamba-ssm's CUDA kernel, the Triton kernel,
+    the numba CPU kernel, or the chunked torch scan.
+    """
+    backend = "override" if _override else scan_backend(x, delta, A, B, C, D)
+    if backend == "numba":
+        return _numba_scan_kernel()(x, delta, A, B, C, D, z=z, reverse=reverse, delta_bias=delta_bias,
+                                    delta_softplus=delta_softplus)
+    if delta_bias is not None:
+        delta = delta.float() + delta_bias.float()
+    if delta_softplus:
+        delta = F.softplus(delta.float())
+    if reverse:
+        x, delta, B, C = (t.flip(1) for t in (x, delta, B, C))
+        z = None if z is None else z.flip(1)
+    if backend == "triton":
+        y = _triton_scan_kernel()(x, delta, A, B, C, D, z=z)
+        return y.flip(1) if reverse else y
+    if backend == "override":
+        y = _override[-1](x, delta, A, B, C, D)
+    elif backend == "mamba-ssm":
+        xt, dt, Bt, Ct = (t.transpose(1, 2).float().contiguous() for t in (x, delta, B, C))
+        y = _cuda_scan_kernel()(xt, dt, A.float(), Bt, Ct, D.float()).transpose(1, 2).float()
+    else:
+        y = selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.flip(1) if reverse else y

@@ -1,0 +1,101 @@
+"""The numba CPU scan and convolution against the per-step reference, and which scan backend runs where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scan_inputs import scan_inputs
+
+from neuro_caduceus.model import from_pretrained, scan
+from neuro_caduceus.model.cpu_scan import causal_conv1d_silu_numba, selective_scan_numba
+from neuro_caduceus.model.scan import pick_backend, selective_scan_chunked, selective_scan_reference
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+
+
+def _flip(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(t.flip(1) if t.dim() == 3 else t for t in args)
+
+
+@pytest.mark.parametrize(("L", "E", "N"), [(1, 24, 16), (37, 24, 16), (200, 70, 16), (64, 130, 5)])
+def test_numba_equals_reference(L: int, E: int, N: int) -> None:
+    """E below, at and across the 64-channel job blocks; N not a power of two."""
+    args = scan_inputs(L, E=E, N=N, seed=L + E)
+    want = selective_scan_reference(*args)
+    torch.testing.assert_close(selective_scan_numba(*args), want, rtol=0, atol=1e-5)
+
+
+def test_numba_reverse_gate_and_softplus_equal_the_unfused_ops() -> None:
+    x, dt_raw, A, B, C, D = scan_inputs(90, E=40, seed=4)
+    dt_raw = 6.0 * torch.randn_like(dt_raw)  # spans softplus' linear (> 20) and exponential tails
+    dt_raw[0, :5] = 25.0
+    bias = torch.randn(40)
+    z = 3.0 * torch.randn_like(x)
+    delta = F.softplus(dt_raw + bias)
+    want = selective_scan_reference(*_flip((x, delta, A, B, C, D))).flip(1) * F.silu(z)
+    got = selective_scan_numba(x, dt_raw, A, B, C, D, z=z, reverse=True, delta_bias=bias, delta_softplus=True)
+    scale = float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("a_scale", [0.001, 500.0])
+def test_numba_extreme_decay_stays_exact(a_scale: float) -> None:
+    """Near-1 decay (long memory) and decays that underflow exp: against a float64 loop."""
+    args = scan_inputs(150, a_scale=a_scale, seed=3)
+    ref64 = selective_scan_reference(*(t.double() for t in args))
+    out = selective_scan_numba(*args)
+    assert torch.isfinite(out).all()
+    scale = max(1.0, float(ref64.abs().max()))
+    torch.testing.assert_close(out.double(), ref64, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool) -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 300, 24, generator=g)[..., :12]  # a strided view, as the model passes xz's half
+    weight = torch.randn(12, 1, 4, generator=g)
+    b = torch.randn(12, generator=g) if bias else None
+    xin = x.flip(1) if reverse else x
+    want = F.silu(F.conv1d(xin.transpose(1, 2), weight, b, padding=3, groups=12)[..., :300]).transpose(1, 2)
+    want = want.flip(1) if reverse else want
+    got = causal_conv1d_silu_numba(x, weight, b, reverse=reverse)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_backend_choice() -> None:
+    """mamba-ssm first on CUDA, then Triton, then torch; numba on CPU; gradients never reach Triton/numba."""
+    every = {"mamba-ssm", "triton", "numba"}
+    assert pick_backend("cuda", every) == "mamba-ssm"
+    assert pick_backend("cuda", {"triton", "numba"}) == "triton"
+    assert pick_backend("cuda", set()) == "torch"
+    assert pick_backend("cuda", {"triton"}, needs_grad=True) == "torch"
+    assert pick_backend("cuda", every, needs_grad=True) == "mamba-ssm"
+    assert pick_backend("cpu", every) == "numba"
+    assert pick_backend("cpu", {"mamba-ssm", "triton"}) == "torch"
+    assert pick_backend("cpu", every, needs_grad=True) == "torch"
+
+
+def test_scan_backend_on_this_machine() -> None:
+    """CPU inference uses numba; a tensor that needs gradients is never detached into the numba kernel."""
+    x = torch.randn(1, 4, 3)
+    assert scan.available_backends("cpu") == {"numba"}
+    with torch.inference_mode():
+        assert scan.scan_backend(x) == "numba"
+    assert scan.scan_backend(x.requires_grad_()) == "torch"
+
+
+@pytest.mark.parametrize("name", ["ps_d118_l4", "ph_d118_l4"])
+def test_compiled_and_torch_model_paths_agree(name: str) -> None:
+    """The whole model (numba conv + scan, backward direction walked in place) against the torch path."""
+    model = from_pretrained(GOLDEN / name)
+    ids = torch.from_numpy(np.load(GOLDEN / name / "golden.npz")["input_ids"][:2])
+    with torch.inference_mode():
+        compiled = model.hidden_states(ids)
+        with scan.using_scan(selective_scan_chunked):
+            torch_path = model.hidden_states(ids)
+    torch.testing.assert_close(compiled, torch_path, rtol=0, atol=1e-5)
