@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -436,7 +437,9 @@ def make_cohort(
     lengths, genes = _layout(rng, n_genes)
     seqs = _make_sequences(rng, lengths, genes)
     _write_fasta(out / "genome.fa", seqs)
-    ref_name = "synthetic_demo"
+    # Named by its layout: Hail registers a genome name once per session, so two layouts need two names.
+    layout = json.dumps(sorted(lengths.items())).encode()
+    ref_name = f"synthetic_{hashlib.sha256(layout).hexdigest()[:10]}"
     _write_atomic(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1).encode())
     _write_gtf(out / "genes.gtf.gz", genes)
     planted = min(1, n_genes - 1)

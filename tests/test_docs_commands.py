@@ -82,6 +82,9 @@ def invocations(words: list[str], program: str) -> list[list[str]]:
 def cli_problems(args: list[str], group: click.Group, values: bool = True) -> list[str]:
     """Why `neuro-caduceus ARGS` would not parse: unknown command, unknown option, option without value
     (`values`). `COMMAND` and `...` stand for any command in prose."""
+    group_options = {o for p in group.params if isinstance(p, click.Option) for o in p.opts}
+    while args and args[0] in group_options:  # global options (--debug) stand before the command
+        args = args[1:]
     if not args or args[0] in PLACEHOLDERS:
         return []
     if args[0].startswith("-"):
@@ -108,7 +111,9 @@ def cli_problems(args: list[str], group: click.Group, values: bool = True) -> li
 
 
 def documented(program: str) -> list[tuple[Snippet, list[str]]]:
+    """Invocations in code blocks, and inline spans that start with the program (not messages quoting it)."""
     return [(s, args) for path in doc_files() for s in snippets(path) if program in s.text
+            and (not s.inline or s.text.split()[0].endswith(program))
             for args in invocations(tokens(s), program)]
 
 

@@ -101,7 +101,7 @@ class Output(_Strict):
 class RCCheck(_Strict):
     """The reverse-complement check run before scale-out (neuro_caduceus.cohort.rc_check)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the check once per output folder, before scale-out")
     genes: int = Field(3, ge=1, description="held-out genes (annotation genes outside the gene set)")
     windows: int = Field(1, ge=1, description="reference windows per gene (production window length)")
     tolerance: float = Field(1e-3, gt=0, description="max |e(s) - e(rc(s))| allowed; above it the job stops")
