@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from neuro_caduceus.cohort import preflight
         from neuro_caduceus.cohort.config import load_config
-        from neuro_caduceus.cohort.job import run_embed_cohort
     except ImportError as err:
         print(f"error: {sys.executable} cannot import the project ({err}); start the Ray head from the "
               "project's environment (source .venv/bin/activate) or install the package in the node image",
@@ -40,13 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     package = preflight.ray_package_dir()
     try:
         cfg = preflight.relocate_for_cluster(load_config(args.config), package, args.client_dir)
-        preflight.check_paths_on_nodes(cfg)
-        if args.dry_run:
-            report = preflight.dry_run(cfg)
-            print(preflight.format_report(report), flush=True)
-            return 2 if report["errors"] else 0
-        preflight.check_resources(cfg)
-        run_embed_cohort(cfg, overwrite=args.overwrite)
+        return preflight.run_on_cluster(cfg, args.dry_run, args.overwrite)
     except FileNotFoundError as err:
         where = " (not in the uploaded working directory?)" if package and args.config in str(err) else ""
         print(f"error: {err}{where}", file=sys.stderr)
@@ -58,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130  # what was committed and how to resume is already printed
     finally:
         ray.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from neuro_caduceus.cohort import preflight
     from neuro_caduceus.cohort.config import load_config
-    from neuro_caduceus.cohort.job import run_embed_cohort
 
     try:
         cfg = load_config(args.config)
@@ -44,20 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     address, _ = setup_ray_cluster(max_worker_nodes=args.max_worker_nodes, num_cpus_head_node=args.head_cpus)
     try:
         ray.init(address=address, log_to_driver=False)
-        preflight.check_paths_on_nodes(cfg)
-        if args.dry_run:
-            report = preflight.dry_run(cfg)
-            print(preflight.format_report(report), flush=True)
-            return 2 if report["errors"] else 0
-        preflight.check_resources(cfg)
-        run_embed_cohort(cfg, overwrite=args.overwrite)
+        return preflight.run_on_cluster(cfg, args.dry_run, args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         ray.shutdown()
         shutdown_ray_cluster()
-    return 0
 
 
 def _start_hail(local_cores: int | None) -> None:

@@ -371,3 +371,18 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("dry run: OK, the job can start" if not report["errors"]
                  else f"dry run: {len(report['errors'])} problem(s); nothing was run")
     return "\n".join(lines)
+
+
+def run_on_cluster(cfg: CohortConfig, dry: bool, overwrite: bool) -> int:
+    """Inside a submitted job (Ray already joined): paths visible on every node, then either the dry-run
+    report (exit code 2 when it found errors) or the resource check and the job itself."""
+    from neuro_caduceus.cohort.job import run_embed_cohort
+
+    check_paths_on_nodes(cfg)
+    if dry:
+        report = dry_run(cfg)
+        print(format_report(report), flush=True)
+        return 2 if report["errors"] else 0
+    check_resources(cfg)
+    run_embed_cohort(cfg, overwrite=overwrite)
+    return 0
