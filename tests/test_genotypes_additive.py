@@ -131,7 +131,7 @@ def test_cohort_job_runs_additive_and_matches_a_direct_computation(ray_session, 
     from neuro_caduceus.synthetic import make_cohort
 
     window = 512
-    make_cohort(tmp_path, n_samples=20, n_genes=2, seed=11)
+    make_cohort(tmp_path, n_samples=10, n_genes=2, seed=11)
     ckpt = tmp_path / "ckpt"
     subprocess.run([sys.executable, "-m", "neuro_caduceus.cli", "make-checkpoint", "--preset", "tiny-ps",
                     "--seed", "0", "--out", str(ckpt)], check=True, capture_output=True)
