@@ -114,21 +114,13 @@ class CohortConfig(_Strict):
         "diploid",
         description="diploid: GT alleles to haplotypes 1/2 in written order, subject = their mean; "
         "consensus: one haplotype with every ALT; reference: the reference for everyone; "
-        "additive: defined (neuro_caduceus.cohort.additive), not yet runnable by the job")
+        "additive: reference + sum over distinct variants of ALT dosage x the effect of the variant alone "
+        "(phase-free; model work bounded by the gene's distinct variants)")
     qc: QCConfig = Field(QCConfig(), description="variant, entry and sample QC (every filter off by default)")
     model: ModelSection = Field(..., description="the Caduceus checkpoint and how it runs")
     compute: Compute = Field(Compute(), description="Ray resources (never change the embeddings)")
     output: Output = Field(..., description="where the shards go and the recipe id they carry")
     rc_check: RCCheck = Field(RCCheck(), description="reverse-complement check before scale-out")
-
-    @model_validator(mode="after")
-    def _additive_needs_window_jobs(self) -> CohortConfig:
-        if self.haplotype_strategy == "additive":
-            raise ValueError(
-                "haplotype_strategy: 'additive' is defined (neuro_caduceus.cohort.additive) but the cohort "
-                "job cannot plan its single-variant windows yet; use diploid, consensus or reference"
-            )
-        return self
 
     @model_validator(mode="after")
     def _qc_needs_hail(self) -> CohortConfig:

@@ -73,10 +73,10 @@ def _resolve(subjects: Any) -> list[str]:
 
 
 def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: Any, packer: Any,
-                 note: dict) -> Generator[pa.Table, None, Any]:
+                 note: dict, additive: bool = False) -> Generator[pa.Table, None, Any]:
     """One gene's window jobs not in `stored`, packed into batches (yielded as they fill); counts go to
     `note`; returns the gene's plan."""
-    jobs = plan_gene(reference, unit, haplotypes)
+    jobs = plan_gene(reference, unit, haplotypes, additive)
     while True:
         try:
             one = next(jobs)
@@ -106,7 +106,8 @@ def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot
         note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
         counts: list = []  # per subject-gene missing and unphased het calls (genome/genotype_counts.py)
         haplotypes = read_gene_haplotypes(cfg, unit.region, subjects, counts)
-        plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note)
+        plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note,
+                                       cfg.haplotype_strategy == "additive")
         plan.genotype_counts = pa.concat_tables(counts) if counts else None
         write_plan(plans_dir, unit_name(unit.gene_id), plan)
         packer.gene_planned(note)
@@ -366,7 +367,7 @@ def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: An
     import ray
 
     progress.start_phase("writing shards", len(pending))
-    n_haps = 2 if cfg.haplotype_strategy == "diploid" else 1
+    n_haps = 2 if cfg.haplotype_strategy in ("diploid", "additive") else 1
     items = [{"unit": unit_name(u.gene_id)} for u in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(assemble_genes, batch_size=1, batch_format="numpy",

@@ -53,6 +53,12 @@ class GenePlan:
     sums: np.ndarray | None = None  # float64 [n_slots, d], read from the window store
     lengths: np.ndarray | None = None  # int64 [n_slots]
     genotype_counts: pa.Table | None = None  # GENOTYPE_COUNTS_SCHEMA rows of the gene (missing, unphased het)
+    # additive strategy only: distinct variants (chrom, pos, ref, alt) sorted as `additive.dosages` returns
+    # them, per variant the (window index, slot) pairs it changes when applied alone, per haplotype the
+    # indices of its variants
+    variants: list[tuple] = field(default_factory=list)
+    variant_repl: list[list[tuple[int, int]]] = field(default_factory=list)
+    hap_variants: list[list[int]] = field(default_factory=list)
 
 
 VARIANT_OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")  # BuildResult fields
@@ -87,8 +93,33 @@ class KeyedWindows:
         return self.slot_of[key], job(key, self.gene_id, window, len(seq), applied)
 
 
-def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator[dict, None, GenePlan]:
-    """Yields a window job per distinct window of the gene; returns its GenePlan (keys, no sequences)."""
+def single_variant_windows(reference: Any, unit: GeneUnit, slots: KeyedWindows, ref_keys: list[str],
+                           variant: Variant) -> Generator[dict, None, list[tuple[int, int]]]:
+    """Yields the new window jobs of the reference with `variant` alone applied (only the windows it
+    touches); returns its (window index, slot) replacements (windows left equal to the reference omitted)."""
+    from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
+
+    repl = []
+    for i, window in enumerate(unit.windows):
+        if not variants_in(window, [variant]):
+            continue
+        seq = build_sequence(reference, window, [variant])
+        if content_key(seq.sequence) == ref_keys[i]:
+            continue
+        slot, new = slots.slot(window, seq.sequence, seq.applied)
+        if new:
+            yield new
+        repl.append((i, slot))
+    return repl
+
+
+def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
+              additive: bool = False) -> Generator[dict, None, GenePlan]:
+    """Yields a window job per distinct window of the gene; returns its GenePlan (keys, no sequences).
+
+    `additive`: the haplotypes' windows are built only for the counts; the jobs are those of each distinct
+    variant applied alone (model work bounded by the gene's distinct variants).
+    """
     from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 
     slots = KeyedWindows(unit.gene_id)
@@ -106,7 +137,8 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator
     windows_built = windows_same_as_ref = windows_dedup = 0
     naive_tokens = 0
     n_subject_haps_listed = 0
-    for row in haplotypes.cast(HAPLOTYPE_SCHEMA).to_pylist():
+    rows = haplotypes.cast(HAPLOTYPE_SCHEMA).to_pylist()
+    for row in rows:
         variants = [Variant(v["chrom"], v["pos"], v["ref"], v["alt"]) for v in row["variants"]]
         repl = []
         hap_len = ref_len
@@ -118,6 +150,8 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator
                 outcomes[name].update(getattr(res, name))
             windows_built += 1
             hap_len += len(res.sequence) - window.length  # a reference window is as long as its segments
+            if additive:
+                continue
             if content_key(res.sequence) == ref_keys[i]:
                 windows_same_as_ref += 1
                 continue
@@ -133,6 +167,9 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator
         carriers.append(hap_carriers)
         n_subject_haps_listed += len(hap_carriers)
         naive_tokens += len(hap_carriers) * hap_len
+    extra = {}
+    if additive:
+        extra = yield from _plan_single_variants(reference, unit, slots, ref_keys, rows)
     counts = {
         "windows_per_reference": len(unit.windows),
         "reference_tokens": ref_len,
@@ -141,13 +178,28 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table) -> Generator
         "haplotype_windows_equal_reference": windows_same_as_ref,
         "haplotype_windows_deduplicated": windows_dedup,
         "windows_embedded": len(slots.keys),
+        "distinct_variants": len(extra.get("variants", ())),
         "tokens_embedded": slots.tokens,
         "carrier_haplotype_tokens": naive_tokens,
         "carrier_subject_haplotypes": n_subject_haps_listed,
         **{f"variants_{name}": len(outcomes[name]) for name in VARIANT_OUTCOMES},
     }
     ref = np.array(ref_slots, dtype=np.int64)
-    return GenePlan(unit, slots.keys, ref, hap_keys, hap_repl, carriers, counts)
+    return GenePlan(unit, slots.keys, ref, hap_keys, hap_repl, carriers, counts, **extra)
+
+
+def _plan_single_variants(reference: Any, unit: GeneUnit, slots: KeyedWindows, ref_keys: list[str],
+                          rows: list[dict]) -> Generator[dict, None, dict]:
+    """The additive fields of a GenePlan; variants carried by nobody are left out, as `dosages` does."""
+    keyed = [[(v["chrom"], v["pos"], v["ref"], v["alt"]) for v in row["variants"]] for row in rows]
+    variants = sorted({k for row, keys in zip(rows, keyed, strict=True) if row["carriers"] for k in keys})
+    index = {k: j for j, k in enumerate(variants)}
+    variant_repl = []
+    for key in variants:
+        repl = yield from single_variant_windows(reference, unit, slots, ref_keys, Variant(*key))
+        variant_repl.append(repl)
+    hap_variants = [sorted({index[k] for k in keys if k in index}) for keys in keyed]
+    return {"variants": variants, "variant_repl": variant_repl, "hap_variants": hap_variants}
 
 
 PLAN_META = b"neuro_caduceus.plan"
@@ -156,12 +208,14 @@ PLAN_META = b"neuro_caduceus.plan"
 def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
     """plans/<name>.parquet: one row per haplotype; keys, reference slots and counts in the footer."""
     meta = {"gene_id": plan.unit.gene_id, "gene_name": plan.unit.gene_name, "keys": plan.keys,
-            "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts}
+            "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts, "variants": plan.variants,
+            "variant_repl": plan.variant_repl}
     table = pa.table({
         "haplotype_key": pa.array(plan.hap_keys, pa.string()),
         "repl": pa.array([[w for pair in r for w in pair] for r in plan.hap_repl], pa.list_(pa.int64())),
         "carrier_subject": pa.array([[s for s, _ in c] for c in plan.carriers], pa.list_(pa.string())),
         "carrier_hap": pa.array([[h for _, h in c] for c in plan.carriers], pa.list_(pa.int8())),
+        "hap_variants": pa.array(plan.hap_variants or [[] for _ in plan.hap_keys], pa.list_(pa.int64())),
     }).replace_schema_metadata({PLAN_META: json.dumps(meta).encode()})
     if plan.genotype_counts is not None:  # before the plan: a plan file implies its counts are there
         write_url(f"{plans_dir}/{name}.counts.parquet", _parquet_bytes(plan.genotype_counts))
@@ -190,4 +244,7 @@ def read_plan(plans_dir: str, name: str) -> GenePlan:
         with fs.open(counts_path, "rb") as f:
             counts = pq.read_table(f)
     return GenePlan(unit, meta["keys"], np.array(meta["ref_slots"], dtype=np.int64), rows["haplotype_key"],
-                    repl, carriers, meta["counts"], genotype_counts=counts)
+                    repl, carriers, meta["counts"], genotype_counts=counts,
+                    variants=[tuple(v) for v in meta.get("variants", [])],
+                    variant_repl=[[tuple(p) for p in r] for r in meta.get("variant_repl", [])],
+                    hap_variants=rows.get("hap_variants", [[] for _ in rows["haplotype_key"]]))

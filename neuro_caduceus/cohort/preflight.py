@@ -341,7 +341,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         return report
     windows = [w for u in units for w in u.windows]
     subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
-    haps = 2 if cfg.haplotype_strategy == "diploid" else 1
+    haps = 2 if cfg.haplotype_strategy in ("diploid", "additive") else 1
     ref_tokens = sum(w.length for w in windows)
     report.update(
         genes=len(units), subjects=len(subjects), samples=qc.get("samples"), reference_windows=len(windows),

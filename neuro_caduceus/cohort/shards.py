@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
 from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GenePlan
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
@@ -78,6 +79,21 @@ def subject_embeddings(
     return table[which].mean(axis=1).astype(np.float32)
 
 
+def additive_subject_embeddings(plan: GenePlan, subjects: list[str], ref: np.ndarray,
+                                singles: np.ndarray) -> np.ndarray:
+    """float32 [n_subjects, d]: e_ref + sum of dosage x (e_v - e_ref), dosages from the plan's carriers."""
+    names = ("chrom", "pos", "ref", "alt")
+    carrier_rows = pa.Table.from_pylist([
+        {"variants": [dict(zip(names, plan.variants[j], strict=True)) for j in hap_variants],
+         "carriers": [{"subject_id": s} for s, _ in carriers]}
+        for hap_variants, carriers in zip(plan.hap_variants, plan.carriers, strict=True)
+    ])
+    variants, subject, variant, dosage = dosages(carrier_rows, subjects)
+    index = {tuple(v): j for j, v in enumerate(plan.variants)}
+    rows = np.array([index[v] for v in variants], dtype=np.int64)
+    return additive_embeddings(ref, singles[rows], subject, variant, dosage, len(subjects)).astype(np.float32)
+
+
 def write_unit(
     plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict,
     max_missing: int | None = None,
@@ -89,16 +105,22 @@ def write_unit(
     counts = plan.genotype_counts
     stats.update(unit_genotype_stats(counts, subjects, max_missing))
     excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
-    ref, haps = haplotype_embeddings(plan)
+    if strategy == "additive":
+        ref, singles = single_variant_embeddings(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
+    else:
+        ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
     fs, root = fsspec.core.url_to_fs(out_dir)
-    schema = shard_schema(haps.shape[1] if haps.size else ref.shape[0], recipe, n_missing=True)
+    schema = shard_schema(ref.shape[0], recipe, n_missing=True)
     final = f"{root}/shards/{name}.parquet"
     tmp = f"{root}/shards/.{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
         for start in range(0, len(subjects), SUBJECT_CHUNK):
             chunk = subjects[start : start + SUBJECT_CHUNK]
-            emb = subject_embeddings(plan, chunk, strategy, ref, haps)
+            if strategy == "additive":
+                emb = additive_subject_embeddings(plan, chunk, ref, singles)
+            else:
+                emb = subject_embeddings(plan, chunk, strategy, ref, haps)
             n = len(chunk)
             keep = pa.array([s not in excluded for s in chunk])
             writer.write_table(

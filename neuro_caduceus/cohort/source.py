@@ -26,6 +26,8 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
     subject) is appended to it (a Parquet export written before the counts existed has none).
     """
     strategy = cfg.haplotype_strategy
+    if strategy == "additive":  # dosages need both haplotypes of every subject
+        strategy = "diploid"
     if strategy == "reference":
         return HAPLOTYPE_SCHEMA.empty_table()
     inputs = cfg.inputs
