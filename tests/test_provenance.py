@@ -78,7 +78,7 @@ def analyses(stats):
 
     d, c = stats, stats / "cohort"
     logo_from_files(d / "stats" / "matrix", c / "phenotype.tsv", c / "covariates.tsv", d / "logo",
-                    config=LogoConfig(n_boot=20, n_folds=3, inner_folds=2))
+                    config=LogoConfig(n_repeats=2, n_perm=5, n_folds=3, inner_folds=2), categorical=["batch"])
     cca_from_files(d / "resid" / "residuals", c / "brain.parquet", d / "cca",
                    config=CCAConfig(n_perm=5, reduce_dims=4, n_components=2))
     return d

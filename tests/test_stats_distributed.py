@@ -88,7 +88,8 @@ def test_pca_then_residualize_files(ray_session, tmp_path):
     order = np.argsort(got_ids)
     np.testing.assert_allclose(scores[order], sk.transform(X), rtol=1e-5, atol=1e-4)  # float32 on disk
     meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "pca" / "scores"))[0])
-    assert json.loads(meta[fio.RECIPE_KEY]) == RECIPE
+    stored = json.loads(meta[fio.RECIPE_KEY])  # the upstream recipe, re-stamped for this stage
+    assert {k: stored[k] for k in RECIPE} == RECIPE and stored["stage"] == "pca"
     assert [s["stage"] for s in json.loads(meta[fio.STAGES_KEY])] == ["test", "pca"]
     assert (tmp_path / "pca" / "pca_scree.png").stat().st_size > 1000
 
