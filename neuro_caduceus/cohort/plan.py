@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.fsio import write_url
 from neuro_caduceus.cohort.window_jobs import job
+from neuro_caduceus.genome.fasta import Reference
+from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
 
 
@@ -72,8 +74,6 @@ def content_key(seq: str) -> str:
 @lru_cache(maxsize=4)
 def open_reference(path: str):
     """One open FASTA per worker process (tasks reuse their process)."""
-    from neuro_caduceus.genome.fasta import Reference
-
     return Reference(path)
 
 
@@ -97,8 +97,6 @@ def single_variant_windows(reference: Any, unit: GeneUnit, slots: KeyedWindows, 
                            variant: Variant) -> Generator[dict, None, list[tuple[int, int]]]:
     """Yields the new window jobs of the reference with `variant` alone applied (only the windows it
     touches); returns its (window index, slot) replacements (windows left equal to the reference omitted)."""
-    from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
-
     repl = []
     for i, window in enumerate(unit.windows):
         if not variants_in(window, [variant]):
@@ -120,8 +118,6 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
     `additive`: the haplotypes' windows are built only for the counts; the jobs are those of each distinct
     variant applied alone (model work bounded by the gene's distinct variants).
     """
-    from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
-
     slots = KeyedWindows(unit.gene_id)
     ref_keys, ref_slots, ref_len = [], [], 0
     for w in unit.windows:

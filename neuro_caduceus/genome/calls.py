@@ -16,13 +16,13 @@ through the split), i.e. the raw per-ALT REF/ALT, not Hail's minimal representat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from neuro_caduceus.genome.genotype_counts import counts_table
+from neuro_caduceus.genome.strategies import check_strategy
 from neuro_caduceus.genome.variant_schema import (
     CARRIER_TYPE,
     HAPLOTYPE_SCHEMA,
@@ -30,8 +30,6 @@ from neuro_caduceus.genome.variant_schema import (
     Variant,
     haplotype_key_of_tokens,
 )
-
-STRATEGIES = ("reference", "consensus", "diploid")
 
 # Bits of the per-call GT code (downcoded after the split: each allele is 0 = REF or 1 = this ALT).
 G0, G1, PHASED, HAPLOID = 1, 2, 4, 8
@@ -84,11 +82,6 @@ class SparseCalls:
         )
 
 
-def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
-    """REF span of the variant overlaps one of the 0-based half-open segments (as genome.variants_in)."""
-    return any(variant.start0 < end and variant.end0 > start for start, end in segments)
-
-
 def haplotype_pairs(calls: SparseCalls) -> tuple[np.ndarray, np.ndarray]:
     """(carrier, variant) pairs, carrier = sample * 2 + hap_index - 1 (rules in the module docstring)."""
     code, sample, var = calls.code, calls.sample, calls.var
@@ -120,9 +113,7 @@ def haplotype_table(region_id: str, calls: SparseCalls, strategy: str) -> pa.Tab
     Rows sorted by haplotype_key; variants by position, then VCF record (the order of `calls.variants`);
     carriers by (subject_id, hap_index). Keys are haplotype_key's (variants in Variant order).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "reference" or len(calls.var) == 0:
+    if check_strategy(strategy) == "reference" or len(calls.var) == 0:
         return HAPLOTYPE_SCHEMA.empty_table()
     carrier, variant = haplotype_pairs(calls)
     if strategy == "consensus":

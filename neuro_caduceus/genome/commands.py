@@ -1,4 +1,4 @@
-"""CLI commands of the `genome` area (imports of heavy libraries stay inside the command bodies)."""
+"""CLI commands of the `genome` area: gene regions and reference sequences, personal haplotype sequences."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
+from neuro_caduceus.genome import gene_regions
+from neuro_caduceus.genome import personalize as run
+from neuro_caduceus.genome.fasta import Reference
+from neuro_caduceus.genome.regions import RegionSpec
+from neuro_caduceus.genome.strategies import check_strategy
+from neuro_caduceus.io import check_output_not_input
+
 MODE_HELP = "gene_body | exons | cds (canonical transcript)"
 ORIENT_HELP = "transcript (minus-strand genes reverse-complemented) | reference (+ strand)"
 
 
-def _spec(mode: str, flank: int, orient: str):
-    from neuro_caduceus.genome.regions import RegionSpec
-
+def _spec(mode: str, flank: int, orient: str) -> RegionSpec:
     return RegionSpec(mode=mode, flank=flank, orient=orient)  # type: ignore[arg-type]
 
 
@@ -26,20 +31,12 @@ def genes(
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
 ) -> None:
     """Gene set + GTF + FASTA -> regions table (PREFIX.tsv) and reference sequences (PREFIX.fa)."""
-    from neuro_caduceus.genome.fasta import Reference
-    from neuro_caduceus.genome.gene_regions import (
-        check_contigs,
-        output_paths,
-        regions_from_gene_set,
-        write_regions,
-    )
-    from neuro_caduceus.io import check_output_not_input
-
-    check_output_not_input(output_paths(out), [gtf, genes, fasta, f"{fasta}.fai", f"{fasta}.gzi"])
-    regions = regions_from_gene_set(gtf, genes, _spec(mode, flank, orient))
+    inputs = [gtf, genes, fasta, f"{fasta}.fai", f"{fasta}.gzi"]
+    check_output_not_input(gene_regions.output_paths(out), inputs)
+    regions = gene_regions.regions_from_gene_set(gtf, genes, _spec(mode, flank, orient))
     reference = Reference(fasta)
-    check_contigs(reference, regions)
-    tsv, fa, bases = write_regions(reference, regions, out)
+    gene_regions.check_contigs(reference, regions)
+    tsv, fa, bases = gene_regions.write_regions(reference, regions, out)
     minus = sum(r.reverse for r in regions)
     typer.echo(
         f"{len(regions)} regions ({mode}, flank {flank}, orient {orient}; {minus} reverse-complemented), "
@@ -67,12 +64,7 @@ def personalize(
     workers: int = typer.Option(1, help="Processes reading the VCF (groups of regions each)"),
 ) -> None:
     """Each sample's haplotype sequences of each region (bcftools consensus semantics) as FASTA."""
-    from neuro_caduceus.genome import gene_regions
-    from neuro_caduceus.genome import personalize as run
-    from neuro_caduceus.io import check_output_not_input
-
-    if strategy not in run.STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(run.STRATEGIES)}, got {strategy!r}")
+    check_strategy(strategy, name="--strategy")
     if (regions is None) == (gtf is None and genes is None):
         raise ValueError("give either --regions BED or --gtf GTF with --genes SET (not both)")
     inputs = [fasta, f"{fasta}.fai", vcf, f"{vcf}.tbi", f"{vcf}.csi", regions, gtf, genes, samples]

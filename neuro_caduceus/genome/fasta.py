@@ -11,6 +11,7 @@ Contig names: `chr1` and `1` (and `chrM`/`MT`) are matched to whichever the FAST
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -83,8 +84,6 @@ def check_fai_fits(path: str) -> None:
 
     Why: a FASTA edited after indexing is read at the old offsets, giving shifted sequences without error.
     """
-    import os
-
     fai = f"{path}.fai"
     with open(path, "rb") as fh:
         if fh.read(2) == b"\x1f\x8b" or not os.path.exists(fai):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuro_caduceus.genome.regions import Region, RegionSpec
+from neuro_caduceus.genome.annotation import read_genes
+from neuro_caduceus.genome.fasta import ContigNotFound, contig_aliases
+from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
+from neuro_caduceus.genome.haplotypes import build_sequence
+from neuro_caduceus.genome.regions import Region, RegionSpec, build_regions
 from neuro_caduceus.io import atomic_writer
 
 TSV_COLUMNS = ["region_id", "gene_name", "chrom", "strand", "segments", "length", "transcript_id"]
@@ -17,10 +21,6 @@ TSV_COLUMNS = ["region_id", "gene_name", "chrom", "strand", "segments", "length"
 
 def regions_from_gene_set(gtf: str | Path, gene_set: str | Path, spec: RegionSpec) -> list[Region]:
     """The gene set's regions (in the set's order) from the GTF's canonical transcripts."""
-    from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
-    from neuro_caduceus.genome.regions import build_regions
-
     genes = read_genes(gtf)
     return build_regions(resolve_gene_set(load_gene_set(gene_set), genes), spec)
 
@@ -73,8 +73,6 @@ def read_bed(path: str | Path, orient: str = "transcript") -> list[Region]:
 
 def check_contigs(reference, regions: list[Region], vcf: str | None = None) -> None:
     """Every region's contig must be in the FASTA; name the regions (and the VCF records there) if not."""
-    from neuro_caduceus.genome.fasta import ContigNotFound
-
     absent: dict[str, list[str]] = {}
     for r in regions:
         try:
@@ -98,8 +96,6 @@ def check_contigs(reference, regions: list[Region], vcf: str | None = None) -> N
 def _vcf_records_on(vcf: str, chrom: str) -> int:
     """How many records the VCF index lists on `chrom` (any chr/no-chr spelling); 0 if unknown."""
     import pysam
-
-    from neuro_caduceus.genome.fasta import contig_aliases
 
     try:
         with pysam.VariantFile(vcf) as vf:
@@ -126,8 +122,6 @@ def write_regions(reference, regions: list[Region], prefix: str | Path) -> tuple
 
     Returns the two paths and the total bases written.
     """
-    from neuro_caduceus.genome.haplotypes import build_sequence
-
     tsv, fa = output_paths(prefix)
     bases = 0
     with atomic_writer(fa) as fh_fa, atomic_writer(tsv) as fh_tsv:

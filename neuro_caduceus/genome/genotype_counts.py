@@ -8,6 +8,7 @@ datasource and the VCF path give identical rows), carried into the shards (`n_mi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -111,8 +112,6 @@ def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | Non
 
     The warning is also printed to stderr, so a job log shows it.
     """
-    import sys
-
     genes = manifest.get("per_gene", [])
     known = [g for g in genes if g.get("missing_calls") is not None]
     het = sum(g["unphased_het_calls"] for g in known)

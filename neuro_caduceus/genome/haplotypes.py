@@ -34,9 +34,11 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import pyarrow as pa
 
-from neuro_caduceus.genome.calls import G0, G1, HAPLOID, PHASED, STRATEGIES, SparseCalls, haplotype_table
+from neuro_caduceus.genome.calls import G0, G1, HAPLOID, PHASED, SparseCalls, haplotype_table
 from neuro_caduceus.genome.fasta import resolve_contig
-from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, variant_of
+from neuro_caduceus.genome.strategies import check_strategy
+from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, overlaps, variant_of
+from neuro_caduceus.genome.vcf_file import check_vcf
 
 _COMPLEMENT = str.maketrans("ACGTNRYSWKMBDHVacgtnryswkmbdhv", "TGCANYRSWMKVHDBtgcanyrswmkvhdb")
 
@@ -61,11 +63,6 @@ class BuildResult(NamedTuple):
 
 def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
-
-
-def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
-    """The variant's REF span overlaps one of the 0-based half-open segments."""
-    return any(variant.start0 < end and variant.end0 > start for start, end in segments)
 
 
 def variants_in(span: Span, variants: Iterable[Variant]) -> list[Variant]:
@@ -225,8 +222,6 @@ def build_sequence(
 def _open_vcf(vcf: str):
     from cyvcf2 import VCF
 
-    from neuro_caduceus.genome.vcf_file import check_vcf
-
     check_vcf(vcf, need_index=True)
     try:
         return VCF(vcf, lazy=True, threads=1)
@@ -343,8 +338,7 @@ def unique_haplotypes_from_vcf(
     `workers` > 1 reads groups of regions in that many processes (parsing VCF text is the main cost);
     the rows are the same, in the same order.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_strategy(strategy)
     reader = _open_vcf(str(vcf))
     header = list(reader.samples)
     chosen = header if samples is None else list(samples)

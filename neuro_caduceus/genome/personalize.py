@@ -21,19 +21,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.genome.fasta import ContigNotFound, Reference, resolve_contig
 from neuro_caduceus.genome.gene_regions import check_contigs
+from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA, counts_table
 from neuro_caduceus.genome.haplotypes import (
     BuildResult,
     build_sequence,
     edit_of,
-    overlaps,
     reverse_complement,
+    unique_haplotypes_from_vcf,
 )
 from neuro_caduceus.genome.regions import Region, Window
-from neuro_caduceus.genome.variant_schema import Variant
+from neuro_caduceus.genome.strategies import check_strategy, n_haps
+from neuro_caduceus.genome.variant_schema import Variant, overlaps
+from neuro_caduceus.genome.vcf_file import check_vcf
 from neuro_caduceus.io import atomic_writer
 
-STRATEGIES = ("reference", "consensus", "diploid")
 OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")
 
 
@@ -48,10 +51,6 @@ class RegionHaplotypes:
     @property
     def sequences(self) -> list[str]:
         return [b.sequence for b in self.builds]
-
-
-def n_haps(strategy: str) -> int:
-    return 2 if strategy == "diploid" else 1
 
 
 class RegionReference:
@@ -229,8 +228,6 @@ def count_missing_calls(vcf: str, regions: Sequence[Region], samples: Sequence[s
     """
     import pysam
 
-    from neuro_caduceus.genome.fasta import ContigNotFound, resolve_contig
-
     records = missing = 0
     with pysam.VariantFile(vcf) as vf:
         vf.subset_samples(list(samples))
@@ -261,9 +258,6 @@ def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Seque
     missing = no GT or a missing allele; unphased het = a `/` diploid call of two different alleles.
     """
     import pysam
-
-    from neuro_caduceus.genome.fasta import ContigNotFound, resolve_contig
-    from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA, counts_table
 
     tables = []
     with pysam.VariantFile(vcf) as vf:
@@ -300,11 +294,11 @@ class Summary:
     regions: int = 0
     vcf_records_in_regions: int = 0
     missing_calls: int = 0
+    variants: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))  # per outcome, over haplotypes
+    distinct_variants: dict = field(default_factory=lambda: {k: set() for k in OUTCOMES})
     haplotypes_built: int = 0
     haplotypes_written: int = 0
     bases_written: int = 0
-    variants: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    distinct_variants: dict = field(default_factory=lambda: {k: set() for k in OUTCOMES})
     seconds: float = 0.0
 
     def add(self, rh: RegionHaplotypes) -> None:
@@ -401,12 +395,7 @@ def personalize(
     workers: int = 1,
 ) -> Summary:
     """Write every sample's haplotype sequences of every region to `out` (FASTA) and its summary JSON."""
-    from neuro_caduceus.genome.fasta import Reference
-    from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
-    from neuro_caduceus.genome.vcf_file import check_vcf
-
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    check_strategy(strategy)
     t0 = time.perf_counter()
     check_vcf(vcf, need_index=True)  # before any reader seeks into it
     reference = Reference(fasta)

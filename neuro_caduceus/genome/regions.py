@@ -18,6 +18,8 @@ from typing import Literal
 
 import polars as pl
 
+from neuro_caduceus.tiling import tile
+
 Mode = Literal["gene_body", "exons", "cds"]
 Orient = Literal["transcript", "reference"]
 Segments = tuple[tuple[int, int], ...]
@@ -145,18 +147,7 @@ def tile_windows(region: Region, window: int, stride: int | None = None) -> list
         raise ValueError(f"window and stride must be positive (window={window}, stride={stride})")
     if stride > window:
         raise ValueError(f"stride {stride} > window {window} would leave bases out of every window")
-    total, windows, start = region.length, [], 0
-    while True:
-        end = min(start + window, total)
-        windows.append(
-            Window(
-                region.region_id,
-                len(windows),
-                region.chrom,
-                _slice(region.segments, start, end),
-                region.reverse,
-            )
-        )
-        if end >= total:
-            return windows
-        start += stride
+    return [
+        Window(region.region_id, i, region.chrom, _slice(region.segments, start, end), region.reverse)
+        for i, (start, end) in enumerate(tile(region.length, window, stride))
+    ]

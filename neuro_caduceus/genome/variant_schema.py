@@ -8,7 +8,7 @@ haplotypes would be embedded twice and the two input paths would disagree.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -47,6 +47,11 @@ def variant_of(chrom: str, pos: int, ref: str, alt: str, end: int | None = None,
         if last is not None and last > pos:
             return Variant(chrom, pos, ref[:1] + "N" * (int(last) - pos), alt)
     return Variant(chrom, pos, ref, alt)
+
+
+def overlaps(variant: Variant, segments: Sequence[tuple[int, int]]) -> bool:
+    """The variant's REF span overlaps one of the 0-based half-open segments."""
+    return any(variant.start0 < end and variant.end0 > start for start, end in segments)
 
 
 def haplotype_key(region_id: str, variants: Iterable[Variant]) -> str:

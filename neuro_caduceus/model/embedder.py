@@ -12,6 +12,7 @@ import torch
 
 from neuro_caduceus.model import tokenizer
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
+from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +27,6 @@ def _pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return torch.device(device)
-
-
-def tile(length: int, window: int | None, stride: int | None) -> list[tuple[int, int]]:
-    """[start, end) windows covering 0..length: starts 0, stride, ...; the last one may be shorter."""
-    if window is None or length <= window:
-        return [(0, length)]
-    stride = stride or window
-    spans = []
-    for start in range(0, length, stride):
-        spans.append((start, min(start + window, length)))
-        if start + window >= length:
-            break
-    return spans
 
 
 class Embedder:

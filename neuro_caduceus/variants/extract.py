@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from neuro_caduceus.genome.calls import SparseCalls, overlaps
-from neuro_caduceus.genome.variant_schema import Variant, variant_of
+from neuro_caduceus.genome.calls import SparseCalls
+from neuro_caduceus.genome.variant_schema import Variant, overlaps, variant_of
 
 DEFAULT_MAX_REF_LENGTH = 1000
 """Intervals start this many bases before a region so a deletion starting upstream but reaching into the

@@ -13,14 +13,25 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import ray
+import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from neuro_caduceus.genome.calls import STRATEGIES, genotype_counts, haplotype_table
+from neuro_caduceus.genome.calls import genotype_counts, haplotype_table
+from neuro_caduceus.genome.strategies import check_strategy
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
-from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, check_contigs
+from neuro_caduceus.variants.extract import (
+    DEFAULT_MAX_REF_LENGTH,
+    RegionSpan,
+    calls_by_region,
+    check_contigs,
+    nonref_calls,
+    read_region_matrix,
+)
+from neuro_caduceus.variants.hail_session import init_hail
 from neuro_caduceus.variants.mt_meta import read_meta
-from neuro_caduceus.variants.qc import QCConfig, sample_sets
+from neuro_caduceus.variants.qc import QCConfig, apply_qc, filter_ids, sample_sets
 
 WORKER_DRIVER_MEMORY = os.environ.get("NEURO_CADUCEUS_HAIL_WORKER_MEMORY", "1g")
 GENES_PER_QUERY = 16  # genes per Hail query inside a read task (bounds the calls held at once)
@@ -44,10 +55,6 @@ def read_region_group(
     When `counts_out` is a list, each region's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls
     per subject, from the same query) is appended to it.
     """
-    from neuro_caduceus.variants.extract import calls_by_region, nonref_calls, read_region_matrix
-    from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import apply_qc
-
     if strategy == "reference" or not regions:
         return
     hl = init_hail(cores=cores, driver_memory=driver_memory)
@@ -74,8 +81,7 @@ class HaplotypeDatasource(Datasource):
         max_ref_length: int = DEFAULT_MAX_REF_LENGTH,
         driver_memory: str = WORKER_DRIVER_MEMORY,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        check_strategy(strategy)
         if not os.path.exists(mt_path) and "://" not in mt_path:
             raise FileNotFoundError(f"MatrixTable {mt_path} does not exist")
         self.mt_path = str(mt_path)
@@ -164,15 +170,11 @@ def read_haplotypes(
     **read_args: Any,
 ):
     """ray.data.Dataset of HAPLOTYPE_SCHEMA rows from a MatrixTable (one read task per gene or gene group)."""
-    import ray.data
-
     source = HaplotypeDatasource(mt_path, regions, strategy, qc, max_ref_length=max_ref_length)
     return ray.data.read_datasource(source, override_num_blocks=override_num_blocks, **read_args)
 
 
 def _column_ids(mt_path: str) -> list[str]:
-    from neuro_caduceus.variants.hail_session import init_hail
-
     hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
     return hl.read_matrix_table(mt_path).s.collect()
 
@@ -183,10 +185,6 @@ def cohort_samples(mt_path: str, qc: QCConfig | None = None) -> list[str]:
     List ids absent from the MatrixTable are warned about (with counts). Runs Hail in a Ray task when Ray is
     up (so the driver needs no JVM), else in this process.
     """
-    import ray
-
-    from neuro_caduceus.variants.qc import filter_ids
-
     qc = qc or QCConfig()
     if ray.is_initialized():
         ids = ray.get(ray.remote(num_cpus=1)(_column_ids).remote(str(mt_path)))
