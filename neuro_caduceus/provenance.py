@@ -213,11 +213,13 @@ def _job_started(out_dir: str) -> str | None:
     return str(stamp_) if stamp_ else None
 
 
-def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check: dict | None = None) -> dict:
+def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check: dict | None = None, *,
+                  source: str) -> dict:
     """The recipe stored in every shard of a cohort job: what produced the embeddings, and from what.
 
-    Deterministic for a given output folder (the time is the job's start), so the shards of a resumed run
-    carry the same recipe as those written before the interruption.
+    `source` is the genotype input the haplotypes were read from (the path of the job's HaplotypeSource).
+    The recipe is deterministic for a given output folder (the time is the job's start), so the shards of a
+    resumed run carry the same recipe as those written before the interruption.
     """
     inputs = cfg.inputs
     strategy = cfg.haplotype_strategy
@@ -238,7 +240,6 @@ def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check:
     }
     if strategy == "additive":
         recipe["additive_definition"] = ADDITIVE_DEFINITION
-    source = getattr(inputs, inputs.source_kind)
     paths = [source, inputs.reference_fasta, inputs.gtf, inputs.gene_set, cfg.model.checkpoint]
     recipe.update(provenance(cfg.output.recipe_id, "embed_cohort", paths,
                              checkpoint_random_init(cfg.model.checkpoint), _job_started(cfg.output.dir)))
@@ -246,12 +247,11 @@ def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check:
 
 
 def pilot_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, variants_vcf: str | None,
-                 local_flank: int) -> dict:
+                 local_flank: int, *, source: str) -> dict:
     """The pilot's recipe: the cohort recipe's keys with the production window and dtype, its own stage."""
     production = {**model_recipe, "window": cfg.model.window, "stride": cfg.model.stride or cfg.model.window,
                   "dtype": cfg.model.dtype}
-    recipe = cohort_recipe(cfg, production, units, qc)
-    source = getattr(cfg.inputs, cfg.inputs.source_kind)
+    recipe = cohort_recipe(cfg, production, units, qc, source=source)
     paths = [source, cfg.inputs.reference_fasta, cfg.inputs.gtf, cfg.inputs.gene_set, cfg.model.checkpoint,
              variants_vcf]
     recipe.update(provenance(cfg.output.recipe_id, "variant_pilot", paths, recipe["random_init"]))

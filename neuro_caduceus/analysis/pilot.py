@@ -158,12 +158,13 @@ def gene_results(plan: PilotPlan, subjects: list[str], strategy: str) -> tuple[l
 
 def _plan_batch(batch: dict[str, Any], cfg: CohortConfig, subjects: list[str], genes: dict,
                 candidates: dict, local_flank: int) -> dict[str, Any]:
-    from neuro_caduceus.cohort.source import read_gene_haplotypes
+    from neuro_caduceus.cohort.source import open_source
 
+    source = open_source(cfg.inputs, cfg.qc)
     plans = []
     for blob in batch["unit"]:
         unit: GeneUnit = pickle.loads(blob)
-        haps = read_gene_haplotypes(cfg, unit.region, subjects)
+        haps = source.gene_haplotypes(unit.region, cfg.haplotype_strategy, subjects)
         plans.append(pickle.dumps(plan_pilot(open_reference(cfg.inputs.reference_fasta), unit,
                                              genes[unit.gene_id], haps, candidates.get(unit.gene_id, []),
                                              local_flank)))
@@ -244,7 +245,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     from neuro_caduceus.analysis.variant_scores import add_llr_scores
     from neuro_caduceus.cohort.embed import model_recipe
     from neuro_caduceus.cohort.job import build_units
-    from neuro_caduceus.cohort.source import cohort_subjects_and_qc
+    from neuro_caduceus.cohort.source import open_source
     from neuro_caduceus.genome.annotation import read_genes
     from neuro_caduceus.model import from_pretrained
     from neuro_caduceus.provenance import pilot_recipe
@@ -256,7 +257,8 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         pl.col("gene_id").is_in([u.gene_id for u in units])).iter_rows(named=True)}
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
+    source = open_source(cfg.inputs, cfg.qc)
+    subjects, qc = source.subjects_and_qc([u.region for u in units])
     candidates = candidate_variants(variants_vcf, units) if variants_vcf else {}
     print(f"pilot: {len(units)} genes, {len(subjects)} subjects, embedding on Ray ...", flush=True)
     plans, new_windows = embed_plans(cfg, units, subjects, genes, candidates, local_flank)
@@ -282,7 +284,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
         "llr_noise_floor": llr_floor,
         "seconds": round(time.time() - t0, 1),
     }
-    full_recipe = pilot_recipe(cfg, recipe, units, qc, variants_vcf, local_flank)
+    full_recipe = pilot_recipe(cfg, recipe, units, qc, variants_vcf, local_flank, source=source.path)
     write_outputs(Path(out), variants, subjects_df, summary, full_recipe)
     return PilotResult(variants, subjects_df, summary)
 

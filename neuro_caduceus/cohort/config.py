@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from neuro_caduceus.genome.strategies import COHORT_STRATEGIES
 from neuro_caduceus.variants.qc import QCConfig
 
 
@@ -42,10 +43,6 @@ class Inputs(_Strict):
                 f"inputs: give exactly one of matrix_table, haplotypes_parquet, vcf (got {given or 'none'})"
             )
         return self
-
-    @property
-    def source_kind(self) -> str:
-        return next(k for k in ("matrix_table", "haplotypes_parquet", "vcf") if getattr(self, k))
 
 
 class Regions(_Strict):
@@ -110,7 +107,7 @@ class RCCheck(_Strict):
 class CohortConfig(_Strict):
     inputs: Inputs = Field(..., description="the cohort's genotypes, reference, annotation and gene set")
     regions: Regions = Field(Regions(), description="which bases of each gene are embedded, and their strand")
-    haplotype_strategy: Literal["reference", "consensus", "diploid", "additive"] = Field(
+    haplotype_strategy: Literal[COHORT_STRATEGIES] = Field(  # type: ignore[valid-type]
         "diploid",
         description="diploid: GT alleles to haplotypes 1/2 in written order, subject = their mean; "
         "consensus: one haplotype with every ALT; reference: the reference for everyone; "

@@ -33,7 +33,9 @@ from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
+from neuro_caduceus.cohort.source import open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
+from neuro_caduceus.genome import strategies
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 
 JOB_FILE = "_job.json"
@@ -93,9 +95,9 @@ def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: A
 
 def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
-    from neuro_caduceus.cohort.source import read_gene_haplotypes
     from neuro_caduceus.cohort.window_jobs import BatchPacker
 
+    source = open_source(cfg.inputs, cfg.qc)
     subjects = _resolve(subjects)
     stored = key_index(cfg.window_store, snapshot)
     packer = BatchPacker(cfg.compute.tokens_per_batch)
@@ -105,7 +107,7 @@ def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot
         unit = unit_of(region_json, cfg)
         note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
         counts: list = []  # per subject-gene missing and unphased het calls (genome/genotype_counts.py)
-        haplotypes = read_gene_haplotypes(cfg, unit.region, subjects, counts)
+        haplotypes = source.gene_haplotypes(unit.region, cfg.haplotype_strategy, subjects, counts)
         plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note,
                                        cfg.haplotype_strategy == "additive")
         plan.genotype_counts = pa.concat_tables(counts) if counts else None
@@ -199,14 +201,12 @@ def _remove_own(fs: Any, root: str, names: list[str]) -> None:
 
 def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tuple[list[str], dict]:
     """Subjects and QC summary, computed once per output folder (a resumed run reuses them verbatim)."""
-    from neuro_caduceus.cohort.source import cohort_subjects_and_qc
-
     path = f"{root}/_cohort.json"
     if fs.exists(path):
         with fs.open(path, "r") as f:
             saved = json.load(f)
         return saved["subjects"], saved["qc"]
-    subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
+    subjects, qc = open_source(cfg.inputs, cfg.qc).subjects_and_qc([u.region for u in units])
     write_atomic(fs, path, json.dumps({"subjects": subjects, "qc": qc}))
     return subjects, qc
 
@@ -367,7 +367,7 @@ def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: An
     import ray
 
     progress.start_phase("writing shards", len(pending))
-    n_haps = 2 if cfg.haplotype_strategy in ("diploid", "additive") else 1
+    n_haps = strategies.n_haps(cfg.haplotype_strategy)
     items = [{"unit": unit_name(u.gene_id)} for u in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(assemble_genes, batch_size=1, batch_format="numpy",
@@ -400,4 +400,4 @@ def _waiting_for(cfg: CohortConfig, phase: str) -> str:
 def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
     from neuro_caduceus.provenance import cohort_recipe
 
-    return cohort_recipe(cfg, model_recipe, units, qc, rc_check)
+    return cohort_recipe(cfg, model_recipe, units, qc, rc_check, source=open_source(cfg.inputs, cfg.qc).path)

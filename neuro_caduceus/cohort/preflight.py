@@ -17,7 +17,10 @@ from typing import Any
 
 import fsspec
 
-from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.config import CohortConfig, Inputs
+from neuro_caduceus.cohort.source import HaplotypeSource, open_source, url_exists
+from neuro_caduceus.genome.strategies import n_haps
+from neuro_caduceus.variants.qc import QCConfig
 
 PATH_KEYS = (
     ("inputs", "matrix_table"), ("inputs", "haplotypes_parquet"), ("inputs", "vcf"),
@@ -246,7 +249,7 @@ def check_resources(cfg: CohortConfig) -> None:
 # ------------------------------------------------------------------------------------------------- dry run
 def checkpoint_summary(url: str) -> dict[str, Any]:
     """config.json + the weights' tensor metadata (safetensors header); no model is built, no weights read."""
-    from neuro_caduceus.model.checkpoint import WEIGHT_FILES
+    from neuro_caduceus.model.checkpoint import WEIGHT_FILES  # the model package loads torch
     from neuro_caduceus.model.config import CaduceusConfig
 
     fs, root = fsspec.core.url_to_fs(url)
@@ -278,50 +281,28 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
-def input_problems(cfg: CohortConfig) -> list[str]:
+def input_problems(inputs: Inputs, qc: QCConfig, source: HaplotypeSource) -> list[str]:
     """Inputs that are missing or incomplete (an index, the MatrixTable's metadata, the export's parts)."""
-    inp = cfg.inputs
-    need = {"inputs.reference_fasta": [inp.reference_fasta, inp.reference_fasta + ".fai"],
-            "inputs.gtf": [inp.gtf], "inputs.gene_set": [inp.gene_set]}
-    if inp.haplotypes_parquet:
-        root = inp.haplotypes_parquet.rstrip("/")
-        need["inputs.haplotypes_parquet"] = [f"{root}/samples.parquet", f"{root}/qc_summary.json"]
-    if inp.vcf:
-        need["inputs.vcf"] = [inp.vcf]
+    need = {"inputs.reference_fasta": [inputs.reference_fasta, inputs.reference_fasta + ".fai"],
+            "inputs.gtf": [inputs.gtf], "inputs.gene_set": [inputs.gene_set]}
     for key in ("include_samples", "exclude_samples"):
-        if getattr(cfg.qc, key):
-            need[f"qc.{key}"] = [str(getattr(cfg.qc, key))]
+        if getattr(qc, key):
+            need[f"qc.{key}"] = [str(getattr(qc, key))]
     problems = [f"{dotted}: {path} not found" for dotted, files in need.items() for path in files
-                if not _exists(path)]
-    if inp.vcf and _exists(inp.vcf) and not (_exists(inp.vcf + ".tbi") or _exists(inp.vcf + ".csi")):
-        problems.append(f"inputs.vcf: {inp.vcf} has no .tbi/.csi index (tabix -p vcf)")
-    if inp.matrix_table:
-        from neuro_caduceus.variants.mt_meta import read_meta
-
-        try:
-            if "GT" not in read_meta(inp.matrix_table).entry_fields:
-                problems.append(f"inputs.matrix_table: {inp.matrix_table} has no GT entry field")
-        except (OSError, ValueError) as err:
-            problems.append(f"inputs.matrix_table: {err}")
-    return problems
-
-
-def _exists(path: str) -> bool:
-    fs, p = fsspec.core.url_to_fs(path)
-    return fs.exists(p)
+                if not url_exists(path)]
+    return problems + source.problems()
 
 
 def dry_run(cfg: CohortConfig) -> dict[str, Any]:
     """Every check the job makes before working, and what it would do; `errors` empty = it can start."""
     import ray
 
-    from neuro_caduceus.cohort.job import build_units
-    from neuro_caduceus.cohort.source import cohort_subjects_and_qc
+    from neuro_caduceus.cohort.job import build_units  # loads torch: only when a dry run is asked for
 
-    report: dict[str, Any] = {"errors": [], "config_hash": cfg.result_hash(),
-                              "source": cfg.inputs.source_kind}
+    source = open_source(cfg.inputs, cfg.qc)
+    report: dict[str, Any] = {"errors": [], "config_hash": cfg.result_hash(), "source": source.kind}
     errors = report["errors"]
-    errors += input_problems(cfg)
+    errors += input_problems(cfg.inputs, cfg.qc, source)
     try:
         report["checkpoint"] = checkpoint_summary(cfg.model.checkpoint)
     except (OSError, ValueError, KeyError) as err:
@@ -340,8 +321,8 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         errors.append(f"inputs.gene_set: {err}")
         return report
     windows = [w for u in units for w in u.windows]
-    subjects, qc = cohort_subjects_and_qc(cfg, [u.region for u in units])
-    haps = 2 if cfg.haplotype_strategy in ("diploid", "additive") else 1
+    subjects, qc = source.subjects_and_qc([u.region for u in units])
+    haps = n_haps(cfg.haplotype_strategy)
     ref_tokens = sum(w.length for w in windows)
     report.update(
         genes=len(units), subjects=len(subjects), samples=qc.get("samples"), reference_windows=len(windows),

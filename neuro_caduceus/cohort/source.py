@@ -1,49 +1,138 @@
-"""Where one gene's unique haplotypes come from, and who the cohort's subjects are.
+"""Where the cohort's haplotypes come from: one interface over a MatrixTable, a Parquet export or a VCF.
+
+Why one interface: the planner, the dry run and the recipe need the same few things of any input (one
+gene's unique haplotypes and genotype counts, the subjects after QC, what to check before a run, which file
+to name in the recipe), and `open_source` chooses the implementation once from `inputs`.
 
 Why per gene: the job's work unit is a gene, so each CPU task reads exactly its gene's HAPLOTYPE_SCHEMA rows
 (the Hail datasource's read body with interval pushdown, the exported Parquet file of that gene, or the pysam
 VCF oracle path) and a unit is complete or absent, never half-read.
+
+Hail and Ray are imported inside the MatrixTable methods: this module is loaded by the driver's dry run and by
+every planning task, which never start a JVM and need not load Ray Data.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.config import Inputs
+from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
+from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+from neuro_caduceus.genome.strategies import calls_strategy
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+from neuro_caduceus.variants.export import read_export_samples
+from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, read_region_matrix
+from neuro_caduceus.variants.hail_session import init_hail
+from neuro_caduceus.variants.mt_meta import read_meta
+from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_sets
 
 
-def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | None = None,
-                         counts_out: list[pa.Table] | None = None) -> pa.Table:
-    """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy).
+def url_exists(path: str) -> bool:
+    """A local path or URL exists (any fsspec filesystem)."""
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.exists(p)
 
-    When `counts_out` is a list, the gene's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls per
-    subject) is appended to it (a Parquet export written before the counts existed has none).
-    """
-    strategy = cfg.haplotype_strategy
-    if strategy == "additive":  # dosages need both haplotypes of every subject
-        strategy = "diploid"
-    if strategy == "reference":
-        return HAPLOTYPE_SCHEMA.empty_table()
-    inputs = cfg.inputs
-    if inputs.matrix_table:
-        from neuro_caduceus.variants.extract import RegionSpan
-        from neuro_caduceus.variants.qc import sample_sets
-        from neuro_caduceus.variants.source import read_region_group
 
-        parts = list(
-            read_region_group(
-                inputs.matrix_table, [RegionSpan.of(region)], strategy, cfg.qc, sample_sets(cfg.qc),
-                counts_out=counts_out,
-            )
-        )
-    elif inputs.haplotypes_parquet:
-        path = f"{inputs.haplotypes_parquet.rstrip('/')}/haplotypes/{region.region_id}.parquet"
+class HaplotypeSource(ABC):
+    """The cohort's genotypes as the job reads them; `kind` is the `inputs` key, `path` its value."""
+
+    kind: str
+    path: str
+
+    def gene_haplotypes(self, region: Any, strategy: str, subjects: list[str] | None = None,
+                        counts_out: list[pa.Table] | None = None) -> pa.Table:
+        """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy).
+
+        When `counts_out` is a list, the gene's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls
+        per subject) is appended to it (a Parquet export written before the counts existed has none).
+        """
+        strategy = calls_strategy(strategy)
+        if strategy == "reference":
+            return HAPLOTYPE_SCHEMA.empty_table()
+        parts = self._read_gene(region, strategy, subjects, counts_out)
+        parts = [p.select(HAPLOTYPE_SCHEMA.names).cast(HAPLOTYPE_SCHEMA) for p in parts if p.num_rows]
+        return pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
+
+    @abstractmethod
+    def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
+                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+        """The gene's haplotype tables for a sequence strategy other than reference."""
+
+    @abstractmethod
+    def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
+        """Subjects after QC (source order) and the counted QC summary for the recipe and the manifest."""
+
+    @abstractmethod
+    def problems(self) -> list[str]:
+        """What is missing or incomplete in the input (an index, the MatrixTable's GT, the export's parts)."""
+
+
+@dataclass(frozen=True)
+class MatrixTableSource(HaplotypeSource):
+    """A Hail MatrixTable (`import-vcf` output), read with the configured QC by Hail inside Ray workers (the
+    planning tasks, and one task for the subjects); a gene reads only its own partitions."""
+
+    path: str
+    qc: QCConfig
+    kind = "matrix_table"
+
+    def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
+                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+        from neuro_caduceus.variants.source import read_region_group  # Ray Data (the datasource's module)
+
+        return list(read_region_group(self.path, [RegionSpan.of(region)], strategy, self.qc,
+                                      sample_sets(self.qc), counts_out=counts_out))
+
+    def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
+        import ray
+
+        spans = [RegionSpan.of(r) for r in regions]
+        task = ray.remote(num_cpus=1)(_mt_subjects_and_qc)  # Hail runs in a worker: no JVM on the driver
+        return ray.get(task.remote(self.path, self.qc, spans))
+
+    def problems(self) -> list[str]:
+        try:
+            if "GT" not in read_meta(self.path).entry_fields:
+                return [f"inputs.matrix_table: {self.path} has no GT entry field"]
+        except (OSError, ValueError) as err:
+            return [f"inputs.matrix_table: {err}"]
+        return []
+
+
+def _mt_subjects_and_qc(mt_path: str, qc: QCConfig, spans: list) -> tuple[list[str], dict]:
+    """QC counts over the configured regions only (interval pushdown), never a scan of the whole exome."""
+    from neuro_caduceus.variants.source import WORKER_DRIVER_MEMORY  # Ray Data (the datasource's module)
+
+    hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
+    mt = read_region_matrix(hl, mt_path, spans, DEFAULT_MAX_REF_LENGTH)
+    summary = qc_summary(mt, qc)
+    summary["scope"] = "variants in the configured regions"
+    kept, _ = filter_ids(mt.s.collect(), qc, sample_sets(qc), warn=False)
+    return kept, summary
+
+
+@dataclass(frozen=True)
+class ParquetExportSource(HaplotypeSource):
+    """The folder of `ray_jobs/export_variants.py`: one Parquet file per gene, QC applied at export."""
+
+    path: str
+    kind = "haplotypes_parquet"
+
+    @property
+    def root(self) -> str:
+        return self.path.rstrip("/")
+
+    def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
+                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+        path = f"{self.root}/haplotypes/{region.region_id}.parquet"
         fs, fs_path = fsspec.core.url_to_fs(path)
         if not fs.exists(fs_path):
             raise FileNotFoundError(
@@ -56,57 +145,52 @@ def read_gene_haplotypes(cfg: CohortConfig, region: Any, subjects: list[str] | N
         if counts_out is not None and fs.exists(counts_path):
             with fs.open(counts_path, "rb") as f:
                 counts_out.append(pq.read_table(f))
-    else:
-        from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
-        from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+        return parts
 
-        parts = [unique_haplotypes_from_vcf(inputs.vcf, [region], strategy, samples=subjects)]
-        if counts_out is not None:
-            chosen = subjects if subjects is not None else vcf_samples(inputs.vcf)
-            counts_out.append(genotype_counts_from_vcf(inputs.vcf, [region], chosen))
-    parts = [p.select(HAPLOTYPE_SCHEMA.names).cast(HAPLOTYPE_SCHEMA) for p in parts if p.num_rows]
-    return pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
-
-
-def _mt_subjects_and_qc(mt_path: str, qc: Any, spans: list) -> tuple[list[str], dict]:
-    """QC counts over the configured regions only (interval pushdown), never a scan of the whole exome."""
-    from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, read_region_matrix
-    from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import filter_ids, qc_summary, sample_sets
-    from neuro_caduceus.variants.source import WORKER_DRIVER_MEMORY
-
-    hl = init_hail(cores=1, driver_memory=WORKER_DRIVER_MEMORY)
-    mt = read_region_matrix(hl, mt_path, spans, DEFAULT_MAX_REF_LENGTH)
-    summary = qc_summary(mt, qc)
-    summary["scope"] = "variants in the configured regions"
-    kept, _ = filter_ids(mt.s.collect(), qc, sample_sets(qc), warn=False)
-    return kept, summary
-
-
-def cohort_subjects_and_qc(cfg: CohortConfig, regions: list) -> tuple[list[str], dict]:
-    """Subjects after QC (source order) and the counted QC summary for the recipe and the manifest."""
-    import ray
-
-    inputs = cfg.inputs
-    if inputs.matrix_table:
-        from neuro_caduceus.variants.extract import RegionSpan
-
-        spans = [RegionSpan.of(r) for r in regions]
-        task = ray.remote(num_cpus=1)(_mt_subjects_and_qc)  # Hail runs in a worker: no JVM on the driver
-        return ray.get(task.remote(inputs.matrix_table, cfg.qc, spans))
-    if inputs.haplotypes_parquet:
-        from neuro_caduceus.variants.export import read_export_samples
-
-        root = inputs.haplotypes_parquet.rstrip("/")
-        with fsspec.open(f"{root}/qc_summary.json", "rt") as f:
+    def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
+        with fsspec.open(f"{self.root}/qc_summary.json", "rt") as f:
             summary = json.load(f)
-        return read_export_samples(root), summary
-    import pysam
+        return read_export_samples(self.root), summary
 
-    from neuro_caduceus.variants.qc import filter_ids, sample_sets
+    def problems(self) -> list[str]:
+        return [f"inputs.haplotypes_parquet: {path} not found"
+                for path in (f"{self.root}/samples.parquet", f"{self.root}/qc_summary.json")
+                if not url_exists(path)]
 
-    with pysam.VariantFile(inputs.vcf) as vcf:
-        ids = list(vcf.header.samples)
-    kept, samples = filter_ids(ids, cfg.qc, sample_sets(cfg.qc))
-    note = "VCF path: sample lists applied; entry/variant QC keys need the MatrixTable path"
-    return kept, {"config": cfg.qc.model_dump(mode="json"), "samples": samples, "note": note}
+
+@dataclass(frozen=True)
+class VcfSource(HaplotypeSource):
+    """A bgzipped, indexed VCF read with pysam (small runs; only the sample lists of the QC apply)."""
+
+    path: str
+    qc: QCConfig
+    kind = "vcf"
+
+    def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
+                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+        parts = [unique_haplotypes_from_vcf(self.path, [region], strategy, samples=subjects)]
+        if counts_out is not None:
+            chosen = subjects if subjects is not None else vcf_samples(self.path)
+            counts_out.append(genotype_counts_from_vcf(self.path, [region], chosen))
+        return parts
+
+    def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
+        kept, samples = filter_ids(vcf_samples(self.path), self.qc, sample_sets(self.qc))
+        note = "VCF path: sample lists applied; entry/variant QC keys need the MatrixTable path"
+        return kept, {"config": self.qc.model_dump(mode="json"), "samples": samples, "note": note}
+
+    def problems(self) -> list[str]:
+        if not url_exists(self.path):
+            return [f"inputs.vcf: {self.path} not found"]
+        if not (url_exists(self.path + ".tbi") or url_exists(self.path + ".csi")):
+            return [f"inputs.vcf: {self.path} has no .tbi/.csi index (tabix -p vcf)"]
+        return []
+
+
+def open_source(inputs: Inputs, qc: QCConfig) -> HaplotypeSource:
+    """The source `inputs` names (exactly one of matrix_table, haplotypes_parquet, vcf; checked by Inputs)."""
+    if inputs.matrix_table:
+        return MatrixTableSource(inputs.matrix_table, qc)
+    if inputs.haplotypes_parquet:
+        return ParquetExportSource(inputs.haplotypes_parquet)
+    return VcfSource(str(inputs.vcf), qc)
