@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from collections.abc import Callable, Collection, Iterator
 
 import torch
@@ -89,44 +90,40 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return y.squeeze(-1).transpose(0, 1).reshape(b, -1, E)[:, :L] + D.float() * x
 
 
+def _optional_kernel(module: str, name: str) -> ScanFn | None:
+    """`module.name` when it imports, else None.
+
+    Any import failure (a missing wheel, an ABI mismatch, no triton or numba on a CPU-only install) means
+    the caller falls back to the torch scan, so it is not an error.
+    """
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception:  # noqa: BLE001 - see above
+        return None
+
+
 @functools.cache
 def _cuda_scan_kernel() -> ScanFn | None:
-    """mamba-ssm's selective_scan_fn when importable, else None."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # noqa: BLE001 - any import failure (missing wheel, ABI mismatch) means: use torch
-        return None
-    return selective_scan_fn
+    """mamba-ssm's selective_scan_fn."""
+    return _optional_kernel("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
 
 
 @functools.cache
 def _triton_scan_kernel() -> ScanFn | None:
-    """The Triton scan (neuro_caduceus.model.triton_scan) when triton imports, else None."""
-    try:
-        from neuro_caduceus.model.triton_scan import selective_scan_triton
-    except Exception:  # noqa: BLE001 - no triton (CPU-only installs) or a broken one: use torch
-        return None
-    return selective_scan_triton
+    """The Triton scan (neuro_caduceus.model.triton_scan)."""
+    return _optional_kernel("neuro_caduceus.model.triton_scan", "selective_scan_triton")
 
 
 @functools.cache
 def _numba_scan_kernel() -> ScanFn | None:
-    """The numba-compiled CPU scan (neuro_caduceus.model.cpu_scan) when numba imports, else None."""
-    try:
-        from neuro_caduceus.model.cpu_scan import selective_scan_numba
-    except Exception:  # noqa: BLE001 - as above
-        return None
-    return selective_scan_numba
+    """The numba-compiled CPU scan (neuro_caduceus.model.cpu_scan)."""
+    return _optional_kernel("neuro_caduceus.model.cpu_scan", "selective_scan_numba")
 
 
 @functools.cache
 def _numba_conv_kernel() -> ScanFn | None:
-    """The numba-compiled one-pass convolution + SiLU when numba imports, else None."""
-    try:
-        from neuro_caduceus.model.cpu_scan import causal_conv1d_silu_numba
-    except Exception:  # noqa: BLE001 - as above
-        return None
-    return causal_conv1d_silu_numba
+    """The numba-compiled one-pass convolution + SiLU."""
+    return _optional_kernel("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_numba")
 
 
 def pick_backend(device_type: str, available: Collection[str], needs_grad: bool = False) -> str:
