@@ -219,7 +219,8 @@ def atomic_path(path: str | Path, fs: Any = None) -> Iterator[Any]:
         yield tmp
         commit(tmp, path, fs)
     except BaseException:
-        discard(tmp, fs)
+        with contextlib.suppress(Exception):  # best effort: never hide the error that stopped the write
+            discard(tmp, fs)
         raise
 
 
@@ -245,18 +246,18 @@ def write_url(url: str | Path, data: bytes | str) -> None:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Atomic text file; returns its path."""
+    """Atomic local text file; returns its path."""
     write_atomic(None, path, text)
     return Path(path)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Atomic JSON file (indented, keys sorted, non-JSON values as strings); returns its path."""
+    """Atomic local JSON file (indented, keys sorted, non-JSON values as strings); returns its path."""
     return write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 def write_csv(frame: pl.DataFrame, path: str | Path, separator: str = ",") -> Path:
-    """Atomic CSV/TSV of a polars DataFrame; returns its path."""
+    """Atomic local CSV/TSV of a polars DataFrame; returns its path."""
     with atomic_path(path) as tmp:
         frame.write_csv(tmp, separator=separator)
     return Path(path)
