@@ -1,19 +1,39 @@
-"""Output safety shared by every command: never write over an input, never leave a failed run's files.
+"""The bottom layer for files: output safety, atomic writes, Parquet metadata and folders, tables, YAML.
 
-Why one module: each command that takes `--out` must refuse an output that is (or holds, or lies inside)
-one of its inputs, write files under a temporary name renamed into place, and leave nothing behind when
-it fails; doing that in one place keeps the rules the same for every command.
+Why one module: every command writes its files under a temporary name renamed into place (a reader sees the
+old file, no file, or the whole new one), stamps its Parquet outputs with the embedding recipe and reads
+Parquet folders, subject tables and YAML configs; doing each once keeps the temporary names, the metadata
+keys and the error messages the same everywhere. Output safety: a command that takes `--out` refuses an
+output that is (or holds, or lies inside) one of its inputs, and leaves nothing behind when it fails.
+
+It imports nothing from neuro_caduceus, so every area (model, genome, ...) may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ValidationError
+
+RECIPE_KEY = b"neuro_caduceus.recipe"  # Parquet schema metadata: the embedding recipe (JSON)
+STAGES_KEY = b"neuro_caduceus.stages"  # Parquet schema metadata: the stats stages' records (JSON list)
+TEMP_GLOB = ".*.tmp*"  # every name `temp_name` gives (and the older `.<name>.tmp`)
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
+NULL_VALUES = ["", "NA", "NaN"]  # read as missing in subject tables
+
+# ------------------------------------------------------------------------------------------- output safety
 
 
 def _local(path: str | Path | None) -> Path | None:
@@ -38,23 +58,6 @@ def check_output_not_input(outputs: Iterable[str | Path], inputs: Iterable[str |
                 raise ValueError(
                     f"output {out} would overwrite the input {given}; choose another --out"
                 )
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """A handle on a temp file beside `path`, renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -113,8 +116,6 @@ def check_replaceable(out: str | Path, overwrite: bool) -> None:
 
 
 def _marked(marker: Path) -> list[str]:
-    import json
-
     try:
         entries = json.loads(marker.read_text())["entries"]
     except (ValueError, KeyError, TypeError) as err:
@@ -124,8 +125,6 @@ def _marked(marker: Path) -> list[str]:
 
 def replace_output(tmp: str | Path, out: str | Path, overwrite: bool) -> None:
     """Move the finished folder `tmp` onto `out` (checked again), marking the entries as ours."""
-    import json
-
     tmp, out = Path(tmp), Path(out)
     (tmp / MARKER).write_text(json.dumps({"entries": sorted(os.listdir(tmp))}, indent=1))
     check_replaceable(out, overwrite)
@@ -139,17 +138,229 @@ def replace_output(tmp: str | Path, out: str | Path, overwrite: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             (out / MARKER).unlink()
         out.rmdir()
-    os.replace(tmp, out)
+    commit(tmp, out)
 
 
-def read_yaml_model(path: str | Path, model: type):
-    """A YAML file (safe_load) validated by a pydantic model; errors name the file and each bad key."""
-    import yaml
-    from pydantic import ValidationError
+# ------------------------------------------------------------------------------------------- atomic writes
 
+
+def temp_name(path: str | Path) -> str:
+    """`<folder>/.<name>.tmp-<8 hex>`: the one temporary name of every atomic write.
+
+    Hidden (listings of committed files skip it), beside the target (the rename stays on one filesystem)
+    and unique per write (concurrent writers never share one); `TEMP_GLOB` finds those a crash left.
+    """
+    head, sep, name = str(path).rstrip("/").rpartition("/")
+    return f"{head}{sep}.{name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def _target(path: str | Path, fs: Any) -> tuple[Any, Any]:
+    """(None, Path) for a local path given without `fs`; else (fsspec filesystem, path on it)."""
+    if fs is None and "://" not in str(path):
+        return None, Path(path)
+    if fs is None:
+        return fsspec.core.url_to_fs(str(path))
+    return fs, str(path)
+
+
+def commit(tmp: str | Path, path: str | Path, fs: Any = None) -> None:
+    """Rename the finished temporary file or folder `tmp` onto `path` (local, or on the fsspec `fs`).
+
+    A folder already at `path` is moved aside and removed only once the new one is in place.
+    """
+    if fs is None:
+        tmp, path = Path(tmp), Path(path)
+        if tmp.is_dir() and (path.exists() or path.is_symlink()):
+            old = Path(f"{tmp}.old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            discard(old)
+        else:
+            os.replace(tmp, path)
+    elif fs.isdir(tmp):
+        if fs.exists(path):
+            old = f"{tmp}.old"
+            fs.mv(path, old, recursive=True)
+            fs.mv(tmp, path, recursive=True)
+            fs.rm(old, recursive=True)
+        else:
+            fs.mv(tmp, path, recursive=True)
+    else:
+        fs.mv(tmp, path)
+
+
+def discard(tmp: str | Path, fs: Any = None) -> None:
+    """Remove a temporary file or folder if it exists (a failed write leaves nothing behind)."""
+    if fs is not None:
+        if fs.exists(tmp):
+            fs.rm(tmp, recursive=True)
+        return
+    tmp = Path(tmp)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, fs: Any = None) -> Iterator[Any]:
+    """A temporary name beside `path` to write a file or a folder under: committed onto `path` when the block
+    succeeds, removed when it fails.
+
+    `path` is local (the name is a Path; missing parent folders are made), a URL, or a path on the fsspec
+    filesystem `fs` (the name is a str). For writers that take a file name (matplotlib, polars, pyarrow).
+    """
+    fs, path = _target(path, fs)
+    if fs is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path) if fs is not None else Path(temp_name(path))
+    try:
+        yield tmp
+        commit(tmp, path, fs)
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: never hide the error that stopped the write
+            discard(tmp, fs)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w", fs: Any = None) -> Iterator[IO]:
+    """A handle on a temporary file beside `path` (local, a URL, or on `fs`), renamed onto `path` only if the
+    block succeeds."""
+    fs, path = _target(path, fs)
+    with atomic_path(path, fs) as tmp, (open(tmp, mode) if fs is None else fs.open(tmp, mode)) as fh:
+        yield fh
+
+
+def write_atomic(fs: Any, path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` (on the fsspec `fs`; None: a local path or a URL) so that readers see the old
+    file, no file, or the whole new one."""
+    with atomic_writer(path, "wb", fs) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+
+
+def write_url(url: str | Path, data: bytes | str) -> None:
+    """`write_atomic` to a URL or a local path."""
+    write_atomic(None, url, data)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomic local text file; returns its path."""
+    write_atomic(None, path, text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Atomic local JSON file (indented, keys sorted, non-JSON values as strings); returns its path."""
+    return write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def write_csv(frame: pl.DataFrame, path: str | Path, separator: str = ",") -> Path:
+    """Atomic local CSV/TSV of a polars DataFrame; returns its path."""
+    with atomic_path(path) as tmp:
+        frame.write_csv(tmp, separator=separator)
+    return Path(path)
+
+
+def write_parquet(table: pa.Table, path: str | Path, recipe: dict | None = None, fs: Any = None) -> Any:
+    """Atomic Parquet file of an Arrow table (local, a URL, or on `fs`); with `recipe`, the schema metadata is
+    the recipe alone (`recipe_metadata`). Returns `path`."""
+    if recipe is not None:
+        table = table.replace_schema_metadata(recipe_metadata(recipe))
+    with atomic_writer(path, "wb", fs) as fh:
+        pq.write_table(table, fh)
+    return path
+
+
+# ------------------------------------------------------------------------------- Parquet metadata, folders
+
+
+def recipe_metadata(recipe: dict) -> dict[bytes, bytes]:
+    """Schema metadata that carries the embedding recipe (JSON, keys sorted) under `RECIPE_KEY`."""
+    return {RECIPE_KEY: json.dumps(recipe, sort_keys=True, default=str).encode()}
+
+
+def metadata_json(metadata: dict[bytes, bytes] | None, key: bytes, source: str = "") -> Any:
+    """The JSON value under `key` of a Parquet schema's metadata (None when absent); bad JSON is an error
+    naming the key (and `source`)."""
+    raw = (metadata or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}metadata key {key.decode()} is not valid JSON: {err}") from err
+
+
+def read_recipe(metadata: dict[bytes, bytes] | None, source: str = "") -> dict:
+    """The recipe a Parquet schema's metadata carries ({} when it has none)."""
+    return dict(metadata_json(metadata, RECIPE_KEY, source) or {})
+
+
+def parquet_metadata(path: str) -> dict[bytes, bytes]:
+    """Schema metadata of one Parquet file (local or URL); only the footer is read."""
+    with fsspec.open(path, "rb") as f:
+        return dict(pq.read_schema(f).metadata or {})
+
+
+def parquet_files(folder: str | Path) -> list[str]:
+    """Sorted Parquet files of a folder (local or URL); hidden (`.`, temporary) and `_` files skipped.
+
+    A folder without any gives []; a path that is not a folder is a FileNotFoundError.
+    """
+    folder = str(folder)
+    fs, root = fsspec.core.url_to_fs(folder)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{folder}: not a folder")
+    files = [p for p in fs.ls(root, detail=False)
+             if p.endswith(".parquet") and not p.rstrip("/").rsplit("/", 1)[-1].startswith((".", "_"))]
+    return sorted(files if "://" not in folder else [f"{folder.split('://')[0]}://{p}" for p in files])
+
+
+# ---------------------------------------------------------------------------------------- subject tables
+
+
+def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "") -> pl.DataFrame:
+    """A subject table (covariates, phenotypes, ...): CSV, TSV/TXT or Parquet by extension, with `""`, `NA`
+    and `NaN` read as missing; the `subject_id` column must exist, is read as strings and must be unique.
+
+    Errors name the file and the column (`hint`: what to do about a missing id column).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{p}: a subject table must be {', '.join(TABLE_SUFFIXES)} (by its extension)")
+    if suffix == ".parquet":
+        df = pl.read_parquet(p)
+    else:
+        df = pl.read_csv(p, separator="," if suffix == ".csv" else "\t", infer_schema_length=10_000,
+                         null_values=NULL_VALUES)
+    if subject_id not in df.columns:
+        raise ValueError(f"{p} has no subject id column {subject_id!r} (columns {df.columns})"
+                         + (f"; {hint}" if hint else ""))
+    df = df.with_columns(pl.col(subject_id).cast(pl.Utf8))
+    dups = df.filter(pl.col(subject_id).is_duplicated())[subject_id].unique(maintain_order=True)
+    if dups.len():
+        raise ValueError(f"{p}: {dups.len()} subject id(s) in column {subject_id!r} appear more than once "
+                         f"(e.g. {dups.head(10).to_list()})")
+    return df
+
+
+# ------------------------------------------------------------------------------------------------- YAML
+
+
+def read_yaml_model(path: str | Path, model: type[BaseModel], what: str = "", expected: str = "") -> Any:
+    """A YAML file (safe_load) validated by a pydantic model; errors name the file and each bad key.
+
+    `what` names the kind of file in the messages ("gene set"); `expected` says what it should hold.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist".lstrip())
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -160,4 +371,5 @@ def read_yaml_model(path: str | Path, model: type):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()
         )
-        raise ValueError(f"{path}: {problems}") from err
+        message = f"invalid {what} ({problems})" if what else problems
+        raise ValueError(f"{path}: {message}" + (f"; expected {expected}" if expected else "")) from err

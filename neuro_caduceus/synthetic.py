@@ -21,12 +21,14 @@ import dataclasses
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from neuro_caduceus.genome.regions import Region
+from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, haplotype_key
+from neuro_caduceus.io import atomic_writer, write_atomic, write_csv, write_parquet, write_text
 
 BASES = np.array(list("ACGT"))
 CONTIG_PAD = 1_500  # bases before the first gene of a contig (the first N_TELOMERE are N)
@@ -63,15 +65,6 @@ class Site:
     kind: str
     filter: str = "PASS"
     afs: list[float] = field(default_factory=list)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------- genome
@@ -149,7 +142,7 @@ def _write_fasta(path: Path, seqs: dict[str, str]) -> None:
     for chrom, seq in seqs.items():
         lines.append(f">{chrom}")
         lines.extend(seq[i : i + 60] for i in range(0, len(seq), 60))
-    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_text(path, "\n".join(lines) + "\n")
     pysam.faidx(str(path))
 
 
@@ -226,7 +219,7 @@ def _write_gtf(path: Path, genes: list[Gene]) -> None:
             alt = [e for k, e in enumerate(g.exons) if k != g.alt_skip]
             alt_tid = f"ENST{num + 500000000:011d}.1"
             lines += _transcript_lines(gg, alt, alt_tid, f"{g.gene_name}-202", ["basic"])
-    _write_atomic(path, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    write_atomic(None, path, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
 
 
 # --------------------------------------------------------------------------------------------- variants
@@ -388,8 +381,7 @@ def _write_vcf(
     n_alt = np.array([len(s.alts) for s in sites])
     missing = np.zeros(alleles.shape[:2], dtype=bool)
     plain = path.with_name(path.name.removesuffix(".gz"))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{plain.name}.")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_writer(plain) as fh:
         fh.write("\n".join(header) + "\n")
         for c0 in range(0, len(sites), 256):
             c1 = min(len(sites), c0 + 256)
@@ -399,8 +391,6 @@ def _write_vcf(
                 fixed = [s.chrom, str(s.pos0 + 1), ".", s.ref, ",".join(s.alts), "50", s.filter,
                          f"KIND={s.kind}", "GT:GQ:DP:AD"]
                 fh.write("\t".join(fixed) + "\t" + "\t".join(entries[i - c0].tolist()) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, plain)
     pysam.tabix_index(str(plain), preset="vcf", force=True)  # bgzips to `path` and writes `path`.tbi
     return missing
 
@@ -440,11 +430,11 @@ def make_cohort(
     # Named by its layout: Hail registers a genome name once per session, so two layouts need two names.
     layout = json.dumps(sorted(lengths.items())).encode()
     ref_name = f"synthetic_{hashlib.sha256(layout).hexdigest()[:10]}"
-    _write_atomic(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1).encode())
+    write_text(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1))
     _write_gtf(out / "genes.gtf.gz", genes)
     planted = min(1, n_genes - 1)
     geneset = {"name": "synthetic_demo", "genes": [g.gene_name for g in genes]}
-    _write_atomic(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False).encode())
+    write_text(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False))
 
     samples = [f"S{i + 1:04d}" for i in range(n_samples)]
     male = rng.random(n_samples) < 0.45
@@ -461,8 +451,7 @@ def make_cohort(
     for k in range(10):
         cov[f"PC{k + 1}"] = rng.normal(0, 1.0 / (1 + k), n_samples)
     cov["batch"] = np.array(["batch_a", "batch_b", "batch_c"])[rng.integers(0, 3, n_samples)]
-    pl.DataFrame(cov).write_csv(out / ".covariates.tsv", separator="\t")
-    os.replace(out / ".covariates.tsv", out / "covariates.tsv")
+    write_csv(pl.DataFrame(cov), out / "covariates.tsv", separator="\t")
 
     # Phenotype: carriers of rare exonic ALTs in the planted gene are cases far more often.
     max_af = max(0.01, 2.5 / (2 * n_samples))  # "rare": AF < 1%, or AC <= 2 in a tiny cohort
@@ -471,8 +460,7 @@ def make_cohort(
     age_z = (cov["age"] - 55) / 9
     logit = np.log(0.3 / 0.7) + 0.15 * age_z + 2.5 * carrier
     mdd = (rng.random(n_samples) < 1 / (1 + np.exp(-logit))).astype(np.int64)
-    pl.DataFrame({"subject_id": samples, "mdd": mdd}).write_csv(out / ".phenotype.tsv", separator="\t")
-    os.replace(out / ".phenotype.tsv", out / "phenotype.tsv")
+    write_csv(pl.DataFrame({"subject_id": samples, "mdd": mdd}), out / "phenotype.tsv", separator="\t")
 
     # Brain vectors: X = s w^T + E, s = rho * g + sqrt(1 - rho^2) * e, g = standardized planted burden.
     rho = 0.6
@@ -528,20 +516,17 @@ def make_cohort(
             "expected_canonical_correlation": float(expected_cc),
         },
     }
-    _write_atomic(out / "synth_manifest.json", json.dumps(manifest, indent=1).encode())
+    write_text(out / "synth_manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 
 def _write_brain(path: Path, samples: list[str], brain: np.ndarray) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     flat = pa.array(brain.reshape(-1), type=pa.float32())
     features = pa.FixedSizeListArray.from_arrays(flat, brain.shape[1])
     table = pa.table({"subject_id": pa.array(samples, pa.string()), "features": features})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(table, path)
 
 
 # ------------------------------------------------------------------------- one exome-like gene at scale
@@ -552,7 +537,7 @@ class ExomeGene:
     """One synthetic gene in a large cohort: reference, region and unique haplotypes (HAPLOTYPE_SCHEMA)."""
 
     fasta: str
-    region: object  # genome.regions.Region
+    region: Region
     haplotypes: object  # pyarrow.Table, HAPLOTYPE_SCHEMA
     sites: int
     singletons: int
@@ -596,9 +581,6 @@ def exome_gene(out: str | Path, n_samples: int, seed: int = 0, gene_length: int 
     """
     import pyarrow as pa
     import pysam
-
-    from neuro_caduceus.genome.regions import Region
-    from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, haplotype_key
 
     rng = np.random.default_rng(seed)
     out = Path(out)

@@ -25,8 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import DEBUG_ENV, app, reporting_errors
-from neuro_caduceus.io import MARKER
-from neuro_caduceus.stats import features_io as fio
+from neuro_caduceus.io import MARKER, RECIPE_KEY
 
 GOLDEN_CHECKPOINT = Path(__file__).parent / "data" / "golden" / "ph_d32_l2"
 runner = CliRunner()
@@ -121,7 +120,7 @@ def empty_checkpoint(d: Path) -> None:
 def shards_one_gene(d: Path) -> None:
     """Embedding shards of G1 only; the recipe's gene list names G1 and G2 (G2 was never embedded)."""
     recipe = {"recipe_id": "r", "gene_list": ["G1", "G2"]}
-    meta = {fio.RECIPE_KEY: json.dumps(recipe).encode()}
+    meta = {RECIPE_KEY: json.dumps(recipe).encode()}
     (d / "emb" / "shards").mkdir(parents=True)
     subjects = [f"S{i}" for i in range(6)]
     emb = np.ones((6, 4), dtype=np.float32)

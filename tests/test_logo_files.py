@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from neuro_caduceus.analysis.features import read_features, read_table
+from neuro_caduceus.analysis.features import read_features
 from neuro_caduceus.analysis.logo import LogoConfig, run_logo
 from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
 from neuro_caduceus.cli import app
+from neuro_caduceus.io import read_table
 
 
 def write_matrix(path, ids, X, recipe: dict | None, stages: list | None = None) -> None:

@@ -13,6 +13,7 @@ from sklearn.decomposition import PCA as SkPCA
 from test_stats_pca import spectrum_data
 from test_stats_residualize import covariates, oracle_design
 
+from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.distributed import fit_pca
 from neuro_caduceus.stats.jobs import run_pca, run_residualize
@@ -87,10 +88,10 @@ def test_pca_then_residualize_files(ray_session, tmp_path):
     got_ids, scores = read_back(tmp_path / "pca" / "scores")
     order = np.argsort(got_ids)
     np.testing.assert_allclose(scores[order], sk.transform(X), rtol=1e-5, atol=1e-4)  # float32 on disk
-    meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "pca" / "scores"))[0])
-    stored = json.loads(meta[fio.RECIPE_KEY])  # the upstream recipe, re-stamped for this stage
+    meta = parquet_metadata(parquet_files(str(tmp_path / "pca" / "scores"))[0])
+    stored = json.loads(meta[RECIPE_KEY])  # the upstream recipe, re-stamped for this stage
     assert {k: stored[k] for k in RECIPE} == RECIPE and stored["stage"] == "pca"
-    assert [s["stage"] for s in json.loads(meta[fio.STAGES_KEY])] == ["test", "pca"]
+    assert [s["stage"] for s in json.loads(meta[STAGES_KEY])] == ["test", "pca"]
     assert (tmp_path / "pca" / "pca_scree.png").stat().st_size > 1000
 
     cov = covariates(300, seed=3).with_columns(pl.Series("subject_id", ids))
@@ -131,8 +132,8 @@ def test_pca_stage_records_the_components_kept(ray_session, tmp_path):
         summary = run_pca(write_features(tmp_path / "m", X, ids, files=2), str(tmp_path / "pca"),
                           n_components=64)
     assert summary["n_components"] == 11 and summary["n_components_requested"] == 64
-    first = fio.parquet_files(str(tmp_path / "pca" / "scores"))[0]
-    stages = json.loads(fio.file_metadata(first)[fio.STAGES_KEY])
+    first = parquet_files(str(tmp_path / "pca" / "scores"))[0]
+    stages = json.loads(parquet_metadata(first)[STAGES_KEY])
     assert stages[-1]["n_components"] == 11 and stages[-1]["n_components_requested"] == 64
     _, scores = read_back(tmp_path / "pca" / "scores")
     assert scores.shape == (12, 11) and scores.std(axis=0).min() > 1e-3  # no null-space column

@@ -13,6 +13,7 @@ from sklearn.decomposition import PCA as SkPCA
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app
+from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix
 
@@ -25,7 +26,7 @@ def write_shards(folder, subjects: list[str], skip: dict[str, set[str]] | None =
                  dup: tuple[str, str] | None = None) -> dict[tuple[str, str], np.ndarray]:
     """One shard per gene in the embedding job's layout; returns the (subject, gene) -> vector oracle."""
     recipe = {"recipe_id": "genetics_gene_fm_pca512_v1", "gene_list": GENES}
-    meta = {fio.RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()}
+    meta = {RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()}
     rng = np.random.default_rng(0)
     truth = {}
     (folder / "shards").mkdir(parents=True)
@@ -55,8 +56,8 @@ def test_genes_concatenated_in_gene_set_order(ray_session, tmp_path):
     got = read_matrix(tmp_path / "out" / "matrix")
     for sid in subjects:
         np.testing.assert_array_equal(got[sid], np.concatenate([truth[(sid, g)] for g in GENES]))
-    meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "out" / "matrix"))[0])
-    assert json.loads(meta[fio.RECIPE_KEY])["gene_list"] == GENES
+    meta = parquet_metadata(parquet_files(str(tmp_path / "out" / "matrix"))[0])
+    assert json.loads(meta[RECIPE_KEY])["gene_list"] == GENES
 
 
 def test_missing_gene_errors_or_drops(ray_session, tmp_path):
@@ -155,8 +156,8 @@ def test_block_scaling_gives_each_gene_unit_total_variance(ray_session, tmp_path
     scales = pl.read_csv(tmp_path / "out" / "block_scales.csv")
     assert scales["gene"].to_list() == GENES
     np.testing.assert_allclose(scales["scale"][:2] * np.sqrt(scales["total_variance"][:2]), 1.0, rtol=1e-9)
-    meta = fio.file_metadata(fio.parquet_files(str(tmp_path / "out" / "matrix"))[0])
-    stage = json.loads(meta[fio.STAGES_KEY])[-1]
+    meta = parquet_metadata(parquet_files(str(tmp_path / "out" / "matrix"))[0])
+    stage = json.loads(meta[STAGES_KEY])[-1]
     assert stage["block_scaling"] == "total_variance" and stage["constant_genes"] == 1
     with pytest.raises(ValueError, match="block_scaling must be"):
         build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "o2"), block_scaling="unit")

@@ -7,14 +7,17 @@ same everywhere.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-RECIPE_KEY = b"neuro_caduceus.recipe"
-STAGES_KEY = b"neuro_caduceus.stages"  # list of stage records appended by stats/ (subject_matrix, pca, ...)
+from neuro_caduceus.io import STAGES_KEY, metadata_json, parquet_files, read_recipe
+from neuro_caduceus.io import read_table as read_table  # the subject-table reader LOGO and CCA use
+
 _DIM_KEYS = ("gene_dim", "embedding_dim", "dim", "d_model")
 
 
@@ -38,40 +41,26 @@ class FeatureMatrix:
                              self.blocks, self.recipe, self.source)
 
 
-def _parquet_files(path: str | Path) -> list[Path]:
+def _parquet_files(path: str | Path) -> list[str]:
     """A file, a folder's Parquet files, or those of its only subfolder that has any (e.g. `shards/`)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if not p.is_dir():
-        return [p]
-
-    def visible(folder: Path) -> list[Path]:
-        return sorted(f for f in folder.glob("*.parquet") if not f.name.startswith((".", "_")))
-
-    if files := visible(p):
+        return [str(p)]
+    if files := parquet_files(p):
         return files
-    subs = [d for d in sorted(p.iterdir()) if d.is_dir() and visible(d)]
+    subs = [d for d in sorted(p.iterdir()) if d.is_dir() and parquet_files(d)]
     if len(subs) == 1:
-        return visible(subs[0])
+        return parquet_files(subs[0])
     if not subs:
         raise FileNotFoundError(f"{p}: no *.parquet files in this folder or its subfolders")
     raise ValueError(f"{p}: several subfolders hold Parquet ({[d.name for d in subs]}); pass one of them")
 
 
-def _json_meta(schema, key: bytes):
-    raw = (schema.metadata or {}).get(key)
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"metadata key {key.decode()} is not valid JSON: {err}") from err
-
-
-def _recipe(schema) -> dict:
-    recipe = dict(_json_meta(schema, RECIPE_KEY) or {})
-    stages = _json_meta(schema, STAGES_KEY)
+def _recipe(schema, source: str) -> dict:
+    recipe = read_recipe(schema.metadata, source)
+    stages = metadata_json(schema.metadata, STAGES_KEY, source)
     if stages:  # the stats stages: gene blocks exist only if the last stage is the subject matrix
         recipe["_last_stage"] = stages[-1]
     return recipe
@@ -123,13 +112,9 @@ def read_features(path: str | Path) -> FeatureMatrix:
     shards (one row per subject and gene) are pivoted into the same layout, genes in recipe order (else in
     order of first appearance).
     """
-    import pyarrow.parquet as pq
-
     files = _parquet_files(path)
     tables = [pq.read_table(f) for f in files]
-    recipe = _recipe(tables[0].schema)
-    import pyarrow as pa
-
+    recipe = _recipe(tables[0].schema, files[0])
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     cols = set(table.column_names)
     if "subject_id" not in cols:
@@ -143,9 +128,6 @@ def read_features(path: str | Path) -> FeatureMatrix:
 
 
 def _list_to_numpy(col, source: str) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if col.null_count:
         raise ValueError(f"{source}: {col.null_count} rows have null features")
@@ -211,27 +193,6 @@ def _from_shards(table, recipe: dict, source: str) -> FeatureMatrix:
         names = keys  # gene names are not unique: keep the ids
     blocks = {n: slice(j * d, (j + 1) * d) for j, n in enumerate(names)}
     return FeatureMatrix(subjects, X, names, blocks, recipe, source)
-
-
-def read_table(path: str | Path):
-    """A subject table (TSV/CSV/Parquet) as a polars DataFrame with `subject_id` as a string column."""
-    import polars as pl
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
-    if p.suffix == ".parquet":
-        df = pl.read_parquet(p)
-    else:
-        sep = "," if p.suffix == ".csv" else "\t"
-        df = pl.read_csv(p, separator=sep, infer_schema_length=10_000)
-    if "subject_id" not in df.columns:
-        raise ValueError(f"{p}: no `subject_id` column (columns: {df.columns})")
-    df = df.with_columns(pl.col("subject_id").cast(pl.Utf8))
-    if df["subject_id"].is_duplicated().any():
-        dup = df.filter(pl.col("subject_id").is_duplicated())["subject_id"][0]
-        raise ValueError(f"{p}: subject_id {dup!r} appears more than once")
-    return df
 
 
 @dataclass

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_text
+from neuro_caduceus.analysis.outputs import new_figure, save_figure
+from neuro_caduceus.io import write_parquet, write_text
 from neuro_caduceus.provenance import report_lines, title
-
-RECIPE_KEY = b"neuro_caduceus.recipe"
-
-
-def _write_parquet(df, path: Path, recipe: dict) -> Path:
-    import pyarrow.parquet as pq
-
-    table = df.to_arrow()
-    table = table.replace_schema_metadata({RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def plot_distance_vs_frequency(variants, path: Path, recipe: dict | None = None) -> Path:
@@ -64,8 +51,8 @@ def plot_along_gene(variants, path: Path, recipe: dict | None = None) -> Path:
 def write_outputs(out: Path, variants, subjects, summary: dict, recipe: dict) -> list[Path]:
     """variants.parquet, subjects.parquet, *.png, report.md, pilot_summary.json (temp name, then rename)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [_write_parquet(variants, out / "variants.parquet", recipe),
-             _write_parquet(subjects, out / "subjects.parquet", recipe)]
+    paths = [write_parquet(variants.to_arrow(), out / "variants.parquet", recipe),
+             write_parquet(subjects.to_arrow(), out / "subjects.parquet", recipe)]
     plots = [plot_distance_vs_frequency(variants, out / "distance_vs_frequency.png", recipe),
              plot_per_gene(subjects, out / "distance_per_gene.png", recipe),
              plot_along_gene(variants, out / "distance_along_gene.png", recipe)]

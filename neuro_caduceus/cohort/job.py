@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 
 from neuro_caduceus.cohort.config import CohortConfig, load_config
-from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
@@ -37,6 +36,7 @@ from neuro_caduceus.cohort.source import open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 from neuro_caduceus.genome import strategies
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
+from neuro_caduceus.io import write_atomic
 
 JOB_FILE = "_job.json"
 OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, units/, plans/ of listed units

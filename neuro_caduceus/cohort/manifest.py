@@ -13,9 +13,9 @@ import uuid
 from typing import Any
 
 from neuro_caduceus.cohort.config import CohortConfig
-from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.shards import unit_name
 from neuro_caduceus.cohort.store import store_identity
+from neuro_caduceus.io import write_atomic
 
 SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",

@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.fsio import write_url
 from neuro_caduceus.cohort.window_jobs import job
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
+from neuro_caduceus.io import write_url
 
 
 @dataclass

@@ -15,8 +15,14 @@ says nothing about the analysed genes' data) and their reverse complements:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from neuro_caduceus.genome.annotation import read_genes
+from neuro_caduceus.genome.fasta import Reference
+from neuro_caduceus.io import write_atomic
+from neuro_caduceus.model import from_pretrained
+from neuro_caduceus.model.embedder import Embedder
 from neuro_caduceus.model.rc import RCWindow, check_windows
 
 
@@ -53,11 +59,6 @@ def run_rc_check(checkpoint: str, reference_fasta: str, gtf: str, gene_ids: list
                  stride: int | None, dtype: str, device: str, n_genes: int, n_windows: int,
                  tolerance: float) -> dict:
     """The stage body (runs where the embedding actors run: pass their device); returns the record."""
-    from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.genome.fasta import Reference
-    from neuro_caduceus.model import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
-
     embedder = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)
     windows, held_out = held_out_windows(Reference(reference_fasta), read_genes(gtf), set(gene_ids), n_genes,
                                          n_windows, window)
@@ -82,9 +83,6 @@ def rc_check_for_job(cfg: Any, fs: Any, root: str, gene_ids: list[str], gpus: fl
     """The cohort job's hook: run once per output folder on the actors' kind of device (a Ray task with
     the actors' GPU share), store `_rc_check.json`, reuse it when resuming; raise RCCheckFailed above the
     tolerance."""
-    import json
-    import uuid
-
     import ray
 
     path = f"{root}/_rc_check.json"
@@ -100,8 +98,5 @@ def rc_check_for_job(cfg: Any, fs: Any, root: str, gene_ids: list[str], gpus: fl
     record = ray.get(task.remote(cfg.model.checkpoint, cfg.inputs.reference_fasta, cfg.inputs.gtf, gene_ids,
                                  cfg.model.window, cfg.model.stride, cfg.model.dtype, device, rc.genes,
                                  rc.windows, rc.tolerance))
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    fs.mv(tmp, path)
+    write_atomic(fs, path, json.dumps(record, indent=1))
     return check_or_raise(record)

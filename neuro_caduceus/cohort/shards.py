@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from typing import Any
 
 import fsspec
@@ -21,11 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
-from neuro_caduceus.cohort.fsio import write_atomic
 from neuro_caduceus.cohort.plan import GenePlan
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
+from neuro_caduceus.io import atomic_path, recipe_metadata, write_atomic
 
-RECIPE_KEY = b"neuro_caduceus.recipe"
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
 
@@ -39,7 +37,7 @@ def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
     ]
     if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
         fields.append(("n_missing", pa.int32()))
-    return pa.schema(fields, metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()})
+    return pa.schema(fields, metadata=recipe_metadata(recipe))
 
 
 def unit_name(gene_id: str) -> str:
@@ -112,34 +110,32 @@ def write_unit(
     name = unit_name(plan.unit.gene_id)
     fs, root = fsspec.core.url_to_fs(out_dir)
     schema = shard_schema(ref.shape[0], recipe, n_missing=True)
-    final = f"{root}/shards/{name}.parquet"
-    tmp = f"{root}/shards/.{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
-        for start in range(0, len(subjects), SUBJECT_CHUNK):
-            chunk = subjects[start : start + SUBJECT_CHUNK]
-            if strategy == "additive":
-                emb = additive_subject_embeddings(plan, chunk, ref, singles)
-            else:
-                emb = subject_embeddings(plan, chunk, strategy, ref, haps)
-            n = len(chunk)
-            keep = pa.array([s not in excluded for s in chunk])
-            writer.write_table(
-                pa.table(
-                    {
-                        "subject_id": pa.array(chunk, pa.string()),
-                        "gene_id": pa.array([plan.unit.gene_id] * n, pa.string()),
-                        "gene_name": pa.array([plan.unit.gene_name] * n, pa.string()),
-                        "embedding": pa.FixedSizeListArray.from_arrays(emb.reshape(-1), emb.shape[1]),
-                        "n_missing": n_missing_of(counts, chunk),
-                    },
-                    schema=schema,
-                ).filter(keep)
-            )
-    size, digest = _file_digest(fs, tmp)
-    rows = len(subjects) - stats["excluded_subject_genes"]
-    stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
-    write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
-    fs.mv(tmp, final)
+    with atomic_path(f"{root}/shards/{name}.parquet", fs) as tmp:
+        with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+            for start in range(0, len(subjects), SUBJECT_CHUNK):
+                chunk = subjects[start : start + SUBJECT_CHUNK]
+                if strategy == "additive":
+                    emb = additive_subject_embeddings(plan, chunk, ref, singles)
+                else:
+                    emb = subject_embeddings(plan, chunk, strategy, ref, haps)
+                n = len(chunk)
+                keep = pa.array([s not in excluded for s in chunk])
+                writer.write_table(
+                    pa.table(
+                        {
+                            "subject_id": pa.array(chunk, pa.string()),
+                            "gene_id": pa.array([plan.unit.gene_id] * n, pa.string()),
+                            "gene_name": pa.array([plan.unit.gene_name] * n, pa.string()),
+                            "embedding": pa.FixedSizeListArray.from_arrays(emb.reshape(-1), emb.shape[1]),
+                            "n_missing": n_missing_of(counts, chunk),
+                        },
+                        schema=schema,
+                    ).filter(keep)
+                )
+        size, digest = _file_digest(fs, tmp)
+        rows = len(subjects) - stats["excluded_subject_genes"]
+        stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
+        write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
     return rows
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.fsio import write_atomic
+from neuro_caduceus.io import TEMP_GLOB, write_atomic, write_parquet
 
 IDENTITY_FILE = "_identity.json"
 ROWS_KEY, CHECKSUM_KEY = b"neuro_caduceus.rows", b"neuro_caduceus.checksum"
@@ -89,7 +89,7 @@ class WindowStore:
         with self.fs.open(path, "r") as f:
             if json.load(f) == self.identity:
                 return
-        for batch in [*self.batch_files(), *self.fs.glob(f"{self.root}/batches/.*.tmp")]:
+        for batch in [*self.batch_files(), *self.fs.glob(f"{self.root}/batches/{TEMP_GLOB}")]:
             self.fs.rm(batch)
         self.fs.rm(path)
 
@@ -104,10 +104,7 @@ class WindowStore:
         meta = {ROWS_KEY: str(table.num_rows).encode(), CHECKSUM_KEY: _checksum(table).encode()}
         table = table.replace_schema_metadata(meta)
         name = f"{uuid.uuid4().hex}.parquet"
-        tmp = f"{self.root}/batches/.{name}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
-        self.fs.mv(tmp, f"{self.root}/batches/{name}")
+        write_parquet(table, f"{self.root}/batches/{name}", fs=self.fs)
         return name
 
     def batch_files(self) -> list[str]:
@@ -117,7 +114,7 @@ class WindowStore:
 
     def remove_partial(self) -> int:
         """Delete temporary files of writers that never finished; returns how many."""
-        stale = self.fs.glob(f"{self.root}/batches/.*.tmp")
+        stale = self.fs.glob(f"{self.root}/batches/{TEMP_GLOB}")
         for path in stale:
             self.fs.rm(path)
         return len(stale)

@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuro_caduceus.io import read_yaml_model
 
 ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+$")
 
@@ -29,22 +30,8 @@ class GeneSet(BaseModel):
 
 
 def load_gene_set(path: str | Path) -> GeneSet:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"gene set {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
-    try:
-        return GeneSet.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(
-            f"{path}: invalid gene set ({problems}); expected keys name, genes, description"
-        ) from None
+    """A gene-set YAML; errors name the file and every bad key."""
+    return read_yaml_model(path, GeneSet, what="gene set", expected="keys name, genes, description")
 
 
 def resolve_gene_set(gene_set: GeneSet, genes: pl.DataFrame) -> pl.DataFrame:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from safetensors.torch import save as save_safetensors
 from torch import nn
+
+from neuro_caduceus.io import write_atomic
 
 
 def save_pretrained(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
     """Write config.json + model.safetensors like the hub (tied aliases omitted); files appear atomically."""
-    from safetensors.torch import save as save_safetensors
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tied = model.tied_keys()
@@ -27,8 +27,5 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
         "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
     }
     for name, blob in payload.items():
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, out / name)
+        write_atomic(None, out / name, blob)
     return out

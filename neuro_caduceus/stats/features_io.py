@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -20,20 +19,20 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-RECIPE_KEY = b"neuro_caduceus.recipe"
-STAGES_KEY = b"neuro_caduceus.stages"
+from neuro_caduceus.io import (
+    STAGES_KEY,
+    commit,
+    discard,
+    metadata_json,
+    parquet_files,
+    parquet_metadata,
+    read_recipe,
+    recipe_metadata,
+    temp_name,
+)
+
 FEATURE_SUBDIRS = ("residuals", "scores", "matrix")  # stage outputs a --input folder may hold
 MAX_EXAMPLES = 10
-
-
-def parquet_files(folder: str) -> list[str]:
-    """Sorted Parquet files of a folder (hidden and temporary files skipped)."""
-    fs, root = fsspec.core.url_to_fs(folder)
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"{folder}: not a folder")
-    files = [p for p in fs.ls(root, detail=False)
-             if p.endswith(".parquet") and not Path(p).name.startswith(".")]
-    return sorted(files if "://" not in folder else [f"{folder.split('://')[0]}://{p}" for p in files])
 
 
 def resolve_features_dir(folder: str) -> str:
@@ -50,20 +49,13 @@ def resolve_features_dir(folder: str) -> str:
     return found[0]
 
 
-def file_metadata(path: str) -> dict[bytes, bytes]:
-    with fsspec.open(path, "rb") as f:
-        return dict(pq.read_schema(f).metadata or {})
-
-
 def read_metadata(folder: str) -> tuple[dict, list]:
     """(recipe, stages) of a feature or shard folder, from its first file."""
     files = parquet_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no Parquet files")
-    meta = file_metadata(files[0])
-    recipe = json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else {}
-    stages = json.loads(meta[STAGES_KEY]) if STAGES_KEY in meta else []
-    return recipe, stages
+    meta = parquet_metadata(files[0])
+    return read_recipe(meta, files[0]), metadata_json(meta, STAGES_KEY, files[0]) or []
 
 
 def features_width(folder: str, column: str = "features") -> int:
@@ -106,8 +98,7 @@ def features_table(ids: list[str], X: np.ndarray, metadata: dict[bytes, bytes] |
 
 
 def stage_metadata(recipe: dict, stages: list, stage: dict) -> dict[bytes, bytes]:
-    return {RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode(),
-            STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode()}
+    return {**recipe_metadata(recipe), STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode()}
 
 
 def write_part(batch: pa.Table, tmp_dir: str, metadata: dict[bytes, bytes]) -> pa.Table:
@@ -139,8 +130,7 @@ def write_parts(ds, out_dir: str, metadata: dict[bytes, bytes], batch_size: int 
     `commit_parts` renames the folder into place.
     """
     fs, root = fsspec.core.url_to_fs(out_dir)
-    parent, name = root.rstrip("/").rsplit("/", 1) if "/" in root.rstrip("/") else (".", root)
-    tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_name(root)
     fs.makedirs(tmp, exist_ok=True)
     stats = ds.map_batches(write_part, fn_kwargs={"tmp_dir": tmp, "metadata": metadata},
                            batch_format="pyarrow", batch_size=batch_size).take_all()
@@ -155,15 +145,8 @@ def write_parts(ds, out_dir: str, metadata: dict[bytes, bytes], batch_size: int 
 
 def commit_parts(result: dict) -> None:
     """Replace the final folder by the temporary one (the old output is removed only after success)."""
-    fs, tmp, final = result["fs"], result["tmp"], result["final"]
-    if fs.exists(final):
-        old = f"{tmp}.old"
-        fs.mv(final, old, recursive=True)
-        fs.mv(tmp, final, recursive=True)
-        fs.rm(old, recursive=True)
-    else:
-        fs.mv(tmp, final, recursive=True)
+    commit(result["tmp"], result["final"], result["fs"])
 
 
 def abort_parts(result: dict) -> None:
-    result["fs"].rm(result["tmp"], recursive=True)
+    discard(result["tmp"], result["fs"])

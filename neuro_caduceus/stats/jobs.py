@@ -7,12 +7,11 @@ a temporary folder renamed into place on success, then its model, a PNG and a su
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from neuro_caduceus.io import atomic_writer, read_table, write_csv, write_json
 from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.distributed import (
@@ -22,21 +21,13 @@ from neuro_caduceus.stats.distributed import (
     transform_pca,
     transform_residuals,
 )
+from neuro_caduceus.stats.plots import r2_plot, scree_plot
 from neuro_caduceus.stats.residualize import CovariateSpec, Residualizer
-
-
-def write_json(path: Path, data: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 def run_pca(input_dir: str, out_dir: str, n_components: int = 512, whiten: bool = False,
             batch_size: int = DEFAULT_BATCH_ROWS, keep_statistics: bool = True) -> dict:
     """Fit PCA on a feature folder; write pca_model.npz, scores/, pca_scree.png, pca_summary.json."""
-    from neuro_caduceus.stats.plots import scree_plot
-
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
     recipe = stamp(recipe, "pca", [folder])
@@ -59,19 +50,6 @@ def run_pca(input_dir: str, out_dir: str, n_components: int = 512, whiten: bool 
                "fit": model.fit_info_, "recipe_id": recipe.get("recipe_id"), "recipe": recipe}
     write_json(out / "pca_summary.json", summary)
     return summary
-
-
-def read_table(path: str):
-    """Covariates as polars (CSV, TSV/TXT or Parquet by extension); subject ids read as strings."""
-    import polars as pl
-
-    suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
-        return pl.read_parquet(path)
-    if suffix in (".csv", ".tsv", ".txt"):
-        sep = "," if suffix == ".csv" else "\t"
-        return pl.read_csv(path, separator=sep, infer_schema_length=10_000, null_values=["", "NA", "NaN"])
-    raise ValueError(f"{path}: covariates must be .csv, .tsv, .txt or .parquet")
 
 
 def check_covariate_columns(cov, spec: CovariateSpec, source: str = "the covariates") -> None:
@@ -111,10 +89,8 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     """Residualize a feature folder; write residuals/, model, coefficients, R^2, PNG and summary."""
     import polars as pl
 
-    from neuro_caduceus.stats.plots import r2_plot
-
     spec = spec or CovariateSpec()
-    cov = read_table(covariates)
+    cov = read_table(covariates, spec.subject_id, "set subject_id in the covariate mapping")
     check_covariate_columns(cov, spec, covariates)
     folder = fio.resolve_features_dir(input_dir)
     recipe, stages = fio.read_metadata(folder)
@@ -141,9 +117,9 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     fio.commit_parts(written)
     save_residualizer(res, out / "residualize_model.npz")
     terms = ["intercept", *res.design_columns_]
-    write_csv(out / "coefficients.csv", pl.DataFrame(
-        {"term": terms, **{f"dim_{j}": res.coef_[:, j] for j in range(res.coef_.shape[1])}}))
-    write_csv(out / "r2.csv", pl.DataFrame({"dim": np.arange(len(res.r2_)), "r2": res.r2_}))
+    coef = {f"dim_{j}": res.coef_[:, j] for j in range(res.coef_.shape[1])}
+    write_csv(pl.DataFrame({"term": terms, **coef}), out / "coefficients.csv")
+    write_csv(pl.DataFrame({"dim": np.arange(len(res.r2_)), "r2": res.r2_}), out / "r2.csv")
     r2_plot(res.r2_, out / "residualize_r2.png", recipe)
     summary = {**{k: v for k, v in stage.items() if k != "spec"}, **counts, "input": folder,
                "residual_rows": written["written"], "n_samples": res.n_samples_,
@@ -154,19 +130,10 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     return summary
 
 
-def write_csv(path: Path, frame) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    frame.write_csv(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def save_residualizer(res: Residualizer, path: Path) -> Path:
     """npz: coef [1+p, q] (row 0 intercept), r2 [q], design_columns, levels and spec as JSON."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
+    with atomic_writer(path, "wb") as f:
         np.savez(f, coef=res.coef_, r2=res.r2_, n_samples=np.int64(res.n_samples_),
                  design_columns=np.array(res.design_columns_, dtype=str),
                  levels=np.array(json.dumps(res.levels_)), spec=np.array(res.spec.model_dump_json()))
-    os.replace(tmp, path)
     return path

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from neuro_caduceus.io import atomic_writer
 from neuro_caduceus.stats.moments import Moments
 
 DEFAULT_COMPONENTS = 512
@@ -133,11 +133,8 @@ class PCA:
         if keep_statistics and self.moments_ is not None:
             arrays |= {"stat_count": np.int64(self.moments_.count), "stat_mean": self.moments_.mean,
                        "stat_m2": self.moments_.m2}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
+        with atomic_writer(path, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuro_caduceus.stats.moments import Moments
+from neuro_caduceus.stats.pca import check_rows
 
 RANK_TOL = 1e-10  # smallest eigenvalue of the covariates' correlation matrix, relative to the largest
 
@@ -133,8 +134,6 @@ class Residualizer:
     # ------------------------------------------------------------------------------------------------ fitting
     def fit(self, Y: np.ndarray, cov) -> Residualizer:
         """Learn levels and coefficients from these (training) rows."""
-        from neuro_caduceus.stats.pca import check_rows
-
         ids = cov[self.spec.subject_id].to_list() if self.spec.subject_id in cov.columns else None
         Y = check_rows(Y, ids=ids)
         if Y.shape[0] != cov.height:
@@ -180,8 +179,6 @@ class Residualizer:
     # ----------------------------------------------------------------------------------------------- applying
     def transform(self, Y: np.ndarray, cov) -> np.ndarray:
         """Residuals Y - [1, X] coef for any rows (float64), with the coding learned at fit time."""
-        from neuro_caduceus.stats.pca import check_rows
-
         if not hasattr(self, "coef_"):
             raise RuntimeError("Residualizer.transform() before fit(): fit on training subjects first")
         Y = check_rows(Y, width=self.coef_.shape[1])

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.io import RECIPE_KEY, parquet_files, parquet_metadata, write_csv, write_json
 from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 
@@ -39,7 +40,7 @@ def shard_folder(path: str) -> str:
 
 def check_recipes(files: list[str]) -> dict:
     """The shards' common recipe; differing recipes (mixed runs) are an error naming the files."""
-    recipes = {f: fio.file_metadata(f).get(fio.RECIPE_KEY, b"{}") for f in files}
+    recipes = {f: parquet_metadata(f).get(RECIPE_KEY, b"{}") for f in files}
     first = recipes[files[0]]
     odd = [f for f, r in recipes.items() if r != first]
     if odd:
@@ -152,14 +153,12 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     """
     import ray.data
 
-    from neuro_caduceus.stats.jobs import write_json
-
     if on_missing not in ("error", "drop"):
         raise ValueError(f"on_missing must be 'error' or 'drop', got {on_missing!r}")
     if block_scaling not in ("total_variance", "none"):
         raise ValueError(f"block_scaling must be 'total_variance' or 'none', got {block_scaling!r}")
     folder = shard_folder(input_dir)
-    files = fio.parquet_files(folder)
+    files = parquet_files(folder)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no embedding shards (*.parquet) found")
     recipe = check_recipes(files)
@@ -237,10 +236,8 @@ def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
 def _write_scales(path: Path, genes: list[str], variances, scales) -> None:
     import polars as pl
 
-    from neuro_caduceus.stats.jobs import write_csv
-
-    write_csv(path, pl.DataFrame({"gene": genes, "total_variance": np.asarray(variances, dtype=np.float64),
-                                  "scale": np.asarray(scales, dtype=np.float64)}))
+    write_csv(pl.DataFrame({"gene": genes, "total_variance": np.asarray(variances, dtype=np.float64),
+                            "scale": np.asarray(scales, dtype=np.float64)}), path)
 
 
 def _partitions(files: list[str]) -> int:

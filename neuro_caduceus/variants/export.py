@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+from neuro_caduceus.io import atomic_path
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
-from neuro_caduceus.variants.qc import QCConfig, sample_sets
+from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_sets
 
 SAMPLES_SCHEMA = pa.schema([("subject_id", pa.string())])
 
@@ -44,9 +43,7 @@ def export_haplotypes(
     Genes are read in groups of `genes_per_query` (one Hail query each, interval pushdown); returns
     {"genes", "rows", "samples", "out"}.
     """
-    from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import filter_ids, qc_summary
-    from neuro_caduceus.variants.source import read_region_group
+    from neuro_caduceus.variants.hail_session import init_hail  # hail: only where the export runs
 
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -55,7 +52,22 @@ def export_haplotypes(
     qc = qc or QCConfig()
     id_sets = sample_sets(qc)
     spans = sorted((RegionSpan.of(r) for r in regions), key=lambda r: (r.chrom, r.segments[0][0]))
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with atomic_path(out) as tmp:
+        n_rows = _write_genes(tmp, mt_path, spans, strategy, qc, id_sets, max_ref_length, genes_per_query)
+        mt = hl.read_matrix_table(mt_path)
+        summary = qc_summary(mt, qc)
+        samples, _ = filter_ids(mt.s.collect(), qc, id_sets, warn=False)  # qc_summary warned already
+        pq.write_table(pa.table({"subject_id": samples}, schema=SAMPLES_SCHEMA), tmp / "samples.parquet")
+        report = {"strategy": strategy, "mt": str(mt_path), **summary}
+        (tmp / "qc_summary.json").write_text(json.dumps(report, indent=1))
+    return {"genes": len(spans), "rows": n_rows, "samples": len(samples), "out": str(out)}
+
+
+def _write_genes(tmp: Path, mt_path: str, spans: list[RegionSpan], strategy: str, qc: QCConfig, id_sets: Any,
+                 max_ref_length: int, genes_per_query: int) -> int:
+    """haplotypes/ and genotype_counts/ (a file per gene) into `tmp`; returns the haplotype rows."""
+    from neuro_caduceus.variants.source import read_region_group  # ray: only where the export runs
+
     (tmp / "haplotypes").mkdir(parents=True)
     (tmp / "genotype_counts").mkdir()
     n_rows = 0
@@ -74,16 +86,7 @@ def export_haplotypes(
             table = pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
             pq.write_table(table, tmp / "haplotypes" / f"{gene_id}.parquet")
             n_rows += table.num_rows
-    mt = hl.read_matrix_table(mt_path)
-    summary = qc_summary(mt, qc)
-    samples, _ = filter_ids(mt.s.collect(), qc, id_sets, warn=False)  # qc_summary warned already
-    pq.write_table(pa.table({"subject_id": samples}, schema=SAMPLES_SCHEMA), tmp / "samples.parquet")
-    report = {"strategy": strategy, "mt": str(mt_path), **summary}
-    (tmp / "qc_summary.json").write_text(json.dumps(report, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return {"genes": len(spans), "rows": n_rows, "samples": len(samples), "out": str(out)}
+    return n_rows
 
 
 def read_haplotypes_parquet(path: str, **read_args: Any):
