@@ -37,7 +37,8 @@ CONFIG_FILES: list[tuple[str, type[BaseModel], str]] = [
      "(examples: `configs/demo.yaml`, `configs/ukb_wes.yaml`, `configs/pilot_demo.yaml`). "
      "The `qc` section alone is also the file of `neuro-caduceus variant-qc --config`."),
     ("Gene set", GeneSet,
-     "`inputs.gene_set` above, `neuro-caduceus genes --genes`, `neuro-caduceus personalize --genes` "
+     "`inputs.gene_set` above, `neuro-caduceus genes --genes`, `neuro-caduceus personalize --genes`, "
+     "`neuro-caduceus subject-matrix --genes` "
      "(example: `configs/genesets/example_neuro.yaml`)."),
     ("Covariate mapping", CovariateSpec,
      "`neuro-caduceus residualize --config FILE` (the keys may also sit under a top-level `covariates:`)."),

@@ -294,7 +294,7 @@ def metadata_json(metadata: dict[bytes, bytes] | None, key: bytes, source: str =
         raise ValueError(f"{where}metadata key {key.decode()} is not valid JSON: {err}") from err
 
 
-def read_recipe(metadata: dict[bytes, bytes] | None, source: str = "") -> dict:
+def recipe_from_metadata(metadata: dict[bytes, bytes] | None, source: str = "") -> dict:
     """The recipe a Parquet schema's metadata carries ({} when it has none)."""
     return dict(metadata_json(metadata, RECIPE_KEY, source) or {})
 

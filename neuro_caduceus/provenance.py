@@ -29,6 +29,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import fsspec
+import numpy as np
+
+from neuro_caduceus.io import parquet_metadata, recipe_from_metadata
+
 PROVENANCE_KEYS = ("recipe_id", "embedding_strategy_id", "versions", "created_utc", "inputs", "random_init",
                    "stage", "lineage")
 RANDOM_INIT_FLAG = "neuro_caduceus_random_init"  # the checkpoint config.json key (model.config has the same)
@@ -85,8 +90,6 @@ def _folder_identity(path: Path) -> dict[str, Any]:
 
 
 def _url_identity(url: str) -> dict[str, Any]:
-    import fsspec
-
     fs, root = fsspec.core.url_to_fs(url)
     info = fs.info(root)
     tag = next((str(info[k]) for k in ("ETag", "etag", "md5Hash", "md5", "crc32c") if info.get(k)), None)
@@ -116,8 +119,6 @@ def input_identities(paths: Iterable[str | os.PathLike[str] | None]) -> list[dic
 
 def checkpoint_random_init(checkpoint: str | os.PathLike[str]) -> bool:
     """True when the checkpoint's config.json carries `neuro_caduceus_random_init: true`."""
-    import fsspec
-
     url = os.fspath(checkpoint).rstrip("/")
     try:
         with fsspec.open(f"{url}/config.json", "rt") as f:
@@ -169,8 +170,6 @@ def report_lines(recipe: dict | None) -> list[str]:
 
 def read_recipe(path: str | os.PathLike[str]) -> dict:
     """The recipe of an artifact: Parquet file or folder (schema metadata), summary .json or .npz model."""
-    import pyarrow.parquet as pq
-
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith("."))
@@ -178,13 +177,10 @@ def read_recipe(path: str | os.PathLike[str]) -> dict:
             raise FileNotFoundError(f"{p}: no Parquet files")
         p = files[0]
     if p.suffix == ".parquet":
-        meta = pq.read_schema(p).metadata or {}
-        return json.loads(meta.get(b"neuro_caduceus.recipe", b"{}"))
+        return recipe_from_metadata(parquet_metadata(str(p)), str(p))
     if p.suffix == ".json":
         return json.loads(p.read_text()).get("recipe", {})
     if p.suffix == ".npz":
-        import numpy as np
-
         with np.load(p, allow_pickle=False) as z:
             return json.loads(str(z["recipe"])) if "recipe" in z.files else {}
     raise ValueError(f"{p}: no recipe reader for {p.suffix!r} files")
@@ -200,8 +196,6 @@ SUBJECT_EMBEDDING = {
 
 def _job_started(out_dir: str) -> str | None:
     """The cohort job's start time: the modification time of its `_job.json` (the same for a resumed run)."""
-    import fsspec
-
     try:
         fs, root = fsspec.core.url_to_fs(out_dir)
         info = fs.info(f"{root.rstrip('/')}/_job.json")

@@ -18,9 +18,9 @@ from neuro_caduceus.io import (
     metadata_json,
     parquet_files,
     parquet_metadata,
-    read_recipe,
     read_table,
     read_yaml_model,
+    recipe_from_metadata,
     temp_name,
     write_atomic,
     write_parquet,
@@ -74,8 +74,8 @@ def test_recipe_metadata_round_trip_and_parquet_folders(tmp_path):
     pq.write_table(table, tmp_path / "_d.parquet")
     files = parquet_files(tmp_path)
     assert [f.rsplit("/", 1)[-1] for f in files] == ["a.parquet", "b.parquet"]
-    assert read_recipe(parquet_metadata(files[1])) == {"recipe_id": "r", "genes": ["G"]}
-    assert read_recipe(parquet_metadata(files[0])) == {}
+    assert recipe_from_metadata(parquet_metadata(files[1])) == {"recipe_id": "r", "genes": ["G"]}
+    assert recipe_from_metadata(parquet_metadata(files[0])) == {}
     with pytest.raises(ValueError, match=r"x\.parquet: metadata key neuro_caduceus\.recipe is not valid"):
         metadata_json({RECIPE_KEY: b"{oops"}, RECIPE_KEY, "x.parquet")
     with pytest.raises(FileNotFoundError, match="not a folder"):

@@ -125,15 +125,13 @@ def test_cli_round_trip(ray_session, tmp_path):
     assert bad.exit_code == 2 and "subject_id" in bad.output and not (tmp_path / "res2").exists()
 
 
-def test_gene_set_yaml_forms(tmp_path):
+def test_gene_list_is_read_from_the_cohort_jobs_gene_set_file(tmp_path):
     from neuro_caduceus.stats.subject_matrix import load_gene_list
 
     (tmp_path / "a.yaml").write_text("name: x\ngenes: [APOE, ENSG2]\n")
-    (tmp_path / "b.yaml").write_text("genes:\n  - {gene_id: ENSG3}\n  - {gene_name: TREM2}\n")
-    (tmp_path / "c.yaml").write_text("genes: []\n")
+    (tmp_path / "c.yaml").write_text("name: x\ngenes: []\n")
     assert load_gene_list(str(tmp_path / "a.yaml")) == ["APOE", "ENSG2"]
-    assert load_gene_list(str(tmp_path / "b.yaml")) == ["ENSG3", "TREM2"]
-    with pytest.raises(ValueError, match="non-empty `genes:` list"):
+    with pytest.raises(ValueError, match=r"c\.yaml: invalid gene set \(genes: List should have at least 1"):
         load_gene_list(str(tmp_path / "c.yaml"))
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from neuro_caduceus.io import STAGES_KEY, metadata_json, parquet_files, read_recipe
+from neuro_caduceus.io import STAGES_KEY, metadata_json, parquet_files, recipe_from_metadata
 from neuro_caduceus.io import read_table as read_table  # the subject-table reader LOGO and CCA use
 
 _DIM_KEYS = ("gene_dim", "embedding_dim", "dim", "d_model")
@@ -59,7 +59,7 @@ def _parquet_files(path: str | Path) -> list[str]:
 
 
 def _recipe(schema, source: str) -> dict:
-    recipe = read_recipe(schema.metadata, source)
+    recipe = recipe_from_metadata(schema.metadata, source)
     stages = metadata_json(schema.metadata, STAGES_KEY, source)
     if stages:  # the stats stages: gene blocks exist only if the last stage is the subject matrix
         recipe["_last_stage"] = stages[-1]

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
 from neuro_caduceus.cohort.plan import GenePlan
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
+from neuro_caduceus.genome.strategies import n_haps
 from neuro_caduceus.io import atomic_path, recipe_metadata, write_atomic
 
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
@@ -66,7 +67,7 @@ def subject_embeddings(
 ) -> np.ndarray:
     """float32 [n_subjects, d]: diploid = mean of hap1 and hap2, consensus = its haplotype; else reference."""
     index = {s: i for i, s in enumerate(subjects)}
-    ploidy = 2 if strategy == "diploid" else 1
+    ploidy = n_haps(strategy)
     which = np.full((len(subjects), ploidy), -1, dtype=np.int64)  # -1 = reference haplotype
     for h, carriers in enumerate(plan.carriers):
         for subject, hap_index in carriers:

@@ -26,7 +26,7 @@ from neuro_caduceus.io import (
     metadata_json,
     parquet_files,
     parquet_metadata,
-    read_recipe,
+    recipe_from_metadata,
     recipe_metadata,
     temp_name,
 )
@@ -55,7 +55,7 @@ def read_metadata(folder: str) -> tuple[dict, list]:
     if not files:
         raise FileNotFoundError(f"{folder}: no Parquet files")
     meta = parquet_metadata(files[0])
-    return read_recipe(meta, files[0]), metadata_json(meta, STAGES_KEY, files[0]) or []
+    return recipe_from_metadata(meta, files[0]), metadata_json(meta, STAGES_KEY, files[0]) or []
 
 
 def features_width(folder: str, column: str = "features") -> int:

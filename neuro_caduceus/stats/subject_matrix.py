@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.genome.genesets import load_gene_set
 from neuro_caduceus.io import RECIPE_KEY, parquet_files, parquet_metadata, write_csv, write_json
 from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
@@ -50,23 +51,8 @@ def check_recipes(files: list[str]) -> dict:
 
 
 def load_gene_list(path: str) -> list[str]:
-    """Gene ids or names from a gene-set YAML: `genes: [...]` of strings or of {gene_id|gene_name: ...}."""
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    genes = data.get("genes") if isinstance(data, dict) else data
-    if not isinstance(genes, list) or not genes:
-        raise ValueError(f"{path}: expected a non-empty `genes:` list")
-    out = []
-    for i, g in enumerate(genes):
-        name = g if isinstance(g, str) else (g.get("gene_id") or g.get("gene_name") or g.get("name")
-                                             if isinstance(g, dict) else None)
-        if not name:
-            raise ValueError(f"{path}: genes[{i}] = {g!r} is neither a name nor a mapping with "
-                             "gene_id/gene_name")
-        out.append(str(name))
-    return out
+    """The entries of a gene-set YAML (the cohort job's format), in the set's order."""
+    return load_gene_set(path).genes
 
 
 def _in_gene_set(table: pa.Table, genes: list[str]) -> pa.Table:

@@ -8,10 +8,12 @@ haplotypes 1 and 2 (bcftools consensus semantics) and to report variants as writ
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+from neuro_caduceus.genome.vcf_file import check_vcf
+from neuro_caduceus.io import check_output_not_input, check_replaceable, discard, replace_output, temp_name
+from neuro_caduceus.variants.hail_session import init_hail, load_reference
 
 
 def vcf_contigs(path: str) -> list[str]:
@@ -57,10 +59,6 @@ def import_vcf(
 
     Returns a small summary: rows (after split), samples, partitions, reference.
     """
-    from neuro_caduceus.genome.vcf_file import check_vcf
-    from neuro_caduceus.io import check_output_not_input, check_replaceable, replace_output
-    from neuro_caduceus.variants.hail_session import init_hail, load_reference
-
     out_path = Path(out)
     vcfs = [str(v) for v in vcfs]
     check_output_not_input([out_path], [*vcfs, reference if reference.endswith(".json") else None])
@@ -82,12 +80,12 @@ def import_vcf(
         raise ValueError(f"{vcfs[0]}: no FORMAT/GT field (FORMAT fields: {list(mt.entry)})")
     mt = mt.annotate_rows(vcf_locus=mt.locus, vcf_alleles=mt.alleles)
     mt = hl.split_multi_hts(mt)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = temp_name(out_path)
     try:
-        mt.write(str(tmp))
+        mt.write(tmp)
         replace_output(tmp, out_path, overwrite)
     except Exception as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         if type(err).__name__ == "FatalError":  # Hail's Java error: its first line names the problem
             raise ValueError(f"{', '.join(vcfs)}: Hail cannot read the VCF: {_java_reason(err)}") from err
         raise
