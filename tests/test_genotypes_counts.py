@@ -35,9 +35,9 @@ def cohort(tmp_path_factory, hail_session):
     return SimpleNamespace(vcf=str(out / "cohort.vcf.gz"), mt=str(out / "cohort.mt"), regions=regions)
 
 
-def text_oracle(vcf: str, regions) -> dict[tuple[str, str], tuple[int, int]]:
-    """Independent: the VCF text, GT strings by hand (missing: a '.', unphased het: '/' with two alleles)."""
-    out: Counter = Counter()
+def _vcf_records(vcf: str):
+    """(sample names, tab-split fields) of each record of a gzipped VCF, read as plain text."""
+    samples: list[str] = []
     with gzip.open(vcf, "rt") as f:
         for line in f:
             if line.startswith("##"):
@@ -46,16 +46,23 @@ def text_oracle(vcf: str, regions) -> dict[tuple[str, str], tuple[int, int]]:
             if line.startswith("#"):
                 samples = fields[9:]
                 continue
-            chrom, start0, ref = fields[0], int(fields[1]) - 1, fields[3]
-            for r in regions:
-                if r.chrom != chrom or not any(start0 < b and start0 + len(ref) > a for a, b in r.segments):
-                    continue
-                for s, field in zip(samples, fields[9:], strict=True):
-                    gt = field.split(":")[0]
-                    if "." in gt:
-                        out[(s, r.region_id, 0)] += 1
-                    elif "/" in gt and len(set(gt.split("/"))) == 2:
-                        out[(s, r.region_id, 1)] += 1
+            yield samples, fields
+
+
+def text_oracle(vcf: str, regions) -> dict[tuple[str, str], tuple[int, int]]:
+    """Independent: the VCF text, GT strings by hand (missing: a '.', unphased het: '/' with two alleles)."""
+    out: Counter = Counter()
+    for samples, fields in _vcf_records(vcf):
+        chrom, start0, ref = fields[0], int(fields[1]) - 1, fields[3]
+        for r in regions:
+            if r.chrom != chrom or not any(start0 < b and start0 + len(ref) > a for a, b in r.segments):
+                continue
+            for s, field in zip(samples, fields[9:], strict=True):
+                gt = field.split(":")[0]
+                if "." in gt:
+                    out[(s, r.region_id, 0)] += 1
+                elif "/" in gt and len(set(gt.split("/"))) == 2:
+                    out[(s, r.region_id, 1)] += 1
     keys = {(s, g) for s, g, _ in out}
     return {k: (out[(*k, 0)], out[(*k, 1)]) for k in keys}
 
@@ -94,20 +101,13 @@ def test_phased_calls_give_true_haplotypes(cohort):
     from neuro_caduceus.variants.source import read_region_group
 
     phased = {}
-    with gzip.open(cohort.vcf, "rt") as f:
-        for line in f:
-            if line.startswith("##"):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if line.startswith("#"):
-                samples = fields[9:]
-                continue
-            if "," in fields[4]:
-                continue
-            for s, field in zip(samples, fields[9:], strict=True):
-                gt = field.split(":")[0]
-                if gt in ("1|0", "0|1"):
-                    phased[(s, int(fields[1]))] = 1 if gt == "1|0" else 2
+    for samples, fields in _vcf_records(cohort.vcf):
+        if "," in fields[4]:
+            continue
+        for s, field in zip(samples, fields[9:], strict=True):
+            gt = field.split(":")[0]
+            if gt in ("1|0", "0|1"):
+                phased[(s, int(fields[1]))] = 1 if gt == "1|0" else 2
     assert {1, 2} <= set(phased.values())
     spans = [RegionSpan.of(r) for r in cohort.regions]
     for table in (pa.concat_tables(list(read_region_group(cohort.mt, spans, "diploid", None))),

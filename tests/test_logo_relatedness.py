@@ -107,7 +107,9 @@ def test_folds_never_split_a_related_group():
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(100), rng.integers(1, 4, 100))
     y = (rng.random(len(groups)) < 0.4).astype(int)
-    for tr, te in stratified_folds(y, 5, seed=1, groups=groups) + kfolds(len(groups), 5, 1, groups):
+    folds = stratified_folds(y, 5, seed=1, groups=groups) + kfolds(len(groups), 5, 1, groups)
+    assert len(folds) == 10
+    for tr, te in folds:
         assert not set(groups[tr]) & set(groups[te])
 
 
