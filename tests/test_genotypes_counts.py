@@ -13,9 +13,10 @@ import pytest
 
 from neuro_caduceus.genome.genotype_counts import (
     GENOTYPE_COUNTS_SCHEMA,
-    counts_summary,
+    apply_genotype_summary,
     excluded_by_missing,
     n_missing_of,
+    unit_genotype_stats,
 )
 from neuro_caduceus.synthetic import make_cohort
 
@@ -131,11 +132,17 @@ def test_max_missing_excludes_and_counts():
     assert excluded_by_missing(counts, None) == set()
     assert excluded_by_missing(counts, 1) == {("a", "g")}
     assert excluded_by_missing(counts, 0) == {("a", "g"), ("b", "g")}
-    s = counts_summary(counts, "diploid", 1)
+    of_gene = {g: counts.filter(pa.compute.equal(counts.column("gene_id"), g)) for g in ("g", "h")}
+    per_gene = [unit_genotype_stats(of_gene[g], ["a", "b"], 1) for g in ("g", "h")]
+    assert per_gene == [{"missing_calls": 4, "unphased_het_calls": 2, "excluded_subject_genes": 1},
+                        {"missing_calls": 0, "unphased_het_calls": 5, "excluded_subject_genes": 0}]
+    m = apply_genotype_summary({"per_gene": per_gene, "rows": 4}, "diploid", 1)
+    s = m["genotypes"]
     assert (s["missing_calls"], s["unphased_het_calls"], s["excluded_subject_genes"]) == (4, 7, 1)
-    assert (s["subject_genes_with_missing"], s["subject_genes_with_unphased_het"]) == (2, 2)
+    assert m["rows"] == 3  # the excluded subject-gene leaves the row count
     assert "7 unphased het calls" in s["warning"]
-    assert counts_summary(counts, "consensus", None)["warning"] is None
+    consensus = apply_genotype_summary({"per_gene": per_gene, "rows": 4}, "consensus", None)
+    assert consensus["genotypes"]["warning"] is None
     gene_g = counts.filter(pa.compute.equal(counts.column("gene_id"), "g"))
     assert n_missing_of(gene_g, ["b", "c", "a"]).to_pylist() == [1, 0, 3]
     assert n_missing_of(None, ["a"]).to_pylist() == [None]

@@ -74,29 +74,6 @@ def n_missing_of(counts: pa.Table | None, subjects: Sequence[str]) -> pa.Array:
     return pa.array(out, pa.int32())
 
 
-def counts_summary(counts: pa.Table, strategy: str, max_missing: int | None) -> dict:
-    """Totals for the manifest: missing and unphased het calls, subject-genes affected and excluded.
-
-    Under `diploid`, unphased het calls are placed by convention (haplotype 2), so their count comes with a
-    warning that names the phase-free alternatives.
-    """
-    n_missing = pc.sum(counts.column("n_missing")).as_py() or 0
-    n_het = pc.sum(counts.column("n_unphased_het")).as_py() or 0
-    out = {
-        "missing_calls": n_missing,
-        "subject_genes_with_missing": int(pc.sum(pc.greater(counts.column("n_missing"), 0)).as_py() or 0),
-        "unphased_het_calls": n_het,
-        "subject_genes_with_unphased_het": int(pc.sum(pc.greater(counts.column("n_unphased_het"), 0)).as_py()
-                                              or 0),
-        "max_missing": max_missing,
-        "excluded_subject_genes": len(excluded_by_missing(counts, max_missing)),
-        "warning": None,
-    }
-    if strategy == "diploid" and n_het:
-        out["warning"] = _diploid_warning(n_het)
-    return out
-
-
 def unit_genotype_stats(counts: pa.Table | None, subjects: Sequence[str], max_missing: int | None) -> dict:
     """One gene's counts over the cohort's subjects, for its unit stats (None where the source gave none)."""
     if counts is None:
