@@ -74,13 +74,12 @@ def demo_config(config_path: Path, out: Path) -> Any:
 
 def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) -> dict:
     """Every stage in order; returns the paths and headline numbers printed at the end."""
-    import ray
-
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.stats.jobs import run_pca, run_residualize
     from neuro_caduceus.stats.subject_matrix import build_subject_matrix
     from neuro_caduceus.synthetic import make_cohort
@@ -101,8 +100,7 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
           Path(cfg.inputs.matrix_table).is_dir(),  # committed by rename: present = complete
           lambda: import_vcf([str(cohort / "cohort.vcf.gz")], cfg.inputs.matrix_table,
                              str(cohort / "genome.json")))
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+    ensure_ray()
     manifest = _step(f"4/9 cohort embedding job on Ray -> {cfg.output.dir}", False,
                      lambda: run_embed_cohort(cfg))
     _step(f"5/9 subject matrix -> {stats}", False,

@@ -19,9 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import ray
 
-from neuro_caduceus.analysis.folds import FeatureTransform, cap_components, kfolds, single_threaded
+from neuro_caduceus.analysis.features import join_order, read_features, read_table
+from neuro_caduceus.analysis.folds import (
+    FeatureTransform,
+    cap_components,
+    covariate_spec,
+    kfolds,
+    single_threaded,
+)
+from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_frame, write_text
+from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
 from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.ray_session import ensure_ray
+from neuro_caduceus.stats.pca import PCA
+from neuro_caduceus.stats.residualize import Residualizer
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,6 @@ def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.nd
     if cov is None or not covariates:
         fitted = np.broadcast_to(Y.mean(axis=0), Y.shape).copy()
         return fitted, Y - fitted
-    from neuro_caduceus.analysis.folds import covariate_spec
-    from neuro_caduceus.stats.residualize import Residualizer
 
     resid = Residualizer(covariate_spec(cov, covariates, list(categorical))).fit_transform(Y, cov)
     return Y - resid, resid
@@ -130,7 +141,6 @@ def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.nd
 def _perm_chunk(xp, fitted, resid, cov, covariates, folds, groups, config: CCAConfig,
                 perm_ids: list[int]) -> np.ndarray:
     """Held-out canonical correlations for these permutations (Freedman-Lane on the brain side)."""
-    from neuro_caduceus.analysis.relatedness import block_permutation
 
     grp = np.arange(len(resid)) if groups is None else groups
     out = []
@@ -215,10 +225,7 @@ def _run_chunks(args: list[tuple], parallel: bool, n_comp: int) -> np.ndarray:
     if not parallel:
         parts = [_perm_chunk(*a) for a in args]
     else:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init()
+        ensure_ray()
         task = ray.remote(num_cpus=1)(_perm_chunk)
         shared = [ray.put(v) for v in args[0][:-1]]  # every chunk shares all but its permutation ids
         parts = ray.get([task.remote(*shared, a[-1]) for a in args])
@@ -230,7 +237,6 @@ def _structure(X, blocks, folds, xp, models, n_comp):
     """Per gene: held-out corr of the gene block's first PC (oriented on the training fold) with each U."""
     import polars as pl
 
-    from neuro_caduceus.stats.pca import PCA
 
     rows = []
     for g, sl in blocks.items():
@@ -264,8 +270,6 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     """
     import polars as pl
 
-    from neuro_caduceus.analysis.features import join_order, read_features, read_table
-    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
 
     config = config or CCAConfig()
     g, b = read_features(genetic), read_features(brain)
@@ -306,7 +310,6 @@ def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
     """cca_correlations.{parquet,csv}, cca_null.parquet, cca_structure.{parquet,csv}, PNG, report, json."""
     import polars as pl
 
-    from neuro_caduceus.analysis.outputs import write_frame, write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,7 +371,6 @@ def _report(s: dict, result: CCAResult) -> str:
 
 
 def plot_null(result: CCAResult, path: Path) -> Path:
-    from neuro_caduceus.analysis.outputs import new_figure, save_figure
 
     t = result.table
     fig, ax = new_figure(1.2 * t.height + 2.5, 3.5)

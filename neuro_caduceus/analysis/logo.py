@@ -22,16 +22,22 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import ray
 
+from neuro_caduceus.analysis.features import join_order, read_features, read_table
 from neuro_caduceus.analysis.folds import (
     DEFAULT_CS,
     FoldSettings,
     cap_components,
+    covariate_spec,
     fit_predict_fold,
     stratified_folds,
 )
-from neuro_caduceus.analysis.relatedness import block_permutation
+from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_frame, write_text
+from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
 from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.ray_session import ensure_ray
+from neuro_caduceus.stats.residualize import Residualizer
 
 ALL = "__all_genes__"
 Permute = Literal["phenotype", "block"]
@@ -137,8 +143,6 @@ def _covariate_fit(X, cov, covariates, categorical) -> np.ndarray:
     """Each column's OLS fit on intercept + covariates over all rows (the reduced model of Freedman-Lane)."""
     if cov is None or not covariates:
         return np.broadcast_to(X.mean(axis=0), X.shape).copy()
-    from neuro_caduceus.analysis.folds import covariate_spec
-    from neuro_caduceus.stats.residualize import Residualizer
 
     return X - Residualizer(covariate_spec(cov, covariates, categorical)).fit_transform(X, cov)
 
@@ -152,7 +156,6 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
     residualize on and `categorical` those of them to one-hot code. `groups` labels related subjects (same
     label = same fold, permuted together). Nothing is fitted outside a fold: no pre-fitted transform is taken.
     """
-    from neuro_caduceus.analysis.folds import covariate_spec
 
     config = config or LogoConfig()
     y = _binary(y)
@@ -222,10 +225,7 @@ def _run_tasks(fn, X: np.ndarray, args: list[tuple], parallel: bool) -> list:
         return []
     if not parallel:
         return [fn(X, *a) for a in args]
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     task = ray.remote(num_cpus=1)(fn)
     refs: dict[int, object] = {}
 
@@ -314,8 +314,6 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
     """Read, join by subject_id, handle relatedness, run LOGO and write tables, plot and report into `out`."""
     import polars as pl
 
-    from neuro_caduceus.analysis.features import join_order, read_features, read_table
-    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
 
     config = config or LogoConfig()
     fm = read_features(features)
@@ -359,7 +357,6 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     """logo_delta_auc.{parquet,csv}, logo_fold_auc, logo_null, logo_predictions, PNG, report, summary JSON."""
     import polars as pl
 
-    from neuro_caduceus.analysis.outputs import write_frame, write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +434,6 @@ def _report(result: LogoResult, s: dict) -> str:
 
 
 def plot_delta_auc(result: LogoResult, path: Path) -> Path:
-    from neuro_caduceus.analysis.outputs import new_figure, save_figure
 
     t = result.table
     fig, ax = new_figure(6, 0.35 * t.height + 1.5)

@@ -317,6 +317,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
 
     from neuro_caduceus.cohort.job import build_units
     from neuro_caduceus.cohort.source import cohort_subjects_and_qc
+    from neuro_caduceus.ray_session import ensure_ray
 
     report: dict[str, Any] = {"errors": [], "config_hash": cfg.result_hash(),
                               "source": cfg.inputs.source_kind}
@@ -326,8 +327,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         report["checkpoint"] = checkpoint_summary(cfg.model.checkpoint)
     except (OSError, ValueError, KeyError) as err:
         errors.append(f"model.checkpoint: {err}")
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+    ensure_ray()
     if errors:
         return report  # units and subjects need readable inputs
     shape, alive_gpus = cluster_shape(), ray.cluster_resources().get("GPU", 0.0)

@@ -7,16 +7,6 @@ from pathlib import Path
 import typer
 
 
-def _ray_init() -> None:
-    """Join the cluster when RAY_ADDRESS is set, else start (or reuse) a local Ray."""
-    import os
-
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
-
-
 def subject_matrix(
     input: str = typer.Option(..., "--input", help="embedding job output folder (or its shards/ folder)"),
     out: Path = typer.Option(..., "--out", help="output folder: matrix/ Parquet + summary JSON"),
@@ -27,11 +17,12 @@ def subject_matrix(
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
     from neuro_caduceus.io import output_dir
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
 
     with output_dir(out, [input, genes]):
         gene_list = load_gene_list(str(genes)) if genes else None
-        _ray_init()
+        ensure_ray()
         s = build_subject_matrix(input, str(out), gene_list, on_missing_gene, block_scaling=block_scaling)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
                f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
@@ -48,10 +39,11 @@ def pca(
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
     from neuro_caduceus.io import output_dir
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.stats.jobs import run_pca
 
     with output_dir(out, [input]):
-        _ray_init()
+        ensure_ray()
         s = run_pca(input, str(out), n_components, whiten, batch_size)
     typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
                f"(requested {s['n_components_requested']}), "
@@ -71,6 +63,7 @@ def residualize(
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
     from neuro_caduceus.io import output_dir
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.stats.jobs import run_residualize
     from neuro_caduceus.stats.residualize import CovariateSpec
 
@@ -79,7 +72,7 @@ def residualize(
         if categorical_covariates:
             declared = [c.strip() for c in categorical_covariates.split(",") if c.strip()]
             spec = spec.declare_categorical(declared)
-        _ray_init()
+        ensure_ray()
         s = run_residualize(input, str(covariates), str(out), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "
                f"columns; {s['without_covariates']} without covariates excluded; "
