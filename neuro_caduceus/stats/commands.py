@@ -36,6 +36,9 @@ def pca(
     out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
     whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+    no_statistics: bool = typer.Option(
+        False, "--no-statistics",
+        help="leave the d x d statistics out of pca_model.npz (no later partial_fit)"),
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
     from neuro_caduceus.io import output_dir
@@ -44,7 +47,7 @@ def pca(
 
     with output_dir(out, [input]):
         ensure_ray()
-        s = run_pca(input, str(out), n_components, whiten, batch_size)
+        s = run_pca(input, str(out), n_components, whiten, batch_size, keep_statistics=not no_statistics)
     typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
                f"(requested {s['n_components_requested']}), "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
