@@ -11,8 +11,9 @@ import sys
 try:
     from neuro_caduceus.cli import app
 except ImportError as err:  # the head's Python lacks the project's dependencies
-    sys.exit(f"error: {sys.executable} cannot import the project ({err}); run it from the project's "
-             "environment (source .venv/bin/activate) or install the package in the node image")
+    sys.exit(f"error: {sys.executable} cannot import the project ({err}); run it in the project's "
+             "environment (source .venv/bin/activate; for a Ray job, start the Ray head from it) or install "
+             "the package in the node image")
 
 if __name__ == "__main__":
     app(prog_name="neuro-caduceus")

@@ -14,11 +14,11 @@ CCA itself is exact and deterministic: symmetric whitening + SVD in numpy (no it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import ray
 
 from neuro_caduceus.analysis.features import join_order, read_features, read_table
@@ -29,8 +29,9 @@ from neuro_caduceus.analysis.folds import (
     kfolds,
     single_threaded,
 )
-from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_frame, write_text
+from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
+from neuro_caduceus.analysis.result_files import write_result_files
 from neuro_caduceus.provenance import report_lines, stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.pca import PCA
@@ -186,8 +187,6 @@ def run_cca(X: np.ndarray, Y: np.ndarray, config: CCAConfig | None = None, cov=N
     `config.categorical` names the covariates to one-hot code; `groups` labels related subjects (same fold,
     permuted together).
     """
-    import polars as pl
-
     config = config or CCAConfig()
     if len(X) != len(Y):
         raise ValueError(f"genetic and brain rows differ ({len(X)} vs {len(Y)}); join by subject_id first")
@@ -235,9 +234,6 @@ def _run_chunks(args: list[tuple], parallel: bool, n_comp: int) -> np.ndarray:
 
 def _structure(X, blocks, folds, xp, models, n_comp):
     """Per gene: held-out corr of the gene block's first PC (oriented on the training fold) with each U."""
-    import polars as pl
-
-
     rows = []
     for g, sl in blocks.items():
         scores, variates = [], []
@@ -268,9 +264,6 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     Gene structure coefficients use the genetic input's gene blocks, or `gene_matrix` (a subject matrix with
     gene blocks) when the genetic input is PCA scores or residuals.
     """
-    import polars as pl
-
-
     config = config or CCAConfig()
     g, b = read_features(genetic), read_features(brain)
     gm = read_features(gene_matrix) if gene_matrix else (g if g.has_gene_blocks else None)
@@ -308,25 +301,17 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
 
 def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
     """cca_correlations.{parquet,csv}, cca_null.parquet, cca_structure.{parquet,csv}, PNG, report, json."""
-    import polars as pl
-
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = result.extra.get("recipe")
-    paths = write_frame(result.table, out / "cca_correlations", recipe)
     c = result.null.shape[1] if result.null.ndim == 2 else 0
     null = pl.DataFrame({"perm": np.repeat(np.arange(len(result.null)), c),
                          "component": np.tile(np.arange(1, c + 1), len(result.null)),
                          "heldout_r": result.null.reshape(-1)})
-    paths += write_frame(null, out / "cca_null", recipe)
+    tables = {"correlations": result.table, "null": null}
     if result.structure is not None:
-        paths += write_frame(result.structure, out / "cca_structure", recipe)
-    paths.append(plot_null(result, out / "cca_null.png"))
+        tables["structure"] = result.structure
     summary = _summary(result)
-    paths.append(write_text(out / "cca_summary.json", json.dumps(summary, indent=1, default=str)))
-    paths.append(write_text(out / "cca_report.md", _report(summary, result)))
-    return paths
+    return write_result_files(out, "cca", result.extra.get("recipe"), tables,
+                              ("null", lambda path: plot_null(result, path)), summary,
+                              _report(summary, result))
 
 
 def _summary(result: CCAResult) -> dict:
@@ -371,7 +356,6 @@ def _report(s: dict, result: CCAResult) -> str:
 
 
 def plot_null(result: CCAResult, path: Path) -> Path:
-
     t = result.table
     fig, ax = new_figure(1.2 * t.height + 2.5, 3.5)
     comps = t["component"].to_numpy()

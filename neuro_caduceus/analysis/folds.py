@@ -148,7 +148,6 @@ def covariate_spec(cov, columns: list[str], categorical: list[str] | None = None
     the others numeric. Types are never guessed: a text column not declared categorical is an error."""
     import polars as pl
 
-
     categorical = list(categorical or [])
     missing = [c for c in columns if c not in cov.columns]
     if missing:

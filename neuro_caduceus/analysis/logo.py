@@ -16,12 +16,12 @@ Tasks run on Ray (or serially, with bit-identical results).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import polars as pl
 import ray
 
 from neuro_caduceus.analysis.features import join_order, read_features, read_table
@@ -33,8 +33,9 @@ from neuro_caduceus.analysis.folds import (
     fit_predict_fold,
     stratified_folds,
 )
-from neuro_caduceus.analysis.outputs import new_figure, save_figure, write_frame, write_text
+from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
+from neuro_caduceus.analysis.result_files import write_result_files
 from neuro_caduceus.provenance import report_lines, stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.residualize import Residualizer
@@ -280,8 +281,6 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 
 def _delta_table(fold_auc, null, genes, config):
-    import polars as pl
-
     level = 1 - (1 - config.ci) / (len(genes) if config.simultaneous else 1)
     rows = []
     for j, g in enumerate(genes):
@@ -312,9 +311,6 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
                     kinship: str | Path | None = None, kinship_threshold: float | None = None,
                     unrelated: bool = False) -> LogoResult:
     """Read, join by subject_id, handle relatedness, run LOGO and write tables, plot and report into `out`."""
-    import polars as pl
-
-
     config = config or LogoConfig()
     fm = read_features(features)
     cov = read_table(covariates) if covariates else None
@@ -355,36 +351,27 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
 
 def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     """logo_delta_auc.{parquet,csv}, logo_fold_auc, logo_null, logo_predictions, PNG, report, summary JSON."""
-    import polars as pl
-
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = result.extra.get("recipe")
-    paths = write_frame(result.table, out / "logo_delta_auc", recipe)
     R, F = result.fold_auc[ALL].shape
     names = {m: ("all" if m == ALL else m) for m in result.fold_auc}
-    paths += write_frame(pl.DataFrame({
+    fold_auc = pl.DataFrame({
         "model": [names[m] for m in result.fold_auc for _ in range(R * F)],
         "repeat": np.tile(np.repeat(np.arange(R), F), len(names)),
         "fold": np.tile(np.arange(F), R * len(names)),
-        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])}),
-        out / "logo_fold_auc", recipe)
+        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])})
     genes = [m for m in result.fold_auc if m != ALL]
-    paths += write_frame(pl.DataFrame({
+    null = pl.DataFrame({
         "perm": np.repeat(np.arange(len(result.null)), len(genes)), "gene": genes * len(result.null),
-        "delta_auc": result.null.reshape(-1)}), out / "logo_null", recipe)
+        "delta_auc": result.null.reshape(-1)})
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
     named = {("score_all" if m == ALL else f"score_without_{m}"): s.reshape(-1)
              for m, s in result.scores.items()}
     preds = pl.DataFrame({"subject_id": ids * R, "repeat": np.repeat(np.arange(R), result.n),
                           "fold": result.fold_of.reshape(-1), **named})
-    paths += write_frame(preds, out / "logo_predictions", recipe)
-    paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
+    tables = {"delta_auc": result.table, "fold_auc": fold_auc, "null": null, "predictions": preds}
     summary = _summary(result)
-    paths.append(write_text(out / "logo_summary.json", json.dumps(summary, indent=1, default=str)))
-    paths.append(write_text(out / "logo_report.md", _report(result, summary)))
-    return paths
+    return write_result_files(out, "logo", result.extra.get("recipe"), tables,
+                              ("delta_auc", lambda path: plot_delta_auc(result, path)), summary,
+                              _report(result, summary))
 
 
 def _summary(result: LogoResult) -> dict:
@@ -434,7 +421,6 @@ def _report(result: LogoResult, s: dict) -> str:
 
 
 def plot_delta_auc(result: LogoResult, path: Path) -> Path:
-
     t = result.table
     fig, ax = new_figure(6, 0.35 * t.height + 1.5)
     ypos = np.arange(t.height)[::-1]

@@ -155,7 +155,6 @@ def add_llr_scores(variants: Any, model: Any, cfg: Any, genes: dict, flank: int,
     import polars as pl
     import torch
 
-
     device = cfg.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-IMPORT_ADVICE = ("start the Ray head from the project's environment (source .venv/bin/activate) or install "
-                 "the package in the node image")
+IMPORT_ADVICE = ("run it in the project's environment (source .venv/bin/activate; for a Ray job, start the "
+                 "Ray head from it) or install the package in the node image")
 
 
 def register(app: typer.Typer) -> None:

@@ -58,7 +58,6 @@ class EmbedWindows:
                  reference_fasta: str, store_url: str, identity: dict):
         import torch
 
-
         torch.set_num_threads(max(1, threads))
         self.embedder = Embedder(
             from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=window_batch_size

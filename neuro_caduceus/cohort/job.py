@@ -256,7 +256,6 @@ def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: lis
 def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) the job; returns the manifest (also written to <output.dir>/manifest.json)."""
 
-
     cfg = config if isinstance(config, CohortConfig) else load_config(config)
     t0 = time.time()
     units = build_units(cfg)  # every check that can fail on input runs before anything is written
@@ -278,7 +277,6 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
 
 def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[GeneUnit], model: dict,
          quiet: bool, t0: float) -> dict:
-
 
     for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
         fs.rm(stale)
@@ -316,7 +314,6 @@ def _committed(fs: Any, root: str) -> set[str]:
 def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, run: dict,
                  progress: Any, identity: dict) -> None:
     """Plan and embed every window of the pending genes not yet in the store; stats rows only reach here."""
-
 
     progress.start_phase("embedding windows", len(pending))
     items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
@@ -372,7 +369,6 @@ def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: An
 def _waiting_for(cfg: CohortConfig, phase: str) -> str:
     """What a stalled job waits for: the stage, what it needs, and what the cluster has free now."""
 
-
     c = cfg.compute
     gpus = gpus_per_actor(cfg)
     actor = f"{gpus:g} GPU" if gpus > 0 else f"{c.cpus_per_actor:g} CPU"
@@ -384,5 +380,4 @@ def _waiting_for(cfg: CohortConfig, phase: str) -> str:
 
 
 def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
-
     return cohort_recipe(cfg, model_recipe, units, qc, rc_check)

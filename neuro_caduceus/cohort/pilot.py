@@ -186,7 +186,6 @@ def embed_plans(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], g
     """(plans, windows newly embedded): plan on CPU tasks, embed the windows not yet in the window store
     through the cohort job's embedding stage, read the plans' window sums back (small: a pilot)."""
 
-
     store = WindowStore(cfg.window_store, store_identity(model_recipe(cfg))).open()
     items = [{"gene_id": u.gene_id, "unit": pickle.dumps(u)} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -215,7 +214,6 @@ def embed_plans(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], g
 def candidate_variants(vcf: str, units: list[GeneUnit]) -> dict[str, list[Variant]]:
     """Sites of a candidate-variant VCF (genotypes not needed) per gene region, every ALT of each record."""
     import pysam
-
 
     out: dict[str, list[Variant]] = {}
     with pysam.VariantFile(vcf) as f:
