@@ -22,6 +22,12 @@ from typing import Any
 
 import yaml
 
+from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.stats.jobs import run_pca, run_residualize
+from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+from neuro_caduceus.synthetic import make_cohort
+from neuro_caduceus.variants.importer import import_vcf
+
 DEMO_PREFIX = "demo_out/"
 RANDOM_BANNER = (
     "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
@@ -58,8 +64,6 @@ def _step(title: str, done: bool, run: Callable[[], Any]) -> Any:
 
 def demo_config(config_path: Path, out: Path) -> Any:
     """The demo cohort job config with its `demo_out/` paths moved under `out` (absolute)."""
-    from neuro_caduceus.cohort.config import CohortConfig
-
     raw = yaml.safe_load(config_path.read_text())
 
     def move(value: Any) -> Any:
@@ -80,10 +84,6 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
     from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.ray_session import ensure_ray
-    from neuro_caduceus.stats.jobs import run_pca, run_residualize
-    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
-    from neuro_caduceus.synthetic import make_cohort
-    from neuro_caduceus.variants.importer import import_vcf
 
     cfg = demo_config(config_path, out)
     cohort = out / "cohort"

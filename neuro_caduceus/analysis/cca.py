@@ -142,7 +142,6 @@ def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.nd
 def _perm_chunk(xp, fitted, resid, cov, covariates, folds, groups, config: CCAConfig,
                 perm_ids: list[int]) -> np.ndarray:
     """Held-out canonical correlations for these permutations (Freedman-Lane on the brain side)."""
-
     grp = np.arange(len(resid)) if groups is None else groups
     out = []
     with single_threaded():

@@ -92,7 +92,6 @@ class FeatureTransform:
 
     def fit(self, X: np.ndarray, cov) -> FeatureTransform:
         """Learn PCA, the covariate regression and the scaling from these (training) rows only."""
-
         self.pca_ = PCA(n_components=min(self.k, X.shape[0] - 1, X.shape[1]))
         Z = self.pca_.fit_transform(X)
         self.residualizer_ = None

@@ -157,7 +157,6 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
     residualize on and `categorical` those of them to one-hot code. `groups` labels related subjects (same
     label = same fold, permuted together). Nothing is fitted outside a fold: no pre-fitted transform is taken.
     """
-
     config = config or LogoConfig()
     y = _binary(y)
     if len(blocks) < 2:

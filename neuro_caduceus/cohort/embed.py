@@ -37,7 +37,6 @@ def model_recipe(cfg: CohortConfig) -> dict:
     Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
     model's identity is needed here, the actors build the real one.
     """
-
     embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
                         stride=cfg.model.stride or cfg.model.window)
     return {**embedder.recipe(), "dtype": cfg.model.dtype}
@@ -45,7 +44,6 @@ def model_recipe(cfg: CohortConfig) -> dict:
 
 def gpus_per_actor(cfg: CohortConfig) -> float:
     """compute.gpus_per_actor, or 1 when the cluster has GPUs (0: CPU actors)."""
-
     if cfg.compute.gpus_per_actor is not None:
         return cfg.compute.gpus_per_actor
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
@@ -80,7 +78,6 @@ class EmbedWindows:
 
     def _sequences(self, jobs: list[dict[str, Any]]) -> list[str]:
         """Each job's window built from the reference and its variants; checked against the content key."""
-
         reference = open_reference(self.reference_fasta)
         seqs = []
         for one in jobs:
@@ -95,7 +92,6 @@ class EmbedWindows:
 
 def embed_window_batches(ds: Any, cfg: CohortConfig, store_url: str, identity: dict) -> Any:
     """Ray Data: window-job batches (BATCH_SCHEMA rows) -> stats rows; pooled results go to the store."""
-
     compute = cfg.compute
     gpus = gpus_per_actor(cfg)
     device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")

@@ -53,7 +53,6 @@ OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, u
 
 def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     """Gene set -> regions -> windows, on the driver (genes only: small)."""
-
     genes = resolve_gene_set(load_gene_set(cfg.inputs.gene_set), read_genes(cfg.inputs.gtf))
     spec = RegionSpec(mode=cfg.regions.mode, flank=cfg.regions.flank, orient=cfg.regions.orient)
     stride = cfg.model.stride or cfg.model.window
@@ -65,7 +64,6 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
 
 def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
     """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
-
     body = json.loads(region_json)
     region = Region(**{**body, "segments": tuple(tuple(s) for s in body["segments"])})
     windows = list(tile_windows(region, cfg.model.window, cfg.model.stride or cfg.model.window))
@@ -74,7 +72,6 @@ def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
 
 def _resolve(subjects: Any) -> list[str]:
     """The subject list arrives as an object-store reference (one copy per node, not one per task)."""
-
     return ray.get(subjects) if isinstance(subjects, ray.ObjectRef) else subjects
 
 
@@ -99,7 +96,6 @@ def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: A
 
 def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
-
     subjects = _resolve(subjects)
     stored = key_index(cfg.window_store, snapshot)
     packer = BatchPacker(cfg.compute.tokens_per_batch)
@@ -203,7 +199,6 @@ def _remove_own(fs: Any, root: str, names: list[str]) -> None:
 
 def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tuple[list[str], dict]:
     """Subjects and QC summary, computed once per output folder (a resumed run reuses them verbatim)."""
-
     path = f"{root}/_cohort.json"
     if fs.exists(path):
         with fs.open(path, "r") as f:
@@ -226,7 +221,6 @@ def _check_batches(store_url: str, paths: list[str]) -> list[str | None]:
 def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: list[str]) -> dict:
     """Committed output is verified, not trusted by name: damaged shards and store batches are deleted (and
     counted) so that this run redoes them. Runs as parallel CPU tasks, 64 files each."""
-
     check_shards = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_shards)
     check_batches = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_batches)
     partial = store.remove_partial()
@@ -255,7 +249,6 @@ def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: lis
 
 def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) the job; returns the manifest (also written to <output.dir>/manifest.json)."""
-
     cfg = config if isinstance(config, CohortConfig) else load_config(config)
     t0 = time.time()
     units = build_units(cfg)  # every check that can fail on input runs before anything is written
@@ -314,7 +307,6 @@ def _committed(fs: Any, root: str) -> set[str]:
 def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, run: dict,
                  progress: Any, identity: dict) -> None:
     """Plan and embed every window of the pending genes not yet in the store; stats rows only reach here."""
-
     progress.start_phase("embedding windows", len(pending))
     items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
     per_task = cfg.compute.genes_per_batch
@@ -368,7 +360,6 @@ def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: An
 
 def _waiting_for(cfg: CohortConfig, phase: str) -> str:
     """What a stalled job waits for: the stage, what it needs, and what the cluster has free now."""
-
     c = cfg.compute
     gpus = gpus_per_actor(cfg)
     actor = f"{gpus:g} GPU" if gpus > 0 else f"{c.cpus_per_actor:g} CPU"

@@ -74,7 +74,6 @@ class PilotPlan:
 def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidates: list[Variant],
                local_flank: int) -> PilotPlan:
     """The distinct windows of the reference, of each variant alone, of each haplotype, and local pairs."""
-
     plan, keyed = PilotPlan(unit, gene), KeyedWindows(unit.gene_id)
 
     def slot(window: Window, variants: list[Variant]) -> tuple[int, str]:
@@ -132,7 +131,6 @@ def distances(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def gene_results(plan: PilotPlan, subjects: list[str], strategy: str) -> tuple[list[dict], list[dict]]:
     """Per variant and per subject rows of one embedded gene plan."""
-
     ref, singles = haplotype_embeddings(SimpleNamespace(
         sums=plan.sums, lengths=plan.lengths, ref_slots=plan.ref_slots, hap_keys=plan.variants,
         hap_repl=plan.variant_repl))
@@ -185,7 +183,6 @@ def embed_plans(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], g
                 candidates: dict, local_flank: int) -> tuple[list[PilotPlan], int]:
     """(plans, windows newly embedded): plan on CPU tasks, embed the windows not yet in the window store
     through the cohort job's embedding stage, read the plans' window sums back (small: a pilot)."""
-
     store = WindowStore(cfg.window_store, store_identity(model_recipe(cfg))).open()
     items = [{"gene_id": u.gene_id, "unit": pickle.dumps(u)} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -277,7 +274,6 @@ def run_pilot_job(cfg: CohortConfig, variants_vcf: str | None = None, local_flan
 def _strand_check(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], genes: dict,
                   candidates: dict, local_flank: int, variants, recipe: dict) -> dict:
     """Minus-strand genes again with the other orientation: a PS model must give the same distances."""
-
     minus = [u.gene_id for u in units if u.region.strand == "-"]
     if not recipe.get("rcps"):
         return {"run": False, "reason": "not a PS (RC-equivariant) checkpoint"}

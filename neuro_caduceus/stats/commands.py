@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from neuro_caduceus.io import output_dir
+from neuro_caduceus.stats.jobs import run_pca, run_residualize
+from neuro_caduceus.stats.residualize import CovariateSpec
+from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
+
 
 def subject_matrix(
     input: str = typer.Option(..., "--input", help="embedding job output folder (or its shards/ folder)"),
@@ -16,9 +21,7 @@ def subject_matrix(
                                       help="total_variance (each gene's block to total variance 1) | none"),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
-    from neuro_caduceus.io import output_dir
     from neuro_caduceus.ray_session import ensure_ray
-    from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
 
     with output_dir(out, [input, genes]):
         gene_list = load_gene_list(str(genes)) if genes else None
@@ -41,9 +44,7 @@ def pca(
         help="leave the d x d statistics out of pca_model.npz (no later partial_fit)"),
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
-    from neuro_caduceus.io import output_dir
     from neuro_caduceus.ray_session import ensure_ray
-    from neuro_caduceus.stats.jobs import run_pca
 
     with output_dir(out, [input]):
         ensure_ray()
@@ -65,10 +66,7 @@ def residualize(
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
-    from neuro_caduceus.io import output_dir
     from neuro_caduceus.ray_session import ensure_ray
-    from neuro_caduceus.stats.jobs import run_residualize
-    from neuro_caduceus.stats.residualize import CovariateSpec
 
     with output_dir(out, [input, covariates, config]):
         spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
