@@ -96,7 +96,6 @@ class FeatureTransform:
         Z = self.pca_.fit_transform(X)
         self.residualizer_ = None
         if cov is not None and self.covariates:
-
             self.residualizer_ = Residualizer(covariate_spec(cov, self.covariates, self.categorical))
             self.residualizer_.fit(Z, cov)
             Z = self.residualizer_.transform(Z, cov)

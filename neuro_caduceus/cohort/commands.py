@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from neuro_caduceus.cohort import preflight
+from neuro_caduceus.cohort.config import load_config
+
 IMPORT_ADVICE = ("run it in the project's environment (source .venv/bin/activate; for a Ray job, start the "
                  "Ray head from it) or install the package in the node image")
 
@@ -30,10 +33,8 @@ def embed_cohort(
     Local or as a Ray job (docs/cluster.md); paths and compute settings are checked on the cluster first.
     """
     try:
-        from neuro_caduceus.cohort import preflight
-        from neuro_caduceus.cohort.config import load_config
         from neuro_caduceus.ray_session import ray_session
-    except ImportError as err:
+    except ImportError as err:  # the head's Python without the project's dependencies
         typer.echo(f"error: {sys.executable} cannot import the project ({err}); {IMPORT_ADVICE}", err=True)
         raise typer.Exit(2) from None
 
