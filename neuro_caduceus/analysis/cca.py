@@ -307,10 +307,7 @@ def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
     tables = {"correlations": result.table, "null": null}
     if result.structure is not None:
         tables["structure"] = result.structure
-    summary = _summary(result)
-    return write_result_files(out, "cca", result.extra.get("recipe"), tables,
-                              ("null", lambda path: plot_null(result, path)), summary,
-                              _report(summary, result))
+    return write_result_files(out, "cca", result, tables, ("null", plot_null), _summary, _report)
 
 
 def _summary(result: CCAResult) -> dict:
@@ -326,7 +323,7 @@ def _summary(result: CCAResult) -> dict:
             "dims": result.dims, "components": result.table.to_dicts(), "recipe": recipe}
 
 
-def _report(s: dict, result: CCAResult) -> str:
+def _report(result: CCAResult, s: dict) -> str:
     lines = [
         "# Gene-brain CCA", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` (genetic `{s['genetic']}`, brain `{s['brain']}`)",

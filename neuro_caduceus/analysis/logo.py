@@ -367,10 +367,7 @@ def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     preds = pl.DataFrame({"subject_id": ids * R, "repeat": np.repeat(np.arange(R), result.n),
                           "fold": result.fold_of.reshape(-1), **named})
     tables = {"delta_auc": result.table, "fold_auc": fold_auc, "null": null, "predictions": preds}
-    summary = _summary(result)
-    return write_result_files(out, "logo", result.extra.get("recipe"), tables,
-                              ("delta_auc", lambda path: plot_delta_auc(result, path)), summary,
-                              _report(result, summary))
+    return write_result_files(out, "logo", result, tables, ("delta_auc", plot_delta_auc), _summary, _report)
 
 
 def _summary(result: LogoResult) -> dict:
