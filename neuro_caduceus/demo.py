@@ -22,6 +22,12 @@ from typing import Any
 
 import yaml
 
+from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.stats.jobs import run_pca, run_residualize
+from neuro_caduceus.stats.subject_matrix import build_subject_matrix
+from neuro_caduceus.synthetic import make_cohort
+from neuro_caduceus.variants.importer import import_vcf
+
 DEMO_PREFIX = "demo_out/"
 RANDOM_BANNER = (
     "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
@@ -58,8 +64,6 @@ def _step(title: str, done: bool, run: Callable[[], Any]) -> Any:
 
 def demo_config(config_path: Path, out: Path) -> Any:
     """The demo cohort job config with its `demo_out/` paths moved under `out` (absolute)."""
-    from neuro_caduceus.cohort.config import CohortConfig
-
     raw = yaml.safe_load(config_path.read_text())
 
     def move(value: Any) -> Any:
@@ -74,17 +78,12 @@ def demo_config(config_path: Path, out: Path) -> Any:
 
 def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) -> dict:
     """Every stage in order; returns the paths and headline numbers printed at the end."""
-    import ray
-
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
-    from neuro_caduceus.stats.jobs import run_pca, run_residualize
-    from neuro_caduceus.stats.subject_matrix import build_subject_matrix
-    from neuro_caduceus.synthetic import make_cohort
-    from neuro_caduceus.variants.importer import import_vcf
+    from neuro_caduceus.ray_session import ensure_ray
 
     cfg = demo_config(config_path, out)
     cohort = out / "cohort"
@@ -101,8 +100,7 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
           Path(cfg.inputs.matrix_table).is_dir(),  # committed by rename: present = complete
           lambda: import_vcf([str(cohort / "cohort.vcf.gz")], cfg.inputs.matrix_table,
                              str(cohort / "genome.json")))
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+    ensure_ray()
     manifest = _step(f"4/9 cohort embedding job on Ray -> {cfg.output.dir}", False,
                      lambda: run_embed_cohort(cfg))
     _step(f"5/9 subject matrix -> {stats}", False,

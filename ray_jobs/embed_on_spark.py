@@ -1,10 +1,11 @@
 """The cohort job on Ray on Spark, inside the Spark session Hail uses (the UK Biobank RAP route).
 
-  python ray_jobs/embed_on_spark.py --config CONFIG [--max-worker-nodes N] [--dry-run | --overwrite]
+  python ray_jobs/embed_on_spark.py [--max-worker-nodes N] --config CONFIG [--dry-run | --overwrite]
 Hail is initialized on the session's Spark (the cluster's, or local[--local-cores] for a laptop or a test);
 Ray's head starts on the Spark driver and its worker nodes as Spark tasks (ray.util.spark.setup_ray_cluster);
-the job's checks run, then the job; Ray on Spark stops at the end, whatever happened. Spark's Python workers
-and the Ray nodes use this Python (its folder is put first on PATH, PYSPARK_PYTHON set to it).
+then `neuro-caduceus embed-cohort` runs on that Ray with the remaining options (its checks, then the job);
+Ray on Spark stops at the end, whatever happened. Spark's Python workers and the Ray nodes use this Python
+(its folder is put first on PATH, PYSPARK_PYTHON set to it).
 """
 
 from __future__ import annotations
@@ -16,40 +17,31 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
-    parser.add_argument("--config", required=True, help="cohort job YAML (paths every Spark node can read)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt,
+                                     epilog="other options: those of `neuro-caduceus embed-cohort`")
     parser.add_argument("--max-worker-nodes", type=int, default=1, help="Ray worker nodes (Spark tasks)")
     parser.add_argument("--head-cpus", type=int, default=1, help="CPUs of the Ray head (Spark driver)")
     parser.add_argument("--local-cores", type=int, default=None,
                         help="start a local Spark with this many cores instead of the cluster's")
-    parser.add_argument("--dry-run", action="store_true", help="check and report; run nothing")
-    parser.add_argument("--overwrite", action="store_true", help="replace other output")
-    args = parser.parse_args(argv)
+    args, command = parser.parse_known_args(argv)
 
     os.environ["PATH"] = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    import ray
     from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
 
-    from neuro_caduceus.cohort import preflight
-    from neuro_caduceus.cohort.config import load_config
+    from neuro_caduceus.cli import app
+    from neuro_caduceus.ray_session import ray_session
 
-    try:
-        cfg = load_config(args.config)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     _start_hail(args.local_cores)
     address, _ = setup_ray_cluster(max_worker_nodes=args.max_worker_nodes, num_cpus_head_node=args.head_cpus)
     try:
-        ray.init(address=address, log_to_driver=False)
-        return preflight.run_on_cluster(cfg, args.dry_run, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        with ray_session(address):
+            app(["embed-cohort", *command], prog_name="neuro-caduceus")
+    except SystemExit as done:  # the command line always ends with its exit code
+        return int(done.code or 0)
     finally:
-        ray.shutdown()
         shutdown_ray_cluster()
+    return 0
 
 
 def _start_hail(local_cores: int | None) -> None:

@@ -5,14 +5,15 @@
 # RAY_ADDRESS: the cluster's dashboard, default http://127.0.0.1:8265 (a local head, or the port that
 # `ray dashboard cluster.yaml` forwards). Token authentication: when RAY_AUTH_MODE is unset and a token is
 # at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), it is used, as `ray start` does.
-# The job receives this folder as --client-dir: relative config paths that were not uploaded (ignored by
+# The job is `neuro-caduceus embed-cohort` run from the uploaded checkout; it receives this folder as
+# --client-dir: relative config paths that were not uploaded (ignored by
 # .gitignore) and output.dir resolve here, never in Ray's temporary package folder; the job checks that
 # every node can see them before it starts.
 set -euo pipefail
 usage="usage: scripts/submit.sh CONFIG [--dry-run | --overwrite]"
 config=${1:?$usage}
 shift
-if [[ ! -f ray_jobs/embed_cohort.py ]]; then
+if [[ ! -f neuro_caduceus/__main__.py ]]; then
     echo "error: run scripts/submit.sh from the repository root (the folder uploaded with --working-dir)" >&2
     exit 2
 fi
@@ -30,4 +31,4 @@ if [[ -z ${RAY_AUTH_MODE:-} && ( -n ${RAY_AUTH_TOKEN:-} || -f $token_file ) ]]; 
     export RAY_AUTH_MODE=token
 fi
 exec ray job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --working-dir . -- \
-    python ray_jobs/embed_cohort.py --config "$config" --client-dir "$PWD" "$@"
+    python -m neuro_caduceus embed-cohort --config "$config" --client-dir "$PWD" "$@"

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -22,6 +23,20 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Spark's Python worker
 
 DATA_DIR = Path(__file__).parent / "data"
 GOLDEN_DIR = DATA_DIR / "golden"
+
+
+def write_job_config(d: Path, out: str, inputs: dict, actors: int, **sections: dict) -> Path:
+    """A small CPU cohort-job config in `d` (checkpoint d/ckpt, window 512, `actors` one-CPU actors, output
+    d/out); `sections` adds config sections (e.g. regions). Returns the YAML's path."""
+    body = {
+        "inputs": inputs, **sections,
+        "model": {"checkpoint": str(d / "ckpt"), "device": "cpu", "window": 512},
+        "compute": {"actors_min": actors, "actors_max": actors, "cpus_per_actor": 1, "cpus_per_task": 0.5},
+        "output": {"dir": str(d / out)},
+    }
+    path = d / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
 
 
 @pytest.fixture(scope="session")

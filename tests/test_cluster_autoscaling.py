@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import free_port, kill_cluster, own_ports
+from conftest import free_port, kill_cluster, own_ports, write_job_config
 from ray.cluster_utils import AutoscalingCluster
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 N_GENES, N_SAMPLES = 6, 12
 
@@ -119,20 +117,13 @@ def data(tmp_path_factory):
 
 
 def _config(d: Path, out: str) -> Path:
-    body = {
-        "inputs": {"vcf": str(d / "cohort.vcf.gz"), "reference_fasta": str(d / "genome.fa"),
-                   "gtf": str(d / "genes.gtf.gz"), "gene_set": str(d / "geneset.yaml")},
-        "model": {"checkpoint": str(d / "ckpt"), "device": "cpu", "window": 512},
-        "compute": {"actors_min": 2, "actors_max": 2, "cpus_per_actor": 1, "cpus_per_task": 0.5},
-        "output": {"dir": str(d / out)},
-    }
-    path = d / f"{out}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
+    return write_job_config(d, out, {"vcf": str(d / "cohort.vcf.gz"), "reference_fasta": str(d / "genome.fa"),
+                                     "gtf": str(d / "genes.gtf.gz"), "gene_set": str(d / "geneset.yaml")},
+                            actors=2)
 
 
 def _job(cluster, cfg: Path) -> list[str]:
-    return [PY, str(ROOT / "ray_jobs" / "embed_cohort.py"), "--config", str(cfg)]
+    return [PY, "-m", "neuro_caduceus", "embed-cohort", "--config", str(cfg)]
 
 
 def _table(out: Path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from conftest import write_job_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,17 +59,10 @@ def export(tmp_path_factory, hail_session):
 
 
 def _config(d: Path, out: str) -> Path:
-    body = {
-        "inputs": {"haplotypes_parquet": str(d / "export"), "reference_fasta": str(d / "genome.fa"),
-                   "gtf": str(d / "genes.gtf.gz"), "gene_set": str(d / "geneset.yaml")},
-        "regions": {"orient": "reference"},  # the export's orientation
-        "model": {"checkpoint": str(d / "ckpt"), "device": "cpu", "window": 512},
-        "compute": {"actors_min": 1, "actors_max": 1, "cpus_per_actor": 1, "cpus_per_task": 0.5},
-        "output": {"dir": str(d / out)},
-    }
-    path = d / f"{out}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
+    inputs = {"haplotypes_parquet": str(d / "export"), "reference_fasta": str(d / "genome.fa"),
+              "gtf": str(d / "genes.gtf.gz"), "gene_set": str(d / "geneset.yaml")}
+    orient = {"orient": "reference"}  # the export's orientation
+    return write_job_config(d, out, inputs, actors=1, regions=orient)
 
 
 def test_job_on_ray_on_spark_matches_plain_ray(export, ray_session):

@@ -41,12 +41,12 @@ def _command(line: str) -> str:
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    """What a user has: the repository's scripts, jobs and .gitignore, data in the ignored demo_out/."""
+    """What a user has: the repository's package, scripts and .gitignore, data in the ignored demo_out/."""
     from neuro_caduceus.synthetic import make_cohort
 
     repo = tmp_path_factory.mktemp("checkout")
-    for part in ("scripts", "ray_jobs"):
-        shutil.copytree(ROOT / part, repo / part)
+    for part in ("scripts", "neuro_caduceus"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     make_cohort(repo / "demo_out" / "cohort", n_samples=12, n_genes=2, seed=3)
     subprocess.run([PY, "-m", "neuro_caduceus.cli", "make-checkpoint", "--preset", "tiny-ps", "--seed", "0",
@@ -91,8 +91,8 @@ def test_submit_script_verbatim(ray_head, checkout):
 
 def test_plain_submit_of_unuploaded_paths_is_refused(ray_head, checkout):
     """The old README command (no --client-dir): a clear error before any work, nothing written."""
-    cmd = ["ray", "job", "submit", "--address", ray_head.dashboard, "--working-dir", ".", "--", "python",
-           "ray_jobs/embed_cohort.py", "--config", "configs/my_cohort.yaml"]
+    cmd = ["ray", "job", "submit", "--address", ray_head.dashboard, "--working-dir", ".", "--",
+           "python", "-m", "neuro_caduceus", "embed-cohort", "--config", "configs/my_cohort.yaml"]
     res = subprocess.run(cmd, cwd=checkout, env=ray_head.env, capture_output=True, text=True, timeout=400)
     assert res.returncode != 0
     text = res.stdout + res.stderr

@@ -157,8 +157,8 @@ def uninterrupted(data, head):
     """A clean run of the VCF-path config, submitted with `ray job submit` to the head cluster."""
     out = data.dir / "run_clean"
     cfg = _config(data, out, vcf=data.vcf)
-    job = [RAY, "job", "submit", "--address", head.dashboard, "--working-dir", str(ROOT / "ray_jobs"),
-           "--", PY, "embed_cohort.py", "--config", str(cfg)]
+    job = [RAY, "job", "submit", "--address", head.dashboard, "--working-dir", str(ROOT),
+           "--", PY, "-m", "neuro_caduceus", "embed-cohort", "--config", str(cfg)]
     res = _submit(job, head.env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "tokens embedded" in res.stdout  # the one-screen summary reached the job log
@@ -218,7 +218,7 @@ def test_killed_driver_resumes_to_identical_output(uninterrupted, data, head):
     out = data.dir / "run_driver_kill"
     cfg = _config(data, out, vcf=data.vcf)
     env = {**head.env, "RAY_ADDRESS": head.gcs}
-    cmd = [PY, str(ROOT / "ray_jobs" / "embed_cohort.py"), "--config", str(cfg)]
+    cmd = [PY, "-m", "neuro_caduceus", "embed-cohort", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:

@@ -1,6 +1,7 @@
 """A documented command is a parsed command: every `neuro-caduceus ...`, `make ...` and `python -m ...` shown
-in README.md and docs/ must exist, and every option a `neuro-caduceus` command uses must be one of its
-options (checked against the real click app behind the typer CLI)."""
+in README.md and docs/ must exist, and every option a `neuro-caduceus` command uses (or `python -m
+neuro_caduceus`, the form a Ray job runs) must be one of its options (checked against the real click app
+behind the typer CLI)."""
 
 from __future__ import annotations
 
@@ -110,11 +111,20 @@ def cli_problems(args: list[str], group: click.Group, values: bool = True) -> li
     return problems
 
 
-def documented(program: str) -> list[tuple[Snippet, list[str]]]:
-    """Invocations in code blocks, and inline spans that start with the program (not messages quoting it)."""
-    return [(s, args) for path in doc_files() for s in snippets(path) if program in s.text
+def documented(program: str, found: list[Snippet] | None = None) -> list[tuple[Snippet, list[str]]]:
+    """Invocations in code blocks, and inline spans that start with the program (not messages quoting it);
+    in the docs' snippets, or in `found`."""
+    found = [s for path in doc_files() for s in snippets(path)] if found is None else found
+    return [(s, args) for s in found if program in s.text
             and (not s.inline or s.text.split()[0].endswith(program))
             for args in invocations(tokens(s), program)]
+
+
+def documented_cli(found: list[Snippet] | None = None) -> list[tuple[Snippet, list[str]]]:
+    """`neuro-caduceus ARGS` and `python -m neuro_caduceus ARGS` (e.g. after `ray job submit ... --`)."""
+    as_module = [(s, args[2:]) for s, args in documented("python", found)
+                 if args[:2] == ["-m", "neuro_caduceus"]]
+    return documented("neuro-caduceus", found) + as_module
 
 
 LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
@@ -133,10 +143,12 @@ def make_targets() -> set[str]:
 
 
 def test_every_documented_neuro_caduceus_command_parses():
-    found = documented("neuro-caduceus")
+    found = documented_cli()
     group = commands()
     used = {args[0] for _, args in found if args and not args[0].startswith("-")}
     assert len(found) >= 20 and {"embed-cohort", "pilot", "pca"} <= used, "the extractor found too little"
+    submitted = {args[0] for s, args in found if "ray job submit" in s.text and args}
+    assert {"embed-cohort", "logo", "cca", "pilot", "pca", "residualize"} <= submitted, submitted
     problems = [f"{s.where}: {p}" for s, args in found for p in cli_problems(args, group, not s.inline)]
     assert not problems, "\n".join(problems)
 
@@ -164,10 +176,12 @@ def test_every_documented_python_module_exists():
         ("neuro-caduceus embed-cohrt --config c.yaml", "no command 'embed-cohrt'"),
         ("neuro-caduceus pilot --config c.yaml --out", "pilot --out needs a value"),
         ("neuro-caduceus personalize --fasta f [--bogus 4]", "personalize has no option --bogus"),
+        ("ray job submit --working-dir . -- python -m neuro_caduceus logo --feature m/ --out o",
+         "logo has no option --feature"),
     ],
 )
 def test_the_checker_catches_a_command_that_would_not_parse(line, problem):
-    [args] = invocations(tokens(Snippet("example", line)), "neuro-caduceus")
+    [(_, args)] = documented_cli([Snippet("example", line)])
     assert any(p.startswith(problem) for p in cli_problems(args, commands()))
 
 

@@ -14,14 +14,28 @@ CCA itself is exact and deterministic: symmetric whitening + SVD in numpy (no it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import ray
 
-from neuro_caduceus.analysis.folds import FeatureTransform, cap_components, kfolds, single_threaded
+from neuro_caduceus.analysis.features import join_order, read_features, read_table
+from neuro_caduceus.analysis.folds import (
+    FeatureTransform,
+    cap_components,
+    covariate_spec,
+    kfolds,
+    single_threaded,
+)
+from neuro_caduceus.analysis.outputs import new_figure, save_figure
+from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
+from neuro_caduceus.analysis.result_files import write_result_files
 from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.ray_session import ensure_ray
+from neuro_caduceus.stats.pca import PCA
+from neuro_caduceus.stats.residualize import Residualizer
 
 
 @dataclass(frozen=True)
@@ -120,8 +134,6 @@ def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.nd
     if cov is None or not covariates:
         fitted = np.broadcast_to(Y.mean(axis=0), Y.shape).copy()
         return fitted, Y - fitted
-    from neuro_caduceus.analysis.folds import covariate_spec
-    from neuro_caduceus.stats.residualize import Residualizer
 
     resid = Residualizer(covariate_spec(cov, covariates, list(categorical))).fit_transform(Y, cov)
     return Y - resid, resid
@@ -130,8 +142,6 @@ def reduced_model(Y: np.ndarray, cov, covariates, categorical=()) -> tuple[np.nd
 def _perm_chunk(xp, fitted, resid, cov, covariates, folds, groups, config: CCAConfig,
                 perm_ids: list[int]) -> np.ndarray:
     """Held-out canonical correlations for these permutations (Freedman-Lane on the brain side)."""
-    from neuro_caduceus.analysis.relatedness import block_permutation
-
     grp = np.arange(len(resid)) if groups is None else groups
     out = []
     with single_threaded():
@@ -176,8 +186,6 @@ def run_cca(X: np.ndarray, Y: np.ndarray, config: CCAConfig | None = None, cov=N
     `config.categorical` names the covariates to one-hot code; `groups` labels related subjects (same fold,
     permuted together).
     """
-    import polars as pl
-
     config = config or CCAConfig()
     if len(X) != len(Y):
         raise ValueError(f"genetic and brain rows differ ({len(X)} vs {len(Y)}); join by subject_id first")
@@ -215,10 +223,7 @@ def _run_chunks(args: list[tuple], parallel: bool, n_comp: int) -> np.ndarray:
     if not parallel:
         parts = [_perm_chunk(*a) for a in args]
     else:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init()
+        ensure_ray()
         task = ray.remote(num_cpus=1)(_perm_chunk)
         shared = [ray.put(v) for v in args[0][:-1]]  # every chunk shares all but its permutation ids
         parts = ray.get([task.remote(*shared, a[-1]) for a in args])
@@ -228,10 +233,6 @@ def _run_chunks(args: list[tuple], parallel: bool, n_comp: int) -> np.ndarray:
 
 def _structure(X, blocks, folds, xp, models, n_comp):
     """Per gene: held-out corr of the gene block's first PC (oriented on the training fold) with each U."""
-    import polars as pl
-
-    from neuro_caduceus.stats.pca import PCA
-
     rows = []
     for g, sl in blocks.items():
         scores, variates = [], []
@@ -262,11 +263,6 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     Gene structure coefficients use the genetic input's gene blocks, or `gene_matrix` (a subject matrix with
     gene blocks) when the genetic input is PCA scores or residuals.
     """
-    import polars as pl
-
-    from neuro_caduceus.analysis.features import join_order, read_features, read_table
-    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
-
     config = config or CCAConfig()
     g, b = read_features(genetic), read_features(brain)
     gm = read_features(gene_matrix) if gene_matrix else (g if g.has_gene_blocks else None)
@@ -304,26 +300,14 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
 
 def write_cca_outputs(result: CCAResult, out: str | Path) -> list[Path]:
     """cca_correlations.{parquet,csv}, cca_null.parquet, cca_structure.{parquet,csv}, PNG, report, json."""
-    import polars as pl
-
-    from neuro_caduceus.analysis.outputs import write_frame, write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = result.extra.get("recipe")
-    paths = write_frame(result.table, out / "cca_correlations", recipe)
     c = result.null.shape[1] if result.null.ndim == 2 else 0
     null = pl.DataFrame({"perm": np.repeat(np.arange(len(result.null)), c),
                          "component": np.tile(np.arange(1, c + 1), len(result.null)),
                          "heldout_r": result.null.reshape(-1)})
-    paths += write_frame(null, out / "cca_null", recipe)
+    tables = {"correlations": result.table, "null": null}
     if result.structure is not None:
-        paths += write_frame(result.structure, out / "cca_structure", recipe)
-    paths.append(plot_null(result, out / "cca_null.png"))
-    summary = _summary(result)
-    paths.append(write_text(out / "cca_summary.json", json.dumps(summary, indent=1, default=str)))
-    paths.append(write_text(out / "cca_report.md", _report(summary, result)))
-    return paths
+        tables["structure"] = result.structure
+    return write_result_files(out, "cca", result, tables, ("null", plot_null), _summary, _report)
 
 
 def _summary(result: CCAResult) -> dict:
@@ -339,7 +323,7 @@ def _summary(result: CCAResult) -> dict:
             "dims": result.dims, "components": result.table.to_dicts(), "recipe": recipe}
 
 
-def _report(s: dict, result: CCAResult) -> str:
+def _report(result: CCAResult, s: dict) -> str:
     lines = [
         "# Gene-brain CCA", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` (genetic `{s['genetic']}`, brain `{s['brain']}`)",
@@ -368,8 +352,6 @@ def _report(s: dict, result: CCAResult) -> str:
 
 
 def plot_null(result: CCAResult, path: Path) -> Path:
-    from neuro_caduceus.analysis.outputs import new_figure, save_figure
-
     t = result.table
     fig, ax = new_figure(1.2 * t.height + 2.5, 3.5)
     comps = t["component"].to_numpy()

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE
+from neuro_caduceus.cohort.config import load_config
+from neuro_caduceus.io import check_output_not_input, output_dir
 
 CATEGORICAL_HELP = ("comma-separated covariate columns to one-hot code (e.g. batch,centre,sex); types are "
                     "never guessed: a text column not listed is an error")
@@ -40,7 +42,6 @@ def logo(
 ) -> None:
     """Leave-one-gene-out ΔAUC with repeated nested CV and a permutation test (every step fitted in folds)."""
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
-    from neuro_caduceus.io import output_dir
 
     config = LogoConfig(n_folds=folds, inner_folds=inner_folds, n_repeats=repeats, k=k, n_perm=n_perm,
                         permute=permute, seed=seed, parallel=not serial)  # type: ignore[arg-type]
@@ -74,7 +75,6 @@ def cca(
 ) -> None:
     """Gene-brain CCA: held-out canonical correlations, permutation p-values, gene structure coefficients."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
-    from neuro_caduceus.io import output_dir
 
     config = CCAConfig(n_folds=folds, reduce_dims=reduce_dims, n_components=components, n_perm=n_perm,
                        seed=seed, parallel=not serial,
@@ -97,8 +97,6 @@ def pilot(
 ) -> None:
     """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
     from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
-    from neuro_caduceus.cohort.config import load_config
-    from neuro_caduceus.io import check_output_not_input, output_dir
 
     with output_dir(out, [config, variants]):
         cfg = load_config(config)

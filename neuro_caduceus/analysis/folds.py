@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuro_caduceus.stats.pca import PCA
+from neuro_caduceus.stats.residualize import CovariateSpec, Residualizer
+
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
@@ -89,14 +92,10 @@ class FeatureTransform:
 
     def fit(self, X: np.ndarray, cov) -> FeatureTransform:
         """Learn PCA, the covariate regression and the scaling from these (training) rows only."""
-        from neuro_caduceus.stats.pca import PCA
-
         self.pca_ = PCA(n_components=min(self.k, X.shape[0] - 1, X.shape[1]))
         Z = self.pca_.fit_transform(X)
         self.residualizer_ = None
         if cov is not None and self.covariates:
-            from neuro_caduceus.stats.residualize import Residualizer
-
             self.residualizer_ = Residualizer(covariate_spec(cov, self.covariates, self.categorical))
             self.residualizer_.fit(Z, cov)
             Z = self.residualizer_.transform(Z, cov)
@@ -146,8 +145,6 @@ def covariate_spec(cov, columns: list[str], categorical: list[str] | None = None
     """A stats CovariateSpec: the declared `categorical` columns one-hot (first sorted level = reference),
     the others numeric. Types are never guessed: a text column not declared categorical is an error."""
     import polars as pl
-
-    from neuro_caduceus.stats.residualize import CovariateSpec
 
     categorical = list(categorical or [])
     missing = [c for c in columns if c not in cov.columns]

@@ -16,22 +16,29 @@ Tasks run on Ray (or serially, with bit-identical results).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import polars as pl
+import ray
 
+from neuro_caduceus.analysis.features import join_order, read_features, read_table
 from neuro_caduceus.analysis.folds import (
     DEFAULT_CS,
     FoldSettings,
     cap_components,
+    covariate_spec,
     fit_predict_fold,
     stratified_folds,
 )
-from neuro_caduceus.analysis.relatedness import block_permutation
+from neuro_caduceus.analysis.outputs import new_figure, save_figure
+from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
+from neuro_caduceus.analysis.result_files import write_result_files
 from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.ray_session import ensure_ray
+from neuro_caduceus.stats.residualize import Residualizer
 
 ALL = "__all_genes__"
 Permute = Literal["phenotype", "block"]
@@ -137,8 +144,6 @@ def _covariate_fit(X, cov, covariates, categorical) -> np.ndarray:
     """Each column's OLS fit on intercept + covariates over all rows (the reduced model of Freedman-Lane)."""
     if cov is None or not covariates:
         return np.broadcast_to(X.mean(axis=0), X.shape).copy()
-    from neuro_caduceus.analysis.folds import covariate_spec
-    from neuro_caduceus.stats.residualize import Residualizer
 
     return X - Residualizer(covariate_spec(cov, covariates, categorical)).fit_transform(X, cov)
 
@@ -152,8 +157,6 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
     residualize on and `categorical` those of them to one-hot code. `groups` labels related subjects (same
     label = same fold, permuted together). Nothing is fitted outside a fold: no pre-fitted transform is taken.
     """
-    from neuro_caduceus.analysis.folds import covariate_spec
-
     config = config or LogoConfig()
     y = _binary(y)
     if len(blocks) < 2:
@@ -222,10 +225,7 @@ def _run_tasks(fn, X: np.ndarray, args: list[tuple], parallel: bool) -> list:
         return []
     if not parallel:
         return [fn(X, *a) for a in args]
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     task = ray.remote(num_cpus=1)(fn)
     refs: dict[int, object] = {}
 
@@ -280,8 +280,6 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 
 def _delta_table(fold_auc, null, genes, config):
-    import polars as pl
-
     level = 1 - (1 - config.ci) / (len(genes) if config.simultaneous else 1)
     rows = []
     for j, g in enumerate(genes):
@@ -312,11 +310,6 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
                     kinship: str | Path | None = None, kinship_threshold: float | None = None,
                     unrelated: bool = False) -> LogoResult:
     """Read, join by subject_id, handle relatedness, run LOGO and write tables, plot and report into `out`."""
-    import polars as pl
-
-    from neuro_caduceus.analysis.features import join_order, read_features, read_table
-    from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness
-
     config = config or LogoConfig()
     fm = read_features(features)
     cov = read_table(covariates) if covariates else None
@@ -357,37 +350,24 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
 
 def write_logo_outputs(result: LogoResult, out: str | Path) -> list[Path]:
     """logo_delta_auc.{parquet,csv}, logo_fold_auc, logo_null, logo_predictions, PNG, report, summary JSON."""
-    import polars as pl
-
-    from neuro_caduceus.analysis.outputs import write_frame, write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = result.extra.get("recipe")
-    paths = write_frame(result.table, out / "logo_delta_auc", recipe)
     R, F = result.fold_auc[ALL].shape
     names = {m: ("all" if m == ALL else m) for m in result.fold_auc}
-    paths += write_frame(pl.DataFrame({
+    fold_auc = pl.DataFrame({
         "model": [names[m] for m in result.fold_auc for _ in range(R * F)],
         "repeat": np.tile(np.repeat(np.arange(R), F), len(names)),
         "fold": np.tile(np.arange(F), R * len(names)),
-        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])}),
-        out / "logo_fold_auc", recipe)
+        "auc": np.concatenate([a.reshape(-1) for a in result.fold_auc.values()])})
     genes = [m for m in result.fold_auc if m != ALL]
-    paths += write_frame(pl.DataFrame({
+    null = pl.DataFrame({
         "perm": np.repeat(np.arange(len(result.null)), len(genes)), "gene": genes * len(result.null),
-        "delta_auc": result.null.reshape(-1)}), out / "logo_null", recipe)
+        "delta_auc": result.null.reshape(-1)})
     ids = result.extra.get("subject_ids") or [str(i) for i in range(result.n)]
     named = {("score_all" if m == ALL else f"score_without_{m}"): s.reshape(-1)
              for m, s in result.scores.items()}
     preds = pl.DataFrame({"subject_id": ids * R, "repeat": np.repeat(np.arange(R), result.n),
                           "fold": result.fold_of.reshape(-1), **named})
-    paths += write_frame(preds, out / "logo_predictions", recipe)
-    paths.append(plot_delta_auc(result, out / "logo_delta_auc.png"))
-    summary = _summary(result)
-    paths.append(write_text(out / "logo_summary.json", json.dumps(summary, indent=1, default=str)))
-    paths.append(write_text(out / "logo_report.md", _report(result, summary)))
-    return paths
+    tables = {"delta_auc": result.table, "fold_auc": fold_auc, "null": null, "predictions": preds}
+    return write_result_files(out, "logo", result, tables, ("delta_auc", plot_delta_auc), _summary, _report)
 
 
 def _summary(result: LogoResult) -> dict:
@@ -437,8 +417,6 @@ def _report(result: LogoResult, s: dict) -> str:
 
 
 def plot_delta_auc(result: LogoResult, path: Path) -> Path:
-    from neuro_caduceus.analysis.outputs import new_figure, save_figure
-
     t = result.table
     fig, ax = new_figure(6, 0.35 * t.height + 1.5)
     ypos = np.arange(t.height)[::-1]

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from neuro_caduceus.cohort.consequence import consequence
+from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.variant_schema import Variant
 from neuro_caduceus.model import tokenizer
 
@@ -152,9 +154,6 @@ def add_llr_scores(variants: Any, model: Any, cfg: Any, genes: dict, flank: int,
     """The pilot's hook: SCORE_COLUMNS added to its variants table (same row order), and the noise floor."""
     import polars as pl
     import torch
-
-    from neuro_caduceus.analysis.consequence import consequence
-    from neuro_caduceus.genome.fasta import Reference
 
     device = cfg.model.device
     if device == "auto":

@@ -17,8 +17,15 @@ import uuid
 from typing import Any
 
 import pyarrow as pa
+import ray
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.plan import content_key, open_reference
+from neuro_caduceus.cohort.store import WindowStore
+from neuro_caduceus.cohort.window_jobs import job_window
+from neuro_caduceus.genome.haplotypes import build_sequence
+from neuro_caduceus.model import from_pretrained
+from neuro_caduceus.model.embedder import Embedder
 
 STATS_SCHEMA = pa.schema([("batch_id", pa.string()), ("actor", pa.string()), ("windows", pa.int64()),
                           ("tokens", pa.int64()), ("genes_planned", pa.string())])
@@ -30,9 +37,6 @@ def model_recipe(cfg: CohortConfig) -> dict:
     Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
     model's identity is needed here, the actors build the real one.
     """
-    from neuro_caduceus.model import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
-
     embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
                         stride=cfg.model.stride or cfg.model.window)
     return {**embedder.recipe(), "dtype": cfg.model.dtype}
@@ -40,8 +44,6 @@ def model_recipe(cfg: CohortConfig) -> dict:
 
 def gpus_per_actor(cfg: CohortConfig) -> float:
     """compute.gpus_per_actor, or 1 when the cluster has GPUs (0: CPU actors)."""
-    import ray
-
     if cfg.compute.gpus_per_actor is not None:
         return cfg.compute.gpus_per_actor
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
@@ -53,10 +55,6 @@ class EmbedWindows:
     def __init__(self, checkpoint: str, device: str, dtype: str, window_batch_size: int, threads: int,
                  reference_fasta: str, store_url: str, identity: dict):
         import torch
-
-        from neuro_caduceus.cohort.store import WindowStore
-        from neuro_caduceus.model import from_pretrained
-        from neuro_caduceus.model.embedder import Embedder
 
         torch.set_num_threads(max(1, threads))
         self.embedder = Embedder(
@@ -80,10 +78,6 @@ class EmbedWindows:
 
     def _sequences(self, jobs: list[dict[str, Any]]) -> list[str]:
         """Each job's window built from the reference and its variants; checked against the content key."""
-        from neuro_caduceus.cohort.plan import content_key, open_reference
-        from neuro_caduceus.cohort.window_jobs import job_window
-        from neuro_caduceus.genome.haplotypes import build_sequence
-
         reference = open_reference(self.reference_fasta)
         seqs = []
         for one in jobs:
@@ -98,8 +92,6 @@ class EmbedWindows:
 
 def embed_window_batches(ds: Any, cfg: CohortConfig, store_url: str, identity: dict) -> Any:
     """Ray Data: window-job batches (BATCH_SCHEMA rows) -> stats rows; pooled results go to the store."""
-    import ray
-
     compute = cfg.compute
     gpus = gpus_per_actor(cfg)
     device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")

@@ -27,16 +27,26 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
+import ray
 
 from neuro_caduceus.cohort.config import CohortConfig, load_config
+from neuro_caduceus.cohort.embed import embed_window_batches, gpus_per_actor, model_recipe
+from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_run, write_manifest
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
+from neuro_caduceus.cohort.progress import Progress
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
 from neuro_caduceus.cohort.source import open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
+from neuro_caduceus.cohort.window_jobs import BatchPacker
 from neuro_caduceus.genome import strategies
+from neuro_caduceus.genome.annotation import read_genes
+from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
+from neuro_caduceus.genome.regions import Region, RegionSpec, build_regions, tile_windows
 from neuro_caduceus.io import write_atomic
+from neuro_caduceus.provenance import cohort_recipe
+from neuro_caduceus.ray_session import ray_session
 
 JOB_FILE = "_job.json"
 OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, units/, plans/ of listed units
@@ -44,10 +54,6 @@ OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, u
 
 def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     """Gene set -> regions -> windows, on the driver (genes only: small)."""
-    from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
-    from neuro_caduceus.genome.regions import RegionSpec, build_regions, tile_windows
-
     genes = resolve_gene_set(load_gene_set(cfg.inputs.gene_set), read_genes(cfg.inputs.gtf))
     spec = RegionSpec(mode=cfg.regions.mode, flank=cfg.regions.flank, orient=cfg.regions.orient)
     stride = cfg.model.stride or cfg.model.window
@@ -59,8 +65,6 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
 
 def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
     """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
-    from neuro_caduceus.genome.regions import Region, tile_windows
-
     body = json.loads(region_json)
     region = Region(**{**body, "segments": tuple(tuple(s) for s in body["segments"])})
     windows = list(tile_windows(region, cfg.model.window, cfg.model.stride or cfg.model.window))
@@ -69,8 +73,6 @@ def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
 
 def _resolve(subjects: Any) -> list[str]:
     """The subject list arrives as an object-store reference (one copy per node, not one per task)."""
-    import ray
-
     return ray.get(subjects) if isinstance(subjects, ray.ObjectRef) else subjects
 
 
@@ -95,8 +97,6 @@ def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: A
 
 def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
-    from neuro_caduceus.cohort.window_jobs import BatchPacker
-
     source = open_source(cfg.inputs, cfg.qc)
     subjects = _resolve(subjects)
     stored = key_index(cfg.window_store, snapshot)
@@ -223,8 +223,6 @@ def _check_batches(store_url: str, paths: list[str]) -> list[str | None]:
 def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: list[str]) -> dict:
     """Committed output is verified, not trusted by name: damaged shards and store batches are deleted (and
     counted) so that this run redoes them. Runs as parallel CPU tasks, 64 files each."""
-    import ray
-
     check_shards = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_shards)
     check_batches = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_batches)
     partial = store.remove_partial()
@@ -253,10 +251,6 @@ def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: lis
 
 def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) the job; returns the manifest (also written to <output.dir>/manifest.json)."""
-    import ray
-
-    from neuro_caduceus.cohort.embed import model_recipe
-
     cfg = config if isinstance(config, CohortConfig) else load_config(config)
     t0 = time.time()
     units = build_units(cfg)  # every check that can fail on input runs before anything is written
@@ -265,29 +259,19 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     if not overwrite or cfg.output.window_store is not None:
         store.open(create=False)
     fs, root = _prepare_output(cfg, model["checkpoint_sha256"], overwrite, units, store)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(log_to_driver=False)
-    try:
-        return _run(cfg, fs, root, store, units, model, quiet, t0)
-    except KeyboardInterrupt:
-        done = len(_committed(fs, root))
-        print(f"\ninterrupted: {done} of {len(units)} genes committed in {cfg.output.dir}/shards, "
-              f"{len(store.batch_files())} window batches in {cfg.window_store}; run the same command again "
-              "to resume (committed work is kept)", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if started_ray:
-            ray.shutdown()
+    with ray_session():
+        try:
+            return _run(cfg, fs, root, store, units, model, quiet, t0)
+        except KeyboardInterrupt:
+            done = len(_committed(fs, root))
+            print(f"\ninterrupted: {done} of {len(units)} genes committed in {cfg.output.dir}/shards, "
+                  f"{len(store.batch_files())} window batches in {cfg.window_store}; run the same command "
+                  "again to resume (committed work is kept)", file=sys.stderr, flush=True)
+            raise
 
 
 def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[GeneUnit], model: dict,
          quiet: bool, t0: float) -> dict:
-    import ray
-
-    from neuro_caduceus.cohort.embed import gpus_per_actor
-    from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_run, write_manifest
-    from neuro_caduceus.cohort.progress import Progress
 
     for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
         fs.rm(stale)
@@ -325,10 +309,6 @@ def _committed(fs: Any, root: str) -> set[str]:
 def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, run: dict,
                  progress: Any, identity: dict) -> None:
     """Plan and embed every window of the pending genes not yet in the store; stats rows only reach here."""
-    import ray
-
-    from neuro_caduceus.cohort.embed import embed_window_batches
-
     progress.start_phase("embedding windows", len(pending))
     items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
     per_task = cfg.compute.genes_per_batch
@@ -364,7 +344,6 @@ def run_add(run: dict, row: dict, genes: list[dict]) -> None:
 
 def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, recipe: dict, run_id: str,
                     progress: Any) -> list[dict]:
-    import ray
 
     progress.start_phase("writing shards", len(pending))
     n_haps = strategies.n_haps(cfg.haplotype_strategy)
@@ -383,10 +362,6 @@ def _assemble_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: An
 
 def _waiting_for(cfg: CohortConfig, phase: str) -> str:
     """What a stalled job waits for: the stage, what it needs, and what the cluster has free now."""
-    import ray
-
-    from neuro_caduceus.cohort.embed import gpus_per_actor
-
     c = cfg.compute
     gpus = gpus_per_actor(cfg)
     actor = f"{gpus:g} GPU" if gpus > 0 else f"{c.cpus_per_actor:g} CPU"
@@ -398,6 +373,4 @@ def _waiting_for(cfg: CohortConfig, phase: str) -> str:
 
 
 def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
-    from neuro_caduceus.provenance import cohort_recipe
-
     return cohort_recipe(cfg, model_recipe, units, qc, rc_check, source=open_source(cfg.inputs, cfg.qc).path)

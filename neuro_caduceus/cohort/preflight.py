@@ -298,6 +298,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
     import ray
 
     from neuro_caduceus.cohort.job import build_units  # loads torch: only when a dry run is asked for
+    from neuro_caduceus.ray_session import ensure_ray
 
     source = open_source(cfg.inputs, cfg.qc)
     report: dict[str, Any] = {"errors": [], "config_hash": cfg.result_hash(), "source": source.kind}
@@ -307,8 +308,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         report["checkpoint"] = checkpoint_summary(cfg.model.checkpoint)
     except (OSError, ValueError, KeyError) as err:
         errors.append(f"model.checkpoint: {err}")
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+    ensure_ray()
     if errors:
         return report  # units and subjects need readable inputs
     shape, alive_gpus = cluster_shape(), ray.cluster_resources().get("GPU", 0.0)

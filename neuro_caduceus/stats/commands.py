@@ -6,15 +6,10 @@ from pathlib import Path
 
 import typer
 
-
-def _ray_init() -> None:
-    """Join the cluster when RAY_ADDRESS is set, else start (or reuse) a local Ray."""
-    import os
-
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+from neuro_caduceus.io import output_dir
+from neuro_caduceus.stats.jobs import run_pca, run_residualize
+from neuro_caduceus.stats.residualize import CovariateSpec
+from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
 
 
 def subject_matrix(
@@ -26,12 +21,11 @@ def subject_matrix(
                                       help="total_variance (each gene's block to total variance 1) | none"),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
-    from neuro_caduceus.io import output_dir
-    from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
+    from neuro_caduceus.ray_session import ensure_ray
 
     with output_dir(out, [input, genes]):
         gene_list = load_gene_list(str(genes)) if genes else None
-        _ray_init()
+        ensure_ray()
         s = build_subject_matrix(input, str(out), gene_list, on_missing_gene, block_scaling=block_scaling)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
                f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
@@ -45,14 +39,16 @@ def pca(
     out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
     whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+    no_statistics: bool = typer.Option(
+        False, "--no-statistics",
+        help="leave the d x d statistics out of pca_model.npz (no later partial_fit)"),
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
-    from neuro_caduceus.io import output_dir
-    from neuro_caduceus.stats.jobs import run_pca
+    from neuro_caduceus.ray_session import ensure_ray
 
     with output_dir(out, [input]):
-        _ray_init()
-        s = run_pca(input, str(out), n_components, whiten, batch_size)
+        ensure_ray()
+        s = run_pca(input, str(out), n_components, whiten, batch_size, keep_statistics=not no_statistics)
     typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
                f"(requested {s['n_components_requested']}), "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
@@ -70,16 +66,14 @@ def residualize(
     batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
-    from neuro_caduceus.io import output_dir
-    from neuro_caduceus.stats.jobs import run_residualize
-    from neuro_caduceus.stats.residualize import CovariateSpec
+    from neuro_caduceus.ray_session import ensure_ray
 
     with output_dir(out, [input, covariates, config]):
         spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
         if categorical_covariates:
             declared = [c.strip() for c in categorical_covariates.split(",") if c.strip()]
             spec = spec.declare_categorical(declared)
-        _ray_init()
+        ensure_ray()
         s = run_residualize(input, str(covariates), str(out), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "
                f"columns; {s['without_covariates']} without covariates excluded; "
