@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.model.config import preset_config
 from neuro_caduceus.stats.jobs import run_pca, run_residualize
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix
 from neuro_caduceus.synthetic import make_cohort
@@ -81,7 +82,6 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.cohort.job import run_embed_cohort
-    from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.ray_session import ensure_ray
 

@@ -33,10 +33,10 @@ import fsspec
 import numpy as np
 
 from neuro_caduceus.io import parquet_metadata, recipe_from_metadata
+from neuro_caduceus.model.config import RANDOM_INIT_FLAG
 
 PROVENANCE_KEYS = ("recipe_id", "embedding_strategy_id", "versions", "created_utc", "inputs", "random_init",
                    "stage", "lineage")
-RANDOM_INIT_FLAG = "neuro_caduceus_random_init"  # the checkpoint config.json key (model.config has the same)
 RANDOM_LABEL = "RANDOM WEIGHTS (no biological signal)"
 DISTRIBUTIONS = {"neuro_caduceus": "neuro-caduceus", "torch": "torch", "ray": "ray", "hail": "hail"}
 _HASH_CHUNK = 1 << 22

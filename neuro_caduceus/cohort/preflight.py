@@ -20,6 +20,7 @@ import fsspec
 from neuro_caduceus.cohort.config import CohortConfig, Inputs
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source, url_exists
 from neuro_caduceus.genome.strategies import n_haps
+from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.variants.qc import QCConfig
 
 PATH_KEYS = (
@@ -249,8 +250,7 @@ def check_resources(cfg: CohortConfig) -> None:
 # ------------------------------------------------------------------------------------------------- dry run
 def checkpoint_summary(url: str) -> dict[str, Any]:
     """config.json + the weights' tensor metadata (safetensors header); no model is built, no weights read."""
-    from neuro_caduceus.model.checkpoint import WEIGHT_FILES  # the model package loads torch
-    from neuro_caduceus.model.config import CaduceusConfig
+    from neuro_caduceus.model.checkpoint import WEIGHT_FILES  # loads torch
 
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/")

@@ -1,10 +1,25 @@
-"""Caduceus (PS/PH) in pure PyTorch: official-compatible checkpoints, exact chunked selective scan."""
+"""Caduceus (PS/PH) in pure PyTorch: official-compatible checkpoints, exact chunked selective scan.
+
+The names below load their module (and torch) on first use, so importing a light part of the package
+(`model.config`, `model.rc`, the CLI's `model.commands`) does not start torch.
+"""
 
 from __future__ import annotations
 
-from neuro_caduceus.model.checkpoint import from_pretrained
-from neuro_caduceus.model.config import CaduceusConfig, preset_config
-from neuro_caduceus.model.modules import CaduceusForMaskedLM
-from neuro_caduceus.model.saving import save_pretrained
+import importlib
+from typing import Any
 
-__all__ = ["CaduceusConfig", "CaduceusForMaskedLM", "from_pretrained", "preset_config", "save_pretrained"]
+_HOME = {
+    "CaduceusConfig": "config",
+    "CaduceusForMaskedLM": "modules",
+    "from_pretrained": "checkpoint",
+    "preset_config": "config",
+    "save_pretrained": "saving",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -1,10 +1,14 @@
-"""CLI commands of the `model` area (imports of heavy libraries stay inside the command bodies)."""
+"""CLI commands of the `model` area (imports that load torch stay inside the command bodies)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+
+from neuro_caduceus.io import check_output_not_input, write_parquet
+from neuro_caduceus.model.config import preset_config
+from neuro_caduceus.model.rc import RCWindow, check_windows
 
 
 def _read_fasta(path: Path) -> list[tuple[str, str]]:
@@ -34,7 +38,6 @@ def make_checkpoint(
     out: Path = typer.Option(..., help="Output checkpoint folder (HF layout)"),
 ) -> None:
     """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science)."""
-    from neuro_caduceus.model.config import preset_config
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.model.saving import save_pretrained
 
@@ -57,13 +60,9 @@ def embed_fasta(
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
 ) -> None:
     """Strand-invariant mean embedding of every FASTA record into a Parquet file."""
-    import json
-
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from neuro_caduceus.io import atomic_writer, check_output_not_input
     from neuro_caduceus.model.checkpoint import from_pretrained
     from neuro_caduceus.model.embedder import Embedder
 
@@ -81,9 +80,7 @@ def embed_fasta(
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), emb.dim)
         .cast(pa.list_(pa.float32())),
     })
-    table = table.replace_schema_metadata({"recipe": json.dumps(emb.recipe())})
-    with atomic_writer(out, "wb") as fh:
-        pq.write_table(table, fh)
+    write_parquet(table, out, recipe=emb.recipe())
     typer.echo(f"wrote {len(records)} embeddings of width {emb.dim} to {out}")
 
 
@@ -103,7 +100,6 @@ def verify_rc(
     """
     from neuro_caduceus.model.checkpoint import from_pretrained
     from neuro_caduceus.model.embedder import Embedder, tile
-    from neuro_caduceus.model.rc import RCWindow, check_windows
 
     try:
         emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from neuro_caduceus.model import tokenizer
+
 
 @dataclass(frozen=True)
 class RCWindow:
@@ -27,8 +29,6 @@ def reverse_complement(seq: str) -> str:
 def check_windows(embedder: Any, windows: list[RCWindow]) -> dict:
     """Embed each window and its reverse complement with the production embedder; deviations per window."""
     import torch
-
-    from neuro_caduceus.model import tokenizer
 
     seqs = [w.sequence for w in windows]
     fwd, counts = embedder.pool_windows(seqs)

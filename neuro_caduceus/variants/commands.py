@@ -1,4 +1,4 @@
-"""CLI commands of the `variants` area (imports of heavy libraries stay inside the command bodies)."""
+"""CLI commands of the `variants` area (Hail starts only inside the command that needs it)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import json
 from pathlib import Path
 
 import typer
+
+from neuro_caduceus.io import atomic_writer, check_output_not_input, read_yaml_model
+from neuro_caduceus.synthetic import make_cohort
+from neuro_caduceus.variants.hail_session import init_hail
+from neuro_caduceus.variants.importer import import_vcf
+from neuro_caduceus.variants.qc import QCConfig, qc_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +29,6 @@ def synth(
     brain_dim: int = typer.Option(64, "--brain-dim", help="Width of the synthetic brain vectors."),
 ) -> None:
     """Write a deterministic synthetic demo cohort (FASTA, Hail reference, GTF, VCF, covariates, traits)."""
-    from neuro_caduceus.synthetic import make_cohort
-
     manifest = make_cohort(out, n_samples=samples, n_genes=genes, seed=seed, brain_dim=brain_dim)
     typer.echo(
         json.dumps(
@@ -48,8 +52,6 @@ def import_vcf_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
 ) -> None:
     """Import VCF(s) into a Hail MatrixTable: force_bgz, split_multi_hts, written atomically."""
-    from neuro_caduceus.variants.importer import import_vcf
-
     recoding = None
     if contig_recoding:
         recoding = {str(i): f"chr{i}" for i in range(1, 23)} | {"X": "chrX", "Y": "chrY", "MT": "chrM"}
@@ -63,10 +65,6 @@ def qc_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write the QC summary JSON here (else stdout)."),
 ) -> None:
     """Count every QC step (samples, entries set missing, variants removed) on a MatrixTable."""
-    from neuro_caduceus.io import atomic_writer, check_output_not_input, read_yaml_model
-    from neuro_caduceus.variants.hail_session import init_hail
-    from neuro_caduceus.variants.qc import QCConfig, qc_summary
-
     if out is not None:
         check_output_not_input([out], [mt, config])
     qc = read_yaml_model(config, QCConfig)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
 from neuro_caduceus.io import atomic_path
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
+from neuro_caduceus.variants.hail_session import init_hail
 from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_sets
 
 SAMPLES_SCHEMA = pa.schema([("subject_id", pa.string())])
@@ -43,8 +44,6 @@ def export_haplotypes(
     Genes are read in groups of `genes_per_query` (one Hail query each, interval pushdown); returns
     {"genes", "rows", "samples", "out"}.
     """
-    from neuro_caduceus.variants.hail_session import init_hail  # hail: only where the export runs
-
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
