@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from neuro_caduceus.cli import app
 from neuro_caduceus.model import from_pretrained, save_pretrained
 from neuro_caduceus.model.embedder import Embedder
+from neuro_caduceus.provenance import read_recipe
 
 runner = CliRunner()
 FASTA = ">a first\nACGTACGTNNACGTAGCTAGCTAGCATCGATCGACTGACTAGCTACGACGTT\n>b\nacgtxACGTAGCTAGCTAGCTAGCTAGC\n"
@@ -51,6 +52,7 @@ def test_embed_fasta(ckpt: Path, tmp_path: Path) -> None:
     with pytest.warns(UserWarning):
         want = Embedder(from_pretrained(ckpt), device="cpu", window=20, stride=20)
     np.testing.assert_allclose(emb[1], want.embed("acgtxACGTAGCTAGCTAGCTAGCTAGC"), rtol=0, atol=1e-6)
+    assert read_recipe(out) == want.recipe()  # the recipe any artifact carries, read the one way
 
 
 def test_empty_fasta_fails(ckpt: Path, tmp_path: Path) -> None:
