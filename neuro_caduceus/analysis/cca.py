@@ -24,6 +24,7 @@ import ray
 from neuro_caduceus.analysis.features import join_order, read_features, read_table
 from neuro_caduceus.analysis.folds import (
     FeatureTransform,
+    ResamplingSettings,
     cap_components,
     covariate_spec,
     kfolds,
@@ -31,26 +32,24 @@ from neuro_caduceus.analysis.folds import (
 )
 from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
-from neuro_caduceus.analysis.result_files import write_result_files
-from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.analysis.result_files import report_header, write_result_files
+from neuro_caduceus.provenance import stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.pca import PCA
 from neuro_caduceus.stats.residualize import Residualizer
 
 
 @dataclass(frozen=True)
-class CCAConfig:
-    """CV and permutation settings; `seed` fixes the folds and (with the permutation index) each shuffle."""
+class CCAConfig(ResamplingSettings):
+    """Reduction and CCA settings beside the shared CV/permutation ones (`seed` fixes the folds and, with the
+    permutation index, each shuffle)."""
 
-    n_folds: int = 5
+    n_perm: int = 200
+    perms_per_task: int = 10
     reduce_dims: int = 20
     n_components: int = 5
-    n_perm: int = 200
     ridge: float = 1e-6
     categorical: tuple[str, ...] = ()
-    seed: int = 0
-    parallel: bool = True
-    perms_per_task: int = 10
 
 
 @dataclass
@@ -196,9 +195,8 @@ def run_cca(X: np.ndarray, Y: np.ndarray, config: CCAConfig | None = None, cov=N
         yp = _reduce(Y, cov, covariates, folds, config.reduce_dims, config.categorical)
         obs, U, V, models = _heldout(xp, yp, config.n_components, config.ridge)
         fitted, resid = reduced_model(Y, cov, covariates, config.categorical)
-    chunks = [list(range(a, min(a + config.perms_per_task, config.n_perm)))
-              for a in range(0, config.n_perm, config.perms_per_task)]
-    args = [(xp, fitted, resid, cov, covariates, folds, groups, config, ids) for ids in chunks]
+    args = [(xp, fitted, resid, cov, covariates, folds, groups, config, ids)
+            for ids in config.permutation_chunks()]
     null = _run_chunks(args, config.parallel, len(obs))
     null = null[:, :len(obs)]
     p, p_fwer = permutation_p(obs, null)
@@ -325,12 +323,8 @@ def _summary(result: CCAResult) -> dict:
 
 def _report(result: CCAResult, s: dict) -> str:
     lines = [
-        "# Gene-brain CCA", "", *report_lines(s.get("recipe")),
-        f"- recipe: `{s['recipe_id']}` (genetic `{s['genetic']}`, brain `{s['brain']}`)",
-        f"- n = {s['n']} matched subjects; join: {s['join']}",
-        f"- relatedness: {s['relatedness'] or 'no kinship file (subjects treated as unrelated)'}",
-        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'} "
-        f"(categorical: {', '.join(s['categorical']) or 'none'})",
+        *report_header("Gene-brain CCA", s, f"genetic `{s['genetic']}`, brain `{s['brain']}`",
+                       f"{s['n']} matched subjects"),
         f"- {s['folds']}-fold CV, seed {s['seed']}; PCA per side fitted on training folds: "
         f"genetic {s['dims']['genetic_in']} -> {s['dims']['genetic_reduced']}, "
         f"brain {s['dims']['brain_in']} -> {s['dims']['brain_reduced']} dims",

@@ -19,6 +19,23 @@ from neuro_caduceus.stats.residualize import CovariateSpec, Residualizer
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
+@dataclass(frozen=True)
+class ResamplingSettings:
+    """What LOGO and CCA share: CV folds, permutations, the seed that fixes every split and shuffle, and how
+    the permutations are spread over Ray tasks (`parallel`, `perms_per_task`; results do not depend on it)."""
+
+    n_folds: int = 5
+    n_perm: int = 100
+    seed: int = 0
+    parallel: bool = True
+    perms_per_task: int = 1
+
+    def permutation_chunks(self) -> list[list[int]]:
+        """Permutation indices 0..n_perm-1 in runs of `perms_per_task` (one Ray task each)."""
+        return [list(range(a, min(a + self.perms_per_task, self.n_perm)))
+                for a in range(0, self.n_perm, self.perms_per_task)]
+
+
 @functools.cache
 def _thread_controller():
     import sklearn.linear_model  # noqa: F401  (load sklearn's OpenMP runtime before inspecting libraries)

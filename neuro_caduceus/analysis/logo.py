@@ -28,6 +28,7 @@ from neuro_caduceus.analysis.features import join_order, read_features, read_tab
 from neuro_caduceus.analysis.folds import (
     DEFAULT_CS,
     FoldSettings,
+    ResamplingSettings,
     cap_components,
     covariate_spec,
     fit_predict_fold,
@@ -35,8 +36,8 @@ from neuro_caduceus.analysis.folds import (
 )
 from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
-from neuro_caduceus.analysis.result_files import write_result_files
-from neuro_caduceus.provenance import report_lines, stamp, title
+from neuro_caduceus.analysis.result_files import report_header, write_result_files
+from neuro_caduceus.provenance import stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.residualize import Residualizer
 
@@ -45,21 +46,17 @@ Permute = Literal["phenotype", "block"]
 
 
 @dataclass(frozen=True)
-class LogoConfig:
-    """Repeated nested-CV and permutation settings; `seed` fixes every split, inner seed and permutation."""
+class LogoConfig(ResamplingSettings):
+    """Repeated nested-CV settings beside the shared CV/permutation ones (`seed` fixes every split, inner
+    seed and permutation)."""
 
-    n_folds: int = 5
     inner_folds: int = 3
     n_repeats: int = 5
     k: int = 32
     Cs: tuple[float, ...] = DEFAULT_CS
-    n_perm: int = 100
     permute: Permute = "phenotype"
     ci: float = 0.95
     simultaneous: bool = True  # Bonferroni over genes: all genes' intervals hold jointly at level `ci`
-    seed: int = 0
-    parallel: bool = True
-    perms_per_task: int = 1
 
 
 @dataclass
@@ -200,8 +197,7 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
         chosen[m][r * config.n_folds + f] = C
         fold_auc[m][r, f] = float(rank_auc(y[te], s))
 
-    chunks = [list(range(a, min(a + config.perms_per_task, config.n_perm)))
-              for a in range(0, config.n_perm, config.perms_per_task)]
+    chunks = config.permutation_chunks()
     fitted = _covariate_fit(X, cov, covariates, categorical) if config.permute == "block" and chunks else None
     perm_args = [(kept, blocks, cov, y, groups, settings, config, fold_auc, fitted, ids) for ids in chunks]
     parts = _run_tasks(_perm_chunk, X, perm_args, config.parallel)
@@ -388,15 +384,10 @@ def _summary(result: LogoResult) -> dict:
 
 
 def _report(result: LogoResult, s: dict) -> str:
-    rel = s["relatedness"] or {}
     perm_what = "phenotype" if s["permute"] == "phenotype" else "gene's block rows"
     lines = [
-        "# Leave-one-gene-out ΔAUC", "", *report_lines(s.get("recipe")),
-        f"- recipe: `{s['recipe_id']}` (features `{s['features']}`)",
-        f"- n = {s['n']} subjects ({s['n_cases']} cases); join: {s['join']}",
-        f"- relatedness: {rel or 'no kinship file (subjects treated as unrelated)'}",
-        f"- covariates residualized in folds: {', '.join(s['covariates'] or []) or 'none'}"
-        f" (categorical: {', '.join(s['categorical'] or []) or 'none'})",
+        *report_header("Leave-one-gene-out ΔAUC", s, f"features `{s['features']}`",
+                       f"{s['n']} subjects ({s['n_cases']} cases)"),
         f"- {s['repeats']} x outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C "
         f"in {s['C_grid']}; seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
         f"- AUC with all genes (mean of per-fold AUCs): {s['auc_all']:.3f} ({100 * s['ci']:.0f}% interval "

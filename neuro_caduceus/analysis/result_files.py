@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neuro_caduceus.analysis.outputs import write_frame, write_text
+from neuro_caduceus.provenance import report_lines
 
 
 def write_result_files(out: str | Path, name: str, result: Any, tables: dict[str, Any],
@@ -33,3 +34,16 @@ def write_result_files(out: str | Path, name: str, result: Any, tables: dict[str
     paths.append(write_text(out / f"{name}_summary.json", json.dumps(summary, indent=1, default=str)))
     paths.append(write_text(out / f"{name}_report.md", report(result, summary)))
     return paths
+
+
+def report_header(heading: str, summary: dict, inputs: str, subjects: str) -> list[str]:
+    """The lines every analysis report opens with: provenance, inputs, subjects, relatedness, covariates."""
+    s = summary
+    return [
+        f"# {heading}", "", *report_lines(s.get("recipe")),
+        f"- recipe: `{s['recipe_id']}` ({inputs})",
+        f"- n = {subjects}; join: {s['join']}",
+        f"- relatedness: {s['relatedness'] or 'no kinship file (subjects treated as unrelated)'}",
+        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'} "
+        f"(categorical: {', '.join(s['categorical'] or []) or 'none'})",
+    ]

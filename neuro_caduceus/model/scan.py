@@ -90,40 +90,27 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return y.squeeze(-1).transpose(0, 1).reshape(b, -1, E)[:, :L] + D.float() * x
 
 
-def _optional_kernel(module: str, name: str) -> ScanFn | None:
-    """`module.name` when it imports, else None.
+_KERNELS = {  # name -> (module, function); each is optional
+    "mamba-ssm": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn"),
+    "triton": ("neuro_caduceus.model.triton_scan", "selective_scan_triton"),
+    "numba": ("neuro_caduceus.model.cpu_scan", "selective_scan_numba"),
+    "causal-conv1d": ("causal_conv1d", "causal_conv1d_fn"),  # the convolution's CUDA kernel
+    "numba-conv": ("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_numba"),  # convolution + SiLU
+}
+
+
+@functools.cache
+def _kernel(name: str) -> ScanFn | None:
+    """The compiled kernel `name` of _KERNELS when it imports, else None.
 
     Any import failure (a missing wheel, an ABI mismatch, no triton or numba on a CPU-only install) means
-    the caller falls back to the torch scan, so it is not an error.
+    the caller falls back to the torch path, so it is not an error.
     """
+    module, function = _KERNELS[name]
     try:
-        return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), function)
     except Exception:  # noqa: BLE001 - see above
         return None
-
-
-@functools.cache
-def _cuda_scan_kernel() -> ScanFn | None:
-    """mamba-ssm's selective_scan_fn."""
-    return _optional_kernel("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
-
-
-@functools.cache
-def _triton_scan_kernel() -> ScanFn | None:
-    """The Triton scan (neuro_caduceus.model.triton_scan)."""
-    return _optional_kernel("neuro_caduceus.model.triton_scan", "selective_scan_triton")
-
-
-@functools.cache
-def _numba_scan_kernel() -> ScanFn | None:
-    """The numba-compiled CPU scan (neuro_caduceus.model.cpu_scan)."""
-    return _optional_kernel("neuro_caduceus.model.cpu_scan", "selective_scan_numba")
-
-
-@functools.cache
-def _numba_conv_kernel() -> ScanFn | None:
-    """The numba-compiled one-pass convolution + SiLU."""
-    return _optional_kernel("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_numba")
 
 
 def pick_backend(device_type: str, available: Collection[str], needs_grad: bool = False) -> str:
@@ -142,9 +129,8 @@ def pick_backend(device_type: str, available: Collection[str], needs_grad: bool 
 
 def available_backends(device_type: str) -> frozenset[str]:
     """The compiled scans importable for this device type (imports only what that device could use)."""
-    kernels = ({"mamba-ssm": _cuda_scan_kernel, "triton": _triton_scan_kernel} if device_type == "cuda"
-               else {"numba": _numba_scan_kernel})
-    return frozenset(name for name, get in kernels.items() if get() is not None)
+    kernels = ("mamba-ssm", "triton") if device_type == "cuda" else ("numba",)
+    return frozenset(name for name in kernels if _kernel(name) is not None)
 
 
 _forced: list[str] = []
@@ -171,16 +157,6 @@ def scan_backend(*tensors: torch.Tensor) -> str:
     return pick_backend(device_type, available_backends(device_type), needs_grad)
 
 
-@functools.cache
-def _cuda_conv_kernel() -> ScanFn | None:
-    """causal-conv1d's causal_conv1d_fn when importable, else None."""
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except Exception:  # noqa: BLE001 - as above
-        return None
-    return causal_conv1d_fn
-
-
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        reverse: bool = False) -> torch.Tensor:
     """silu(depthwise causal conv) of x (b, L, E) with weight (E, 1, K): left padding K-1, no look-ahead.
@@ -191,10 +167,10 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """
     L, K = x.shape[1], weight.shape[-1]
     if not x.is_cuda and walks_backwards(x):
-        return _numba_conv_kernel()(x, weight, bias, reverse=reverse)
+        return _kernel("numba-conv")(x, weight, bias, reverse=reverse)
     if x.is_cuda and reverse:
         return causal_conv1d_silu(x.flip(1), weight, bias).flip(1)
-    if x.is_cuda and (fn := _cuda_conv_kernel()) is not None:
+    if x.is_cuda and (fn := _kernel("causal-conv1d")) is not None:
         out = fn(x.transpose(1, 2).contiguous(), weight.squeeze(1), bias, activation="silu")
         return out.transpose(1, 2)
     if x.is_cuda:
@@ -243,7 +219,7 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """
     backend = "override" if _override else scan_backend(x, delta, A, B, C, D)
     if backend == "numba":
-        return _numba_scan_kernel()(x, delta, A, B, C, D, z=z, reverse=reverse, delta_bias=delta_bias,
+        return _kernel("numba")(x, delta, A, B, C, D, z=z, reverse=reverse, delta_bias=delta_bias,
                                     delta_softplus=delta_softplus)
     if delta_bias is not None:
         delta = delta.float() + delta_bias.float()
@@ -253,13 +229,13 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         x, delta, B, C = (t.flip(1) for t in (x, delta, B, C))
         z = None if z is None else z.flip(1)
     if backend == "triton":
-        y = _triton_scan_kernel()(x, delta, A, B, C, D, z=z)
+        y = _kernel("triton")(x, delta, A, B, C, D, z=z)
         return y.flip(1) if reverse else y
     if backend == "override":
         y = _override[-1](x, delta, A, B, C, D)
     elif backend == "mamba-ssm":
         xt, dt, Bt, Ct = (t.transpose(1, 2).float().contiguous() for t in (x, delta, B, C))
-        y = _cuda_scan_kernel()(xt, dt, A.float(), Bt, Ct, D.float()).transpose(1, 2).float()
+        y = _kernel("mamba-ssm")(xt, dt, A.float(), Bt, Ct, D.float()).transpose(1, 2).float()
     else:
         y = selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
     if z is not None:
