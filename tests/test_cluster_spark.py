@@ -20,6 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_job_config
+from typer.testing import CliRunner
+
+from neuro_caduceus.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "cluster.md"
 
 
-def guide_command(script: str) -> list[str]:
-    """The guide's `python ray_jobs/<script> ...` line (backslash continuations joined)."""
+def guide_command(start: str) -> list[str]:
+    """The guide's command line that starts with `start` (backslash continuations joined)."""
     text = GUIDE.read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"python ray_jobs/{script}"))
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(start))
     return shlex.split(line.split("  #", 1)[0])
 
 
@@ -48,13 +51,9 @@ def export(tmp_path_factory, hail_session):
               "<geneset.yaml>": str(d / "geneset.yaml"), "<export_dir>": str(d / "export"),
               "qc.yaml": str(d / "qc.yaml")}
     (d / "qc.yaml").write_text("{}\n")
-    argv = [values.get(a, a) for a in guide_command("export_variants.py")[2:]]
-    sys.path.insert(0, str(ROOT / "ray_jobs"))
-    try:
-        import export_variants
-    finally:
-        sys.path.remove(str(ROOT / "ray_jobs"))
-    export_variants.main(argv)  # in this process: Hail on the session's Spark
+    argv = [values.get(a, a) for a in guide_command("python -m neuro_caduceus export-variants")[3:]]
+    res = CliRunner().invoke(app, argv)  # in this process: Hail on the session's Spark
+    assert res.exit_code == 0, res.output
     return d
 
 
@@ -68,7 +67,7 @@ def _config(d: Path, out: str) -> Path:
 def test_job_on_ray_on_spark_matches_plain_ray(export, ray_session):
     from neuro_caduceus.cohort.job import run_embed_cohort
 
-    cmd = guide_command("embed_on_spark.py")
+    cmd = guide_command("python ray_jobs/embed_on_spark.py")
     assert cmd[-1] == "configs/my_rap.yaml"
     cmd = [sys.executable, str(ROOT / "ray_jobs" / "embed_on_spark.py"), *cmd[2:-1],
            str(_config(export, "on_spark")), "--local-cores", "2"]

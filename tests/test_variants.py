@@ -404,29 +404,17 @@ def test_haplotype_assignment_rules_without_hail():
     assert haplotype_table("G", calls, "reference").num_rows == 0
 
 
-def test_export_job_entrypoint(cohort, tmp_path):
-    """ray_jobs/export_variants.py end to end on the synthetic GTF + gene set."""
-    import importlib.util
+def test_export_variants_command(cohort, tmp_path):
+    """`neuro-caduceus export-variants` end to end on the synthetic GTF + gene set."""
+    from typer.testing import CliRunner
 
-    script = Path(__file__).parents[1] / "ray_jobs" / "export_variants.py"
-    spec = importlib.util.spec_from_file_location("export_variants", script)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    from neuro_caduceus.cli import app
+
     out = tmp_path / "export"
-    job.main(
-        [
-            "--mt",
-            cohort.mt,
-            "--gtf",
-            str(cohort.dir / "genes.gtf.gz"),
-            "--gene-set",
-            str(cohort.dir / "geneset.yaml"),
-            "--flank",
-            str(FLANK),
-            "--out",
-            str(out),
-        ]
-    )
+    args = ["--mt", cohort.mt, "--gtf", str(cohort.dir / "genes.gtf.gz"), "--gene-set",
+            str(cohort.dir / "geneset.yaml"), "--flank", str(FLANK), "--out", str(out)]
+    res = CliRunner().invoke(app, ["export-variants", *args])
+    assert res.exit_code == 0, res.output
     files = sorted(p.stem for p in (out / "haplotypes").glob("*.parquet"))
     assert files == sorted(g["gene_id"] for g in cohort.manifest["genes"])
     rows = pa.concat_tables([pq.read_table(out / "haplotypes" / f"{f}.parquet") for f in files])

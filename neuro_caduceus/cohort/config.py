@@ -27,7 +27,7 @@ class Inputs(_Strict):
     """Where the cohort comes from: exactly one of matrix_table, haplotypes_parquet, vcf."""
 
     matrix_table: str | None = Field(None, description="Hail MatrixTable (neuro-caduceus import-vcf output)")
-    haplotypes_parquet: str | None = Field(None, description="folder written by ray_jobs/export_variants.py")
+    haplotypes_parquet: str | None = Field(None, description="folder written by export-variants")
     vcf: str | None = Field(None, description="bgzipped+indexed VCF (small runs: the pysam oracle path)")
     reference_fasta: str = Field(..., description="reference FASTA (bgzip+fai or plain+fai)")
     gtf: str = Field(..., description="GENCODE-style GTF (.gtf or .gtf.gz)")

@@ -121,7 +121,7 @@ def _mt_subjects_and_qc(mt_path: str, qc: QCConfig, spans: list) -> tuple[list[s
 
 @dataclass(frozen=True)
 class ParquetExportSource(HaplotypeSource):
-    """The folder of `ray_jobs/export_variants.py`: one Parquet file per gene, QC applied at export."""
+    """The folder of `neuro-caduceus export-variants`: one Parquet file per gene, QC applied at export."""
 
     path: str
     kind = "haplotypes_parquet"
@@ -136,7 +136,7 @@ class ParquetExportSource(HaplotypeSource):
         fs, fs_path = fsspec.core.url_to_fs(path)
         if not fs.exists(fs_path):
             raise FileNotFoundError(
-                f"{path}: gene {region.region_id} is not in the export; re-run export_variants.py with this "
+                f"{path}: gene {region.region_id} is not in the export; re-run export-variants with this "
                 "gene set and region settings"
             )
         with fs.open(fs_path, "rb") as f:

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import typer
 
+from neuro_caduceus.genome.gene_regions import regions_from_gene_set
+from neuro_caduceus.genome.regions import RegionSpec
+from neuro_caduceus.genome.strategies import STRATEGIES, check_strategy
 from neuro_caduceus.io import atomic_writer, check_output_not_input, read_yaml_model
 from neuro_caduceus.synthetic import make_cohort
+from neuro_caduceus.variants.export import export_haplotypes
 from neuro_caduceus.variants.hail_session import init_hail
 from neuro_caduceus.variants.importer import import_vcf
 from neuro_caduceus.variants.qc import QCConfig, qc_summary
@@ -19,6 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
     app.command("import-vcf")(import_vcf_cmd)
     app.command("variant-qc")(qc_cmd)
+    app.command("export-variants")(export_cmd)
 
 
 def synth(
@@ -78,3 +83,28 @@ def qc_cmd(
     else:
         with atomic_writer(out) as fh:
             fh.write(summary)
+
+
+def export_cmd(
+    mt: Path = typer.Option(..., "--mt", help="MatrixTable written by import-vcf."),
+    gtf: Path = typer.Option(..., "--gtf", help="GENCODE GTF (canonical transcripts)."),
+    gene_set: Path = typer.Option(..., "--gene-set", help="Gene-set YAML (name + genes)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (haplotypes/, samples, QC summary)."),
+    mode: str = typer.Option("gene_body", "--mode", help="gene_body | exons | cds (canonical transcript)."),
+    flank: int = typer.Option(0, "--flank", help="Bases added to each region's outer ends."),
+    strategy: str = typer.Option("diploid", "--strategy", help=" | ".join(STRATEGIES)),
+    qc: Path | None = typer.Option(None, "--qc", help="QC YAML (the keys of variant-qc --config)."),
+    genes_per_query: int = typer.Option(50, "--genes-per-query", help="Genes per Hail query."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Export each gene's unique haplotypes from a MatrixTable as Parquet (once, where Hail runs).
+
+    The cohort job reads the folder as `inputs.haplotypes_parquet`: the same rows as reading the MatrixTable.
+    """
+    check_output_not_input([out], [mt, gtf, gene_set, qc])
+    check_strategy(strategy, name="--strategy")
+    regions = regions_from_gene_set(gtf, gene_set, RegionSpec(mode=mode, flank=flank, orient="reference"))
+    qc_config = read_yaml_model(qc, QCConfig) if qc else QCConfig()
+    summary = export_haplotypes(str(mt), regions, strategy, str(out), qc_config,
+                                genes_per_query=genes_per_query, overwrite=overwrite)
+    typer.echo(json.dumps(summary))
