@@ -50,18 +50,12 @@ def logo_sim(args: tuple[int, float, str, int]) -> dict:
 def cca_sim(args: tuple[int, float, str, int]) -> dict:
     from neuro_caduceus.analysis.cca import CCAConfig, _heldout, _reduce, permutation_p, run_cca
     from neuro_caduceus.analysis.folds import kfolds, single_threaded
-    from neuro_caduceus.analysis.simulate import make_covariates
+    from neuro_caduceus.analysis.simulate import make_confounded_pair
 
     seed, rho, scheme, n_perm = args
     rng = np.random.default_rng(20_000 + seed)
     n = 150
-    cov = make_covariates(n, rng)
-    confound = 2.0 * ((cov["batch"] == "batch_b").to_numpy() + (cov["age"].to_numpy() - 55) / 9)
-    shared = rng.normal(size=n)
-    X = rng.normal(size=(n, 6)) + confound[:, None] * rng.normal(size=6)
-    Y = rng.normal(size=(n, 4)) + confound[:, None] * rng.normal(size=4)
-    X[:, 0] += 2 * rho * shared
-    Y[:, 0] += 2 * rho * shared
+    X, Y, cov = make_confounded_pair(n, rng, rho)
     covs, cats = ["age", "sex", "batch"], ("batch",)
     cfg = CCAConfig(n_perm=n_perm, reduce_dims=4, n_components=2, seed=seed, parallel=False, categorical=cats)
     if scheme == "freedman_lane":

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binom
 
 from neuro_caduceus.analysis.cca import CCAConfig, fit_cca, permutation_p, reduced_model, run_cca
-from neuro_caduceus.analysis.simulate import make_cca_pair, make_covariates
+from neuro_caduceus.analysis.simulate import make_cca_pair, make_confounded_pair, make_covariates
 
 
 def _oracle_canonical_correlations(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -89,16 +89,7 @@ def test_covariate_confound_removed_within_folds():
 
 
 def _confounded(seed: int, n: int = 120, rho: float = 0.0):
-    """Both sides driven by batch and age (and, with rho > 0, one shared latent beyond the covariates)."""
-    rng = np.random.default_rng(seed)
-    cov = make_covariates(n, rng)
-    confound = 2.0 * ((cov["batch"] == "batch_b").to_numpy() + (cov["age"].to_numpy() - 55) / 9)
-    shared = rng.normal(size=n)
-    X = rng.normal(size=(n, 6)) + confound[:, None] * rng.normal(size=6)
-    Y = rng.normal(size=(n, 4)) + confound[:, None] * rng.normal(size=4)
-    X[:, 0] += 2 * rho * shared
-    Y[:, 0] += 2 * rho * shared
-    return X, Y, cov
+    return make_confounded_pair(n, np.random.default_rng(seed), rho)
 
 
 def test_freedman_lane_null_type_one_error_within_monte_carlo_bounds_and_power():

@@ -7,12 +7,11 @@ correlation) independent of the embedding model; one seeded generator keeps them
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 
 def make_covariates(n: int, rng: np.random.Generator):
     """A covariates table like the synthetic cohort's: age, sex (0/1), PC1..PC3, batch (categorical)."""
-    import polars as pl
-
     return pl.DataFrame({
         "subject_id": [f"S{i + 1:05d}" for i in range(n)],
         "age": rng.integers(40, 71, n).astype(np.float64),
@@ -61,3 +60,16 @@ def make_cca_pair(n: int = 2000, p: int = 30, q: int = 20, rho: float = 0.6, see
     A = rng.normal(size=(p, p)) + 3 * np.eye(p)
     B = rng.normal(size=(q, q)) + 3 * np.eye(q)
     return X0 @ A, Y0 @ B
+
+
+def make_confounded_pair(n: int, rng: np.random.Generator, rho: float = 0.0):
+    """(X [n, 6], Y [n, 4], covariates): both sides driven by batch and age, and with rho > 0 by one shared
+    latent beyond the covariates (the CCA calibration's null and power scenarios)."""
+    cov = make_covariates(n, rng)
+    confound = 2.0 * ((cov["batch"] == "batch_b").to_numpy() + (cov["age"].to_numpy() - 55) / 9)
+    shared = rng.normal(size=n)
+    X = rng.normal(size=(n, 6)) + confound[:, None] * rng.normal(size=6)
+    Y = rng.normal(size=(n, 4)) + confound[:, None] * rng.normal(size=4)
+    X[:, 0] += 2 * rho * shared
+    Y[:, 0] += 2 * rho * shared
+    return X, Y, cov
