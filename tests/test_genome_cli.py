@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pysam
 import pytest
+from haplotype_oracle import bcftools_consensus, random_variant
 from pysam import bcftools
-from random_variants import random_variant
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app
@@ -149,15 +149,7 @@ def _read_fasta(path: Path) -> dict[str, str]:
 
 
 def _oracle(case, chrom: str, segments, sample: str, hap: str) -> str:
-    """bcftools consensus of each segment (a FASTA record named chrom:from-to), concatenated, + strand."""
-    parts = []
-    for a, b in segments:
-        fa = case["out"] / f"oracle_{chrom}_{a}_{b}.fa"
-        if not fa.exists():
-            fa.write_text(f">{chrom}:{a + 1}-{b}\n{case['seqs'][chrom][a:b]}\n")
-        text = bcftools.consensus("-f", str(fa), "-s", sample, "-H", hap, str(case["vcf"]))
-        parts.append("".join(text.split("\n")[1:]))
-    return "".join(parts).upper()
+    return bcftools_consensus(case["out"], chrom, case["seqs"][chrom], segments, case["vcf"], sample, hap)
 
 
 def _personalize(case, name: str, *args: str) -> tuple[dict[str, str], dict]:

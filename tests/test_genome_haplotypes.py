@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pysam
 import pytest
+from haplotype_oracle import bcftools_consensus, random_variant
 from pysam import bcftools
-from random_variants import random_variant
 
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.haplotypes import (
@@ -84,15 +84,8 @@ def case(tmp_path_factory):
 
 
 def _bcftools(case, region: Region, sample: str, haplotype: str) -> str:
-    """bcftools consensus of one region (each segment: its own `chr:from-to` FASTA record), concatenated."""
-    parts = []
-    for a, b in region.segments:
-        fa = case["out"] / f"{region.region_id}_{a}_{b}.fa"
-        if not fa.exists():
-            fa.write_text(f">chr1:{a + 1}-{b}\n{case['seq'][a:b]}\n")
-        text = bcftools.consensus("-f", str(fa), "-s", sample, "-H", haplotype, str(case["vcf"]))
-        parts.append("".join(text.split("\n")[1:]))
-    return "".join(parts).upper()
+    seq = case["seq"]
+    return bcftools_consensus(case["out"], "chr1", seq, region.segments, case["vcf"], sample, haplotype)
 
 
 def _carried(table) -> dict:
