@@ -84,6 +84,7 @@ def test_ray_tasks_equal_serial(ray_session):
                          permute=permute, seed=5, perms_per_task=1 if permute == "block" else 2)
         par = run_logo(X, blocks, y, cov, COVS, cfg, CAT)
         ser = run_logo(X, blocks, y, cov, COVS, LogoConfig(**{**cfg.__dict__, "parallel": False}), CAT)
+        assert set(par.scores) == set(ser.scores) and len(ser.scores) == 3  # all genes + each gene left out
         for m in ser.scores:
             np.testing.assert_array_equal(par.scores[m], ser.scores[m])
         np.testing.assert_array_equal(par.null, ser.null)
