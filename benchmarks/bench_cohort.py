@@ -40,6 +40,7 @@ def main() -> None:
     import ray
 
     from neuro_caduceus.cohort.job import run_embed_cohort
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.synthetic import make_cohort
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cohort_"))
@@ -68,7 +69,7 @@ def main() -> None:
     }
     (work / "job.yaml").write_text(yaml.safe_dump(body))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ensure_ray(num_cpus=os.cpu_count(), include_dashboard=False)
     m = run_embed_cohort(work / "job.yaml", overwrite=True, quiet=True)
     # the same cohort again into a new folder, sharing the first run's window store: nothing to embed
     store = str(work / "embeddings" / "window_store")

@@ -67,6 +67,7 @@ def main() -> None:
 
     import ray
 
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.synthetic import make_cohort
     from neuro_caduceus.variants.extract import RegionSpan
     from neuro_caduceus.variants.importer import import_vcf
@@ -99,7 +100,7 @@ def main() -> None:
         ).count_rows()
         for r in regions
     )
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    ensure_ray(num_cpus=args.workers, include_dashboard=False)
     per_worker = [regions[i :: args.workers] for i in range(args.workers)]
     remote = ray.remote(num_cpus=1)(_timed_read)
     results = ray.get(

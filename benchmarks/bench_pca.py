@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    import ray
+    from neuro_caduceus.ray_session import ray_session
 
     with tempfile.TemporaryDirectory(prefix="bench_pca_") as tmp:
         folder = Path(tmp) / "matrix"
@@ -177,10 +177,9 @@ def main() -> None:
         make_data(folder, args.rows, args.cols, args.rank, args.files, args.seed)
         print(f"data: {args.rows} x {args.cols} float32 ({args.rows * args.cols * 4 / 1e9:.2f} GB) in "
               f"{args.files} files, written in {time.perf_counter() - t0:.0f} s", flush=True)
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-        ours, model = run_ours(folder, args.n_components, args.batch_size)
+        with ray_session(num_cpus=args.num_cpus, include_dashboard=False):
+            ours, model = run_ours(folder, args.n_components, args.batch_size)
         print("ours:", json.dumps(ours), flush=True)
-        ray.shutdown()
         ipca_stats, ipca = run_ipca(folder, args.n_components, args.ipca_batch)
         print("IncrementalPCA:", json.dumps(ipca_stats), flush=True)
         k = min(model.n_components_, ipca.n_components_)

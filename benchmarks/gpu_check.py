@@ -249,12 +249,12 @@ def _shard_embeddings(out_dir: Path) -> dict[tuple[str, str], np.ndarray]:
 
 def section_cohort(device: str, work: Path, samples: int, genes: int, window: int) -> dict[str, Any]:
     """The cohort job on a CPU actor and on `device` actors (fp32, and bf16 on CUDA): shard differences."""
-    import ray
 
     from neuro_caduceus.cohort.config import CohortConfig
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model import preset_config
     from neuro_caduceus.model.random_init import random_model
+    from neuro_caduceus.ray_session import ensure_ray
     from neuro_caduceus.synthetic import make_cohort
 
     data = work / "cohort"
@@ -262,9 +262,8 @@ def section_cohort(device: str, work: Path, samples: int, genes: int, window: in
     random_model(preset_config("tiny-ps"), seed=0).save_pretrained(work / "checkpoint")
     if device == "cuda":
         torch.cuda.empty_cache()  # the actor shares the GPU with this process
-    if not ray.is_initialized():
-        gpu = device == "cuda"
-        ray.init(num_cpus=4 if gpu else 2, num_gpus=int(gpu), include_dashboard=False, log_to_driver=False)
+    gpu = device == "cuda"
+    ensure_ray(num_cpus=4 if gpu else 2, num_gpus=int(gpu), include_dashboard=False)
     runs = [("cpu", "float32")] + [(device, "float32")] + ([(device, "bfloat16")] if device == "cuda" else [])
     results: dict[str, dict] = {}
     for dev, dtype in runs:

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import ray
 
 
-def ensure_ray(address: str | None = None) -> bool:
-    """Join or start Ray unless this process already has it; True when this call connected it."""
+def ensure_ray(address: str | None = None, **local: Any) -> bool:
+    """Join or start Ray unless this process already has it; True when this call connected it.
+
+    `local`: ray.init's options for a Ray started here (num_cpus, num_gpus, include_dashboard: benchmarks).
+    """
     if ray.is_initialized():
         return False
-    ray.init(address=address, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False, **local)
     return True
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, **local: Any) -> Iterator[None]:
     """Ray for the duration of the block (see `ensure_ray`); disconnects only a session it connected."""
-    started = ensure_ray(address)
+    started = ensure_ray(address, **local)
     try:
         yield
     finally:
