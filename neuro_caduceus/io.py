@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -317,6 +317,30 @@ def parquet_files(folder: str | Path) -> list[str]:
     files = [p for p in fs.ls(root, detail=False)
              if p.endswith(".parquet") and not p.rstrip("/").rsplit("/", 1)[-1].startswith((".", "_"))]
     return sorted(files if "://" not in folder else [f"{folder.split('://')[0]}://{p}" for p in files])
+
+
+def resolve_parquet_folder(path: str | Path, preferred: Sequence[str] = ()) -> str:
+    """The folder whose Parquet files are an input (local or URL): `path` when it holds any; else its first
+    `preferred` subfolder that exists (a stage's output inside a run folder); else its only subfolder that
+    holds Parquet. Several candidates without a preference are an error: which one is meant is the user's
+    choice."""
+    path = str(path).rstrip("/")
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{path}: no such folder")
+    if parquet_files(path):
+        return path
+    for name in preferred:
+        if fs.isdir(f"{root.rstrip('/')}/{name}"):
+            return f"{path}/{name}"
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if fs.isdir(p))
+    holding = [n for n in names if parquet_files(f"{path}/{n}")]
+    if len(holding) > 1:
+        raise ValueError(f"{path}: several subfolders hold Parquet ({holding}); pass one of them")
+    if not holding:
+        raise FileNotFoundError(f"{path}: no Parquet files in this folder or its subfolders"
+                                + (f" ({', '.join(preferred)})" if preferred else ""))
+    return f"{path}/{holding[0]}"
 
 
 # ---------------------------------------------------------------------------------------- subject tables

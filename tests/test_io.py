@@ -21,6 +21,7 @@ from neuro_caduceus.io import (
     read_table,
     read_yaml_model,
     recipe_from_metadata,
+    resolve_parquet_folder,
     temp_name,
     write_atomic,
     write_parquet,
@@ -115,3 +116,19 @@ def test_read_yaml_model_names_the_kind_of_file(tmp_path):
         read_yaml_model(path, _Thing)
     with pytest.raises(FileNotFoundError, match=r"^thing .*none\.yaml does not exist"):
         read_yaml_model(tmp_path / "none.yaml", _Thing, what="thing")
+
+
+def test_resolve_parquet_folder_prefers_the_named_stage_else_the_only_candidate(tmp_path):
+    run = tmp_path / "run"
+    for sub in ("matrix", "scores"):
+        (run / sub).mkdir(parents=True)
+        pq.write_table(pa.table({"x": [1]}), run / sub / "part-0.parquet")
+    assert resolve_parquet_folder(run, ("residuals", "scores", "matrix")) == f"{run}/scores"
+    with pytest.raises(ValueError, match=r"several subfolders hold Parquet \(\['matrix', 'scores'\]\)"):
+        resolve_parquet_folder(run)
+    assert resolve_parquet_folder(run / "scores") == f"{run}/scores"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no Parquet files in this folder or its subfolders"):
+        resolve_parquet_folder(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="none: no such folder"):
+        resolve_parquet_folder(tmp_path / "none")

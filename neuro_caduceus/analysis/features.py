@@ -15,8 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from neuro_caduceus.io import STAGES_KEY, metadata_json, parquet_files, recipe_from_metadata
-from neuro_caduceus.io import read_table as read_table  # the subject-table reader LOGO and CCA use
+from neuro_caduceus.io import (
+    STAGES_KEY,
+    metadata_json,
+    parquet_files,
+    recipe_from_metadata,
+    resolve_parquet_folder,
+)
 
 _DIM_KEYS = ("gene_dim", "embedding_dim", "dim", "d_model")
 
@@ -42,20 +47,10 @@ class FeatureMatrix:
 
 
 def _parquet_files(path: str | Path) -> list[str]:
-    """A file, a folder's Parquet files, or those of its only subfolder that has any (e.g. `shards/`)."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or folder")
-    if not p.is_dir():
-        return [str(p)]
-    if files := parquet_files(p):
-        return files
-    subs = [d for d in sorted(p.iterdir()) if d.is_dir() and parquet_files(d)]
-    if len(subs) == 1:
-        return parquet_files(subs[0])
-    if not subs:
-        raise FileNotFoundError(f"{p}: no *.parquet files in this folder or its subfolders")
-    raise ValueError(f"{p}: several subfolders hold Parquet ({[d.name for d in subs]}); pass one of them")
+    """A file, or the Parquet files of a folder (or of its only subfolder that has any, e.g. `shards/`)."""
+    if Path(path).is_file():
+        return [str(path)]
+    return parquet_files(resolve_parquet_folder(path))
 
 
 def _recipe(schema, source: str) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import ray
 
-from neuro_caduceus.analysis.features import join_order, read_features, read_table
+from neuro_caduceus.analysis.features import join_order, read_features
 from neuro_caduceus.analysis.folds import (
     DEFAULT_CS,
     FoldSettings,
@@ -37,6 +37,7 @@ from neuro_caduceus.analysis.folds import (
 from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
 from neuro_caduceus.analysis.result_files import report_header, write_result_files
+from neuro_caduceus.io import read_table
 from neuro_caduceus.provenance import stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.residualize import Residualizer

@@ -28,6 +28,7 @@ from neuro_caduceus.io import (
     parquet_metadata,
     recipe_from_metadata,
     recipe_metadata,
+    resolve_parquet_folder,
     temp_name,
 )
 
@@ -36,17 +37,8 @@ MAX_EXAMPLES = 10
 
 
 def resolve_features_dir(folder: str) -> str:
-    """The folder itself when it holds Parquet, else its single `residuals/`, `scores/` or `matrix/` child."""
-    fs, root = fsspec.core.url_to_fs(folder)
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"--input {folder}: no such folder")
-    if parquet_files(folder):
-        return folder
-    found = [f"{folder.rstrip('/')}/{s}" for s in FEATURE_SUBDIRS if fs.isdir(f"{root.rstrip('/')}/{s}")]
-    if not found:
-        raise FileNotFoundError(f"--input {folder}: no Parquet files and none of the subfolders "
-                                f"{list(FEATURE_SUBDIRS)}; pass a folder of subject_id + features Parquet")
-    return found[0]
+    """The folder itself when it holds Parquet, else its `residuals/`, `scores/` or `matrix/` (that order)."""
+    return resolve_parquet_folder(folder, FEATURE_SUBDIRS)
 
 
 def read_metadata(folder: str) -> tuple[dict, list]:
