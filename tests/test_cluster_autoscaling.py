@@ -89,7 +89,8 @@ class IsolatedAutoscalingCluster(AutoscalingCluster):
     def probe(self) -> dict:
         res = subprocess.run([PY, "-c", PROBE.format(gcs=self.gcs)], env=self.env, capture_output=True,
                              text=True, timeout=180, check=True)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        # the probe prints one JSON line; Ray may print warnings (e.g. lagging heartbeats) around it
+        return json.loads(next(ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{")))
 
 
 @pytest.fixture(scope="module")
