@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read
 from neuro_caduceus.cohort.progress import Progress
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
 from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
-from neuro_caduceus.cohort.source import open_source
+from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 from neuro_caduceus.cohort.window_jobs import BatchPacker
 from neuro_caduceus.genome import strategies
@@ -63,12 +64,26 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     ]
 
 
-def unit_of(region_json: str, cfg: CohortConfig) -> GeneUnit:
-    """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
-    body = json.loads(region_json)
-    region = Region(**{**body, "segments": tuple(tuple(s) for s in body["segments"])})
-    windows = list(tile_windows(region, cfg.model.window, cfg.model.stride or cfg.model.window))
-    return GeneUnit(region.region_id, region.gene_name, region, windows)
+@dataclass(frozen=True)
+class PlanningStage:
+    """What a planning task needs, and nothing more: the genotype source (chosen once, on the driver), the
+    haplotype strategy, the reference, the windowing, the window store and where plans are committed."""
+
+    source: HaplotypeSource
+    strategy: str
+    reference_fasta: str
+    window: int
+    stride: int
+    store_url: str
+    tokens_per_batch: int
+    plans_dir: str
+
+    def unit_of(self, region_json: str) -> GeneUnit:
+        """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
+        body = json.loads(region_json)
+        region = Region(**{**body, "segments": tuple(tuple(s) for s in body["segments"])})
+        return GeneUnit(region.region_id, region.gene_name, region,
+                        list(tile_windows(region, self.window, self.stride)))
 
 
 def _resolve(subjects: Any) -> list[str]:
@@ -95,23 +110,22 @@ def gene_batches(reference: Any, unit: GeneUnit, haplotypes: pa.Table, stored: A
         yield from packer.add(one)
 
 
-def plan_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snapshot: str) -> Iterator[pa.Table]:
+def plan_genes(batch: dict[str, Any], stage: PlanningStage, subjects: Any,
+               snapshot: str) -> Iterator[pa.Table]:
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
-    source = open_source(cfg.inputs, cfg.qc)
     subjects = _resolve(subjects)
-    stored = key_index(cfg.window_store, snapshot)
-    packer = BatchPacker(cfg.compute.tokens_per_batch)
-    reference = open_reference(cfg.inputs.reference_fasta)
-    plans_dir = f"{cfg.output.dir.rstrip('/')}/plans"
+    stored = key_index(stage.store_url, snapshot)
+    packer = BatchPacker(stage.tokens_per_batch)
+    reference = open_reference(stage.reference_fasta)
     for region_json in batch["region"]:
-        unit = unit_of(region_json, cfg)
+        unit = stage.unit_of(region_json)
         note = {"gene_id": unit.gene_id, "windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
         counts: list = []  # per subject-gene missing and unphased het calls (genome/genotype_counts.py)
-        haplotypes = source.gene_haplotypes(unit.region, cfg.haplotype_strategy, subjects, counts)
+        haplotypes = stage.source.gene_haplotypes(unit.region, stage.strategy, subjects, counts)
         plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note,
-                                       cfg.haplotype_strategy == "additive")
+                                       stage.strategy == "additive")
         plan.genotype_counts = pa.concat_tables(counts) if counts else None
-        write_plan(plans_dir, unit_name(unit.gene_id), plan)
+        write_plan(stage.plans_dir, unit_name(unit.gene_id), plan)
         packer.gene_planned(note)
     yield from packer.flush()
 
@@ -199,14 +213,14 @@ def _remove_own(fs: Any, root: str, names: list[str]) -> None:
             fs.rmdir(f"{root}/{sub}")
 
 
-def _cohort(fs: Any, root: str, cfg: CohortConfig, units: list[GeneUnit]) -> tuple[list[str], dict]:
+def _cohort(fs: Any, root: str, source: HaplotypeSource, units: list[GeneUnit]) -> tuple[list[str], dict]:
     """Subjects and QC summary, computed once per output folder (a resumed run reuses them verbatim)."""
     path = f"{root}/_cohort.json"
     if fs.exists(path):
         with fs.open(path, "r") as f:
             saved = json.load(f)
         return saved["subjects"], saved["qc"]
-    subjects, qc = open_source(cfg.inputs, cfg.qc).subjects_and_qc([u.region for u in units])
+    subjects, qc = source.subjects_and_qc([u.region for u in units])
     write_atomic(fs, path, json.dumps({"subjects": subjects, "qc": qc}))
     return subjects, qc
 
@@ -275,9 +289,10 @@ def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[
 
     for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
         fs.rm(stale)
-    subjects, qc = _cohort(fs, root, cfg, units)
+    source = open_source(cfg.inputs, cfg.qc)  # the one choice of genotype reader for this run
+    subjects, qc = _cohort(fs, root, source, units)
     rc_check = rc_check_for_job(cfg, fs, root, [u.gene_id for u in units], gpus_per_actor(cfg))
-    recipe = _recipe(cfg, model, units, qc, rc_check)
+    recipe = cohort_recipe(cfg, model, units, qc, rc_check, source=source.path)
     names = {unit_name(u.gene_id) for u in units}
     run = new_run(_verify(cfg, fs, root, store, sorted(_committed(fs, root) & names)))
     done = _committed(fs, root)
@@ -288,7 +303,7 @@ def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[
     try:
         if pending:
             subjects_ref = ray.put(subjects)  # shipped once to the object store, not once per task
-            _embed_phase(cfg, pending, subjects_ref, run, progress, store.identity)
+            _embed_phase(cfg, source, pending, subjects_ref, run, progress, store.identity)
             new_stats = _assemble_phase(cfg, pending, subjects_ref, recipe, run["run_id"], progress)
     finally:
         progress.close()
@@ -306,8 +321,8 @@ def _committed(fs: Any, root: str) -> set[str]:
     return {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
 
 
-def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, run: dict,
-                 progress: Any, identity: dict) -> None:
+def _embed_phase(cfg: CohortConfig, source: HaplotypeSource, pending: list[GeneUnit], subjects_ref: Any,
+                 run: dict, progress: Any, identity: dict) -> None:
     """Plan and embed every window of the pending genes not yet in the store; stats rows only reach here."""
     progress.start_phase("embedding windows", len(pending))
     items = [{"gene_id": u.gene_id, "region": json.dumps(dataclasses.asdict(u.region))} for u in pending]
@@ -318,13 +333,20 @@ def _embed_phase(cfg: CohortConfig, pending: list[GeneUnit], subjects_ref: Any, 
     # (a fused stage would plan and embed a whole gene in one actor)
     ds = ds.map_batches(plan_genes, batch_size=per_task, batch_format="numpy",
                         num_cpus=cfg.compute.cpus_per_task, max_retries=3,
-                        fn_kwargs={"cfg": cfg, "subjects": subjects_ref, "snapshot": f"{run['run_id']}:plan"})
+                        fn_kwargs={"stage": _planning_stage(cfg, source), "subjects": subjects_ref,
+                                   "snapshot": f"{run['run_id']}:plan"})
     ds = embed_window_batches(ds, cfg, cfg.window_store, identity)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             genes = json.loads(row["genes_planned"])
             run_add(run, row, genes)
             progress.step(genes=len(genes), windows=row["windows"], tokens=row["tokens"])
+
+
+def _planning_stage(cfg: CohortConfig, source: HaplotypeSource) -> PlanningStage:
+    return PlanningStage(source, cfg.haplotype_strategy, cfg.inputs.reference_fasta, cfg.model.window,
+                         cfg.model.stride or cfg.model.window, cfg.window_store, cfg.compute.tokens_per_batch,
+                         f"{cfg.output.dir.rstrip('/')}/plans")
 
 
 def run_add(run: dict, row: dict, genes: list[dict]) -> None:
@@ -370,7 +392,3 @@ def _waiting_for(cfg: CohortConfig, phase: str) -> str:
             f"{c.cpus_per_task:g} CPU" if phase.startswith("embedding") else
             f"assembly tasks of {c.cpus_per_task:g} CPU")
     return f"needs {need}; free on the cluster now: {free or 'nothing'}"
-
-
-def _recipe(cfg: CohortConfig, model_recipe: dict, units: list[GeneUnit], qc: dict, rc_check: dict) -> dict:
-    return cohort_recipe(cfg, model_recipe, units, qc, rc_check, source=open_source(cfg.inputs, cfg.qc).path)

@@ -33,7 +33,7 @@ from neuro_caduceus.cohort.embed import embed_window_batches, model_recipe
 from neuro_caduceus.cohort.job import build_units
 from neuro_caduceus.cohort.plan import GeneUnit, KeyedWindows, open_reference
 from neuro_caduceus.cohort.shards import haplotype_embeddings, subject_embeddings
-from neuro_caduceus.cohort.source import open_source
+from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 from neuro_caduceus.cohort.window_jobs import BatchPacker
 from neuro_caduceus.genome.annotation import read_genes
@@ -166,21 +166,23 @@ def gene_results(plan: PilotPlan, subjects: list[str], strategy: str) -> tuple[l
 
 
 @ray.remote
-def _plan_gene(cfg: CohortConfig, unit: GeneUnit, subjects: list[str], gene: dict, candidates: list[Variant],
-               local_flank: int) -> PilotPlan:
+def _plan_gene(source: HaplotypeSource, strategy: str, reference_fasta: str, unit: GeneUnit,
+               subjects: list[str], gene: dict, candidates: list[Variant], local_flank: int) -> PilotPlan:
     """CPU task: one gene's pilot plan, its haplotypes read from the cohort's genotype source."""
-    haps = open_source(cfg.inputs, cfg.qc).gene_haplotypes(unit.region, cfg.haplotype_strategy, subjects)
-    return plan_pilot(open_reference(cfg.inputs.reference_fasta), unit, gene, haps, candidates, local_flank)
+    haps = source.gene_haplotypes(unit.region, strategy, subjects)
+    return plan_pilot(open_reference(reference_fasta), unit, gene, haps, candidates, local_flank)
 
 
-def embed_plans(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], genes: dict,
-                candidates: dict, local_flank: int) -> tuple[list[PilotPlan], int]:
+def embed_plans(cfg: CohortConfig, source: HaplotypeSource, units: list[GeneUnit], subjects: list[str],
+                genes: dict, candidates: dict, local_flank: int) -> tuple[list[PilotPlan], int]:
     """(plans, windows newly embedded): plan on CPU tasks, embed the windows not yet in the window store
     through the cohort job's embedding stage, read the plans' window sums back (small: a pilot)."""
     store = WindowStore(cfg.window_store, store_identity(model_recipe(cfg))).open()
     shared_subjects, task = ray.put(subjects), _plan_gene.options(num_cpus=cfg.compute.cpus_per_task)
-    plans = ray.get([task.remote(cfg, u, shared_subjects, genes[u.gene_id], candidates.get(u.gene_id, []),
-                                 local_flank) for u in units])  # in the order of `units`
+    strategy, fasta = cfg.haplotype_strategy, cfg.inputs.reference_fasta
+    plans = ray.get([task.remote(source, strategy, fasta, u, shared_subjects, genes[u.gene_id],
+                                 candidates.get(u.gene_id, []), local_flank)
+                     for u in units])  # in the order of `units`
     stored = key_index(store.url, f"pilot-plan-{time.time()}")
     new = {j["key"]: j for p in plans for j in p.jobs if j["key"] not in stored}
     packer, batches = BatchPacker(cfg.compute.tokens_per_batch), []
@@ -238,7 +240,7 @@ def run_pilot_job(cfg: CohortConfig, variants_vcf: str | None = None, local_flan
     subjects, qc = source.subjects_and_qc([u.region for u in units])
     candidates = candidate_variants(variants_vcf, units) if variants_vcf else {}
     print(f"pilot: {len(units)} genes, {len(subjects)} subjects, embedding on Ray ...", flush=True)
-    plans, new_windows = embed_plans(cfg, units, subjects, genes, candidates, local_flank)
+    plans, new_windows = embed_plans(cfg, source, units, subjects, genes, candidates, local_flank)
     variant_rows, subject_rows = [], []
     for plan in plans:
         v, s = gene_results(plan, subjects, cfg.haplotype_strategy)
@@ -246,7 +248,7 @@ def run_pilot_job(cfg: CohortConfig, variants_vcf: str | None = None, local_flan
         subject_rows += s
     variants = pl.DataFrame(variant_rows, schema=VARIANT_COLUMNS)
     subjects_df = pl.DataFrame(subject_rows, schema=SUBJECT_COLUMNS)
-    strand = _strand_check(cfg, units, subjects, genes, candidates, local_flank, variants, recipe) \
+    strand = _strand_check(cfg, source, units, subjects, genes, candidates, local_flank, variants, recipe) \
         if strand_check else {"run": False, "reason": "disabled"}
     summary = {
         "genes": len(units), "subjects": len(subjects), "variants": variants.height,
@@ -261,8 +263,8 @@ def run_pilot_job(cfg: CohortConfig, variants_vcf: str | None = None, local_flan
     return PilotResult(variants, subjects_df, summary, full_recipe, genes)
 
 
-def _strand_check(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str], genes: dict,
-                  candidates: dict, local_flank: int, variants, recipe: dict) -> dict:
+def _strand_check(cfg: CohortConfig, source: HaplotypeSource, units: list[GeneUnit], subjects: list[str],
+                  genes: dict, candidates: dict, local_flank: int, variants, recipe: dict) -> dict:
     """Minus-strand genes again with the other orientation: a PS model must give the same distances."""
     minus = [u.gene_id for u in units if u.region.strand == "-"]
     if not recipe.get("rcps"):
@@ -272,7 +274,7 @@ def _strand_check(cfg: CohortConfig, units: list[GeneUnit], subjects: list[str],
     other = "reference" if cfg.regions.orient == "transcript" else "transcript"
     flipped = cfg.model_copy(update={"regions": cfg.regions.model_copy(update={"orient": other})})
     flipped_units = [u for u in build_units(flipped) if u.gene_id in minus]
-    plans, _ = embed_plans(flipped, flipped_units, subjects, genes, candidates, local_flank)
+    plans, _ = embed_plans(flipped, source, flipped_units, subjects, genes, candidates, local_flank)
     rows = [r for p in plans for r in gene_results(p, subjects, cfg.haplotype_strategy)[0]]
     keys = ["gene_id", "pos", "ref", "alt"]
     cols = ["cos_distance", "l2_distance", "local_cos_distance", "local_l2_distance"]
