@@ -1,6 +1,6 @@
 """The UK Biobank RAP route on a local Spark (slow: Hail, Spark and Ray on Spark in one more process).
 
-Hail exports the haplotype Parquet with the export job (ray_jobs/export_variants.py); then
+Hail exports the haplotype Parquet with `export-variants` (the guide's command as written); then
 ray_jobs/embed_on_spark.py, as docs/cluster.md shows it, starts Hail on a Spark session, Ray on Spark in the
 same session (`ray.util.spark.setup_ray_cluster`: the head on the Spark driver, a worker node as a Spark
 task) and runs the cohort job on the export. Oracle: the same config run on the test session's plain local
