@@ -240,11 +240,6 @@ def write_atomic(fs: Any, path: str | Path, data: bytes | str) -> None:
         fh.write(data.encode() if isinstance(data, str) else data)
 
 
-def write_url(url: str | Path, data: bytes | str) -> None:
-    """`write_atomic` to a URL or a local path."""
-    write_atomic(None, url, data)
-
-
 def write_text(path: str | Path, text: str) -> Path:
     """Atomic local text file; returns its path."""
     write_atomic(None, path, text)

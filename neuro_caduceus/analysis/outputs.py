@@ -1,12 +1,10 @@
-"""The analyses' writers: tables (Parquet with the recipe + CSV), figures and text, each atomic (io)."""
+"""The analyses' writers: tables (Parquet with the recipe + CSV) and figures, each atomic (io)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from neuro_caduceus.io import atomic_path, write_csv, write_parquet, write_text
-
-__all__ = ["new_figure", "save_figure", "write_frame", "write_text"]
+from neuro_caduceus.io import atomic_path, write_csv, write_parquet
 
 
 def write_frame(df, stem: Path, recipe: dict | None = None) -> list[Path]:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from neuro_caduceus.analysis.outputs import write_frame, write_text
+from neuro_caduceus.analysis.outputs import write_frame
+from neuro_caduceus.io import write_text
 from neuro_caduceus.provenance import report_lines
 
 

@@ -28,7 +28,7 @@ from neuro_caduceus.cohort.window_jobs import job
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
-from neuro_caduceus.io import write_url
+from neuro_caduceus.io import write_parquet
 
 
 @dataclass
@@ -214,14 +214,8 @@ def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
         "hap_variants": pa.array(plan.hap_variants or [[] for _ in plan.hap_keys], pa.list_(pa.int64())),
     }).replace_schema_metadata({PLAN_META: json.dumps(meta).encode()})
     if plan.genotype_counts is not None:  # before the plan: a plan file implies its counts are there
-        write_url(f"{plans_dir}/{name}.counts.parquet", _parquet_bytes(plan.genotype_counts))
-    write_url(f"{plans_dir}/{name}.parquet", _parquet_bytes(table))
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+        write_parquet(plan.genotype_counts, f"{plans_dir}/{name}.counts.parquet")
+    write_parquet(table, f"{plans_dir}/{name}.parquet")
 
 
 def read_plan(plans_dir: str, name: str) -> GenePlan:
