@@ -243,7 +243,7 @@ def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check:
 def pilot_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, variants_vcf: str | None,
                  local_flank: int, *, source: str) -> dict:
     """The pilot's recipe: the cohort recipe's keys with the production window and dtype, its own stage."""
-    production = {**model_recipe, "window": cfg.model.window, "stride": cfg.model.stride or cfg.model.window,
+    production = {**model_recipe, "window": cfg.model.window, "stride": cfg.model.effective_stride,
                   "dtype": cfg.model.dtype}
     recipe = cohort_recipe(cfg, production, units, qc, source=source)
     paths = [source, cfg.inputs.reference_fasta, cfg.inputs.gtf, cfg.inputs.gene_set, cfg.model.checkpoint,

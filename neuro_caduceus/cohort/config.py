@@ -62,6 +62,11 @@ class ModelSection(_Strict):
     window: int = Field(..., gt=0, description="model window (bases); a gene is tiled into windows")
     stride: int | None = Field(None, gt=0, description="window stride; default = window (no overlap)")
 
+    @property
+    def effective_stride(self) -> int:
+        """The stride windows are tiled with (`stride`, else the window: no overlap)."""
+        return self.stride or self.window
+
 
 class Compute(_Strict):
     """Ray resources. Result-neutral: changing these never changes the embeddings."""

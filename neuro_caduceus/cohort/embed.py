@@ -38,7 +38,7 @@ def model_recipe(cfg: CohortConfig) -> dict:
     model's identity is needed here, the actors build the real one.
     """
     embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
-                        stride=cfg.model.stride or cfg.model.window)
+                        stride=cfg.model.effective_stride)
     return {**embedder.recipe(), "dtype": cfg.model.dtype}
 
 

@@ -57,7 +57,7 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     """Gene set -> regions -> windows, on the driver (genes only: small)."""
     genes = resolve_gene_set(load_gene_set(cfg.inputs.gene_set), read_genes(cfg.inputs.gtf))
     spec = RegionSpec(mode=cfg.regions.mode, flank=cfg.regions.flank, orient=cfg.regions.orient)
-    stride = cfg.model.stride or cfg.model.window
+    stride = cfg.model.effective_stride
     return [
         GeneUnit(r.region_id, r.gene_name, r, list(tile_windows(r, cfg.model.window, stride)))
         for r in build_regions(genes, spec)
@@ -345,7 +345,7 @@ def _embed_phase(cfg: CohortConfig, source: HaplotypeSource, pending: list[GeneU
 
 def _planning_stage(cfg: CohortConfig, source: HaplotypeSource) -> PlanningStage:
     return PlanningStage(source, cfg.haplotype_strategy, cfg.inputs.reference_fasta, cfg.model.window,
-                         cfg.model.stride or cfg.model.window, cfg.window_store, cfg.compute.tokens_per_batch,
+                         cfg.model.effective_stride, cfg.window_store, cfg.compute.tokens_per_batch,
                          f"{cfg.output.dir.rstrip('/')}/plans")
 
 
