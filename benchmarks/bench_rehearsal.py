@@ -100,9 +100,11 @@ class Monitor:
 def store_stats() -> dict:
     """Object store bytes in use now, created so far and spilled so far (the raylet's store stats, what
     `ray memory --stats-only` prints)."""
+    import ray
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
-    stats = get_memory_info_reply(get_state_from_address(None)).store_stats
+    state = get_state_from_address(ray.get_runtime_context().gcs_address)  # this cluster, not another one
+    stats = get_memory_info_reply(state).store_stats
     return {"used": stats.object_store_bytes_used, "created": stats.cumulative_created_bytes,
             "spilled": stats.spilled_bytes_total}
 
@@ -111,23 +113,77 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_stage(name: str, args: list[str], out: Path) -> dict:
-    """One command as its own driver process joined to this Ray cluster, with its peaks."""
+def run_stage(name: str, args: list[str], out: Path, in_process: bool = False) -> dict:
+    """One command as its own driver process joined to this Ray cluster (in_process: in this process, on
+    the Ray it already has; the driver peak is then this process's peak so far), with its peaks."""
     before = store_stats()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "neuro_caduceus", name, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with Monitor(proc.pid) as mon:
-        log, _ = proc.communicate()
+    if in_process:
+        from typer.main import get_command
+
+        from neuro_caduceus.cli import app
+
+        with Monitor(os.getpid()) as mon:
+            get_command(app).main([name, *args], prog_name="neuro-caduceus", standalone_mode=False)
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "neuro_caduceus", name, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with Monitor(proc.pid) as mon:
+            log, _ = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"{name} failed (exit {proc.returncode}):\n{log[-4000:]}")
     seconds = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"{name} failed (exit {proc.returncode}):\n{log[-4000:]}")
     after = store_stats()
     return {"stage": name, "s": round(seconds, 1), "driver_peak_mb": round(mon.driver_peak / 2**20),
             "worker_peak_mb": round(mon.worker_peak / 2**20), "store_peak_mb": round(mon.store_peak / 2**20),
             "store_created_mb": round((after["created"] - before["created"]) / 2**20),
             "store_spilled_mb": round((after["spilled"] - before["spilled"]) / 2**20),
             "output_mb": round(_size(out) / 2**20, 1)}
+
+
+def rehearse(work: Path, subjects: int, genes: int, window: int = 512, components: int = 512,
+             gpu_tokens_per_s: float = 1e6, seed: int = 0, in_process: bool = False) -> dict:
+    """Generate the cohort under `work` and run the four stages on the Ray this process is connected to;
+    returns {"job": ..., "stages": [...]}."""
+    from neuro_caduceus.synthetic import exome_cohort
+
+    t0 = time.perf_counter()
+    cohort = exome_cohort(work / "cohort", subjects, genes, seed=seed)
+    generate_s = time.perf_counter() - t0
+    c = work / "cohort"
+    subprocess.run([sys.executable, "-m", "neuro_caduceus", "make-checkpoint", "--preset", "tiny-ps",
+                    "--seed", "0", "--out", str(work / "ckpt")], check=True, capture_output=True)
+    body = {
+        "inputs": {"haplotypes_parquet": cohort["export"], "reference_fasta": str(c / "genome.fa"),
+                   "gtf": str(c / "genes.gtf.gz"), "gene_set": str(c / "geneset.yaml")},
+        "regions": {"mode": "exons"},
+        "model": {"checkpoint": str(work / "ckpt"), "device": "cpu", "window": window},
+        "compute": {"actors_min": 1, "actors_max": 1, "cpus_per_actor": 1, "cpus_per_task": 1},
+        "output": {"dir": str(work / "embeddings")},
+    }
+    (work / "job.yaml").write_text(yaml.safe_dump(body))
+    stages = [
+        run_stage("embed-cohort", ["--config", str(work / "job.yaml"), "--overwrite"], work / "embeddings",
+                  in_process),
+        run_stage("subject-matrix", ["--input", str(work / "embeddings"), "--out", str(work / "sm")],
+                  work / "sm", in_process),
+        run_stage("pca", ["--input", str(work / "sm"), "--n-components", str(components),
+                          "--out", str(work / "pca")], work / "pca", in_process),
+        run_stage("residualize", ["--input", str(work / "pca"), "--covariates", str(c / "covariates.parquet"),
+                                  "--out", str(work / "resid"), "--categorical-covariates", "batch"],
+                  work / "resid", in_process),
+    ]
+    manifest = json.loads((work / "embeddings" / "manifest.json").read_text())
+    tokens = manifest["tokens"]
+    job = {"subjects": manifest["subjects"], "genes": manifest["genes"], "window": window,
+           "sites": cohort["sites"], "singletons": cohort["singletons"],
+           "unique_haplotypes": manifest["unique_haplotypes"], "windows": manifest["windows"]["embedded"],
+           "tokens": tokens["embedded"], "tokens_naive": tokens["naive"],
+           "token_reduction_x": round(tokens["reduction"], 1),
+           "gpu_hours_assumed": round(tokens["embedded"] / gpu_tokens_per_s / 3600, 4),
+           "gpu_tokens_per_s_assumed": gpu_tokens_per_s, "generate_s": round(generate_s, 1),
+           "export_mb": round(_size(Path(cohort["export"])) / 2**20, 1), "cpus": os.cpu_count()}
+    return {"job": job, "stages": stages}
 
 
 def main() -> None:
@@ -146,55 +202,19 @@ def main() -> None:
 
     import ray
 
-    from neuro_caduceus.synthetic import exome_cohort
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_rehearsal_"))
-    t0 = time.perf_counter()
-    cohort = exome_cohort(work / "cohort", args.subjects, args.genes, seed=args.seed)
-    generate_s = time.perf_counter() - t0
-    c = work / "cohort"
-    subprocess.run([sys.executable, "-m", "neuro_caduceus", "make-checkpoint", "--preset", "tiny-ps",
-                    "--seed", "0", "--out", str(work / "ckpt")], check=True, capture_output=True)
-    body = {
-        "inputs": {"haplotypes_parquet": cohort["export"], "reference_fasta": str(c / "genome.fa"),
-                   "gtf": str(c / "genes.gtf.gz"), "gene_set": str(c / "geneset.yaml")},
-        "regions": {"mode": "exons"},
-        "model": {"checkpoint": str(work / "ckpt"), "device": "cpu", "window": args.window},
-        "compute": {"actors_min": 1, "actors_max": 1, "cpus_per_actor": 1, "cpus_per_task": 1},
-        "output": {"dir": str(work / "embeddings")},
-    }
-    (work / "job.yaml").write_text(yaml.safe_dump(body))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # the commands join this cluster
-    stages = [
-        run_stage("embed-cohort", ["--config", str(work / "job.yaml"), "--overwrite"], work / "embeddings"),
-        run_stage("subject-matrix", ["--input", str(work / "embeddings"), "--out", str(work / "sm")],
-                  work / "sm"),
-        run_stage("pca", ["--input", str(work / "sm"), "--n-components", str(args.components),
-                          "--out", str(work / "pca")], work / "pca"),
-        run_stage("residualize", ["--input", str(work / "pca"), "--covariates", str(c / "covariates.parquet"),
-                                  "--out", str(work / "resid"), "--categorical-covariates", "batch"],
-                  work / "resid"),
-    ]
+    figures = rehearse(work, args.subjects, args.genes, args.window, args.components, args.gpu_tokens_per_s,
+                       args.seed)
     ray.shutdown()
-    manifest = json.loads((work / "embeddings" / "manifest.json").read_text())
-    tokens = manifest["tokens"]
-    job = {"subjects": manifest["subjects"], "genes": manifest["genes"], "window": args.window,
-           "sites": cohort["sites"], "singletons": cohort["singletons"],
-           "unique_haplotypes": manifest["unique_haplotypes"], "windows": manifest["windows"]["embedded"],
-           "tokens": tokens["embedded"], "tokens_naive": tokens["naive"],
-           "token_reduction_x": round(tokens["reduction"], 1),
-           "gpu_hours_assumed": round(tokens["embedded"] / args.gpu_tokens_per_s / 3600, 4),
-           "gpu_tokens_per_s_assumed": args.gpu_tokens_per_s, "generate_s": round(generate_s, 1),
-           "export_mb": round(_size(Path(cohort["export"])) / 2**20, 1), "cpus": os.cpu_count()}
     print(f"{'stage':<15} {'wall s':>8} {'driver MB':>10} {'worker MB':>10} {'store peak MB':>13} "
           f"{'store put MB':>12} {'spilled MB':>10} {'output MB':>10}")
-    for s in stages:
+    for s in figures["stages"]:
         print(f"{s['stage']:<15} {s['s']:>8.1f} {s['driver_peak_mb']:>10,} {s['worker_peak_mb']:>10,} "
               f"{s['store_peak_mb']:>13,} {s['store_created_mb']:>12,} {s['store_spilled_mb']:>10,} "
               f"{s['output_mb']:>10,.1f}")
-    figures = {"job": job, "stages": stages}
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
