@@ -656,7 +656,7 @@ def exome_cohort(out: str | Path, n_samples: int, n_genes: int, seed: int = 0, n
     length = genes[-1].end + CONTIG_PAD
     seq = "".join(BASES[rng.choice(4, length, p=[0.295, 0.205, 0.205, 0.295])].tolist())
     _write_fasta(out / "genome.fa", {"chr1": seq})
-    _write_gtf(out / "genes.gtf.gz", genes)
+    write_gtf(out / "genes.gtf.gz", genes)
     geneset = {"name": "exome_rehearsal", "genes": [g.gene_name for g in genes[:n_genes]]}
     write_text(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False))
     regions = regions_from_gene_set(out / "genes.gtf.gz", out / "geneset.yaml", RegionSpec(mode="exons"))
