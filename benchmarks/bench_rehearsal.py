@@ -204,7 +204,15 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_rehearsal_"))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node start-up wait
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for the time-out
+            print(f"Ray did not start ({err}); {'retrying' if attempt < 2 else 'giving up'}", file=sys.stderr)
+            ray.shutdown()
+    else:
+        sys.exit("Ray could not start on this machine")
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # the commands join this cluster
     figures = rehearse(work, args.subjects, args.genes, args.window, args.components, args.gpu_tokens_per_s,
                        args.seed)
