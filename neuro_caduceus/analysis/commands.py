@@ -107,7 +107,46 @@ def pilot(
     typer.echo(f"{pilot_summary_line(result)}; outputs in {out} (report.md)")
 
 
-COMMANDS = {"logo": logo, "cca": cca, "pilot": pilot}
+def compare_encoders(
+    jobs: list[Path] = typer.Argument(..., help="two or more cohort-job output folders (one per encoder)"),
+    out: Path = typer.Option(..., help="output folder"),
+    phenotype: Path = typer.Option(None, help="subject_id + phenotype column: LOGO ΔAUC per encoder"),
+    brain: Path = typer.Option(None, help="brain features Parquet (subject_id, features): CCA per encoder"),
+    covariates: Path = typer.Option(None, help="covariates table, residualized per fold (LOGO and CCA)"),
+    phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
+    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
+    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    cka_perm: int = typer.Option(100, help="row permutations for the CKA baseline (0: none)"),
+    folds: int = typer.Option(5, help="outer folds of LOGO and folds of CCA"),
+    repeats: int = typer.Option(5, help="LOGO repeats of the outer split"),
+    logo_perm: int = typer.Option(100, help="LOGO permutations (0: none)"),
+    cca_perm: int = typer.Option(200, help="CCA permutations (0: none)"),
+    reduce_dims: int = typer.Option(20, help="CCA: PCA dims per side (fitted on training folds)"),
+    seed: int = typer.Option(0, help="seed of the CKA permutations and of every LOGO/CCA split and shuffle"),
+    serial: bool = typer.Option(False, "--serial", help="run LOGO/CCA in this process instead of Ray tasks"),
+) -> None:
+    """Compare encoders run on the same genes, haplotypes and subjects: CKA, spread, carrier shift, cost."""
+    from neuro_caduceus.analysis.cca import CCAConfig
+    from neuro_caduceus.analysis.compare_encoders import CompareConfig, Downstream, run_compare_encoders
+    from neuro_caduceus.analysis.logo import LogoConfig
+
+    categorical = _columns(categorical_covariates)
+    downstream = Downstream(
+        phenotype, brain, covariates, phenotype_column, _columns(covariate_columns), categorical,
+        LogoConfig(n_folds=folds, n_repeats=repeats, n_perm=logo_perm, seed=seed, parallel=not serial),
+        CCAConfig(n_folds=folds, n_perm=cca_perm, reduce_dims=reduce_dims, seed=seed, parallel=not serial,
+                  categorical=tuple(categorical or ())))
+    with output_dir(out, [*jobs, phenotype, brain, covariates]):
+        r = run_compare_encoders(jobs, out, CompareConfig(n_perm=cka_perm, seed=seed), downstream)
+    overall = r.similarity.filter(r.similarity["gene"] == "all genes")
+    typer.echo(f"{len(r.jobs)} encoders, {r.n} subjects, {len(r.jobs[0].features.blocks)} genes; "
+               f"outputs in {out} (compare_report.md)")
+    for row in overall.to_dicts():
+        typer.echo(f"  all genes: CKA {row['encoder_a']} vs {row['encoder_b']} {row['cka']:.3f} "
+                   f"(permutation 95%: {row['null_q95']:.3f})")
+
+
+COMMANDS = {"logo": logo, "cca": cca, "pilot": pilot, "compare-encoders": compare_encoders}
 
 
 def register(app: typer.Typer) -> None:

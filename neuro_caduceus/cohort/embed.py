@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -28,7 +29,8 @@ from neuro_caduceus.model import from_pretrained
 from neuro_caduceus.model.embedder import Embedder
 
 STATS_SCHEMA = pa.schema([("batch_id", pa.string()), ("actor", pa.string()), ("windows", pa.int64()),
-                          ("tokens", pa.int64()), ("genes_planned", pa.string())])
+                          ("tokens", pa.int64()), ("model_seconds", pa.float64()), ("device", pa.string()),
+                          ("genes_planned", pa.string())])
 
 
 def model_recipe(cfg: CohortConfig) -> dict:
@@ -69,11 +71,15 @@ class EmbedWindows:
         cols = (batch.column(name).to_pylist() for name in ("batch_id", "jobs", "genes_planned"))
         for batch_id, jobs, genes in zip(*cols, strict=True):
             seqs = self._sequences(jobs)
+            seconds = 0.0
             if seqs:
-                sums, lengths = self.embedder.pool_windows(seqs)
+                t0 = time.perf_counter()
+                sums, lengths = self.embedder.pool_windows(seqs)  # returns host arrays: the device is done
+                seconds = time.perf_counter() - t0
                 self.store.commit([j["key"] for j in jobs], lengths, sums)
             rows.append({"batch_id": batch_id, "actor": self.actor, "windows": len(seqs),
-                         "tokens": int(sum(len(s) for s in seqs)), "genes_planned": json.dumps(genes)})
+                         "tokens": int(sum(len(s) for s in seqs)), "model_seconds": seconds,
+                         "device": self.embedder.device.type, "genes_planned": json.dumps(genes)})
         return pa.Table.from_pylist(rows, schema=STATS_SCHEMA)
 
     def _sequences(self, jobs: list[dict[str, Any]]) -> list[str]:

@@ -351,13 +351,16 @@ def _planning_stage(cfg: CohortConfig, source: HaplotypeSource) -> PlanningStage
 
 def run_add(run: dict, row: dict, genes: list[dict]) -> None:
     """Fold one actor stats row into this run's counts (per actor and in total)."""
-    actor = run["per_actor"].setdefault(row["actor"], {"batches": 0, "windows": 0, "tokens": 0})
+    actor = run["per_actor"].setdefault(row["actor"], {"batches": 0, "windows": 0, "tokens": 0,
+                                                       "model_seconds": 0.0, "device": row["device"]})
     actor["batches"] += 1
     actor["windows"] += row["windows"]
     actor["tokens"] += row["tokens"]
+    actor["model_seconds"] += row["model_seconds"]
     run["batches"] += 1
     run["windows_embedded"] += row["windows"]
     run["tokens_embedded"] += row["tokens"]
+    run["model_seconds"] += row["model_seconds"]
     for g in genes:
         run["genes_planned"] += 1
         run["store_hits"] += g["stored"]

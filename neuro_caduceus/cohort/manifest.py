@@ -29,7 +29,7 @@ def new_run(damaged: dict) -> dict:
     return {
         "run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "genes_planned": 0, "genes_written": 0, "batches": 0, "windows_new": 0, "store_hits": 0,
-        "windows_embedded": 0, "tokens_embedded": 0, "per_actor": {},
+        "windows_embedded": 0, "tokens_embedded": 0, "model_seconds": 0.0, "per_actor": {},
         "damaged_redone": {"shards": len(damaged["shards"]), "store_batches": len(damaged["store_batches"]),
                            "partial_store_batches_removed": damaged["partial_store_batches_removed"],
                            "details": damaged["shards"] + damaged["store_batches"]},
