@@ -107,8 +107,8 @@ def _difference(mine: Any, first: Any) -> str:
 
 
 def _refuse(job: EncoderJob, field: str, detail: str, first: EncoderJob) -> None:
-    raise ValueError(f"{job.folder}: {field} differs from {first.folder} ({detail}); compare-encoders needs "
-                     "jobs on the same genes, reference version, regions, haplotype strategy and subjects")
+    raise ValueError(f"{job.folder}: different {field} from {first.folder} ({detail}); compare-encoders "
+                     "needs jobs on the same genes, reference version, regions, haplotype strategy, subjects")
 
 
 def check_comparable(jobs: list[EncoderJob]) -> None:
