@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from neuro_caduceus.analysis.features import FeatureMatrix, read_features
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.plan import read_plan
 from neuro_caduceus.cohort.shards import unit_name
 from neuro_caduceus.provenance import read_recipe
 
-IDENTITY_KEYS = ("family", "checkpoint_sha256", "tokenizer", "window", "stride", "pooling", "dtype")
+IDENTITY_KEYS = ("family", "checkpoint_sha256", "tokenizer", "tokenizer_sha256", "window", "stride",
+                 "pooling", "dtype")
 AGREEMENT = (("gene list", "gene_list"), ("reference version", "reference_version"), ("regions", "regions"),
              ("haplotype strategy", "haplotype_strategy"))
 
@@ -39,17 +41,18 @@ class EncoderJob:
 
     @property
     def shards(self) -> str:
-        return f"{self.folder}/shards"
+        return JobFolder(self.folder).shards_dir
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise ValueError(f"{path.parent}: no {path.name}, so not a finished cohort job folder ({what}); "
+def _read_json(path: str, what: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{file.parent}: no {file.name}, so not a finished cohort job folder ({what}); "
                          "run embed-cohort to completion on it first")
     try:
-        return json.loads(path.read_text())
+        return json.loads(file.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise ValueError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def encoder_identity(recipe: dict) -> dict:
@@ -59,7 +62,8 @@ def encoder_identity(recipe: dict) -> dict:
     ident = {
         "family": family,
         "checkpoint_sha256": enc.get("checkpoint_sha256") or recipe.get("checkpoint_sha256"),
-        "tokenizer": enc.get("tokenizer_hash") or enc.get("tokenizer") or recipe.get("tokenization"),
+        "tokenizer": enc.get("tokenizer") or recipe.get("tokenization"),
+        "tokenizer_sha256": enc.get("tokenizer_sha256"),
         **{k: enc.get(k, recipe.get(k)) for k in ("window", "stride", "pooling", "dtype")},
         "random_init": bool(recipe.get("random_init")),
     }
@@ -69,16 +73,16 @@ def encoder_identity(recipe: dict) -> dict:
 def read_encoder_job(folder: str | Path) -> EncoderJob:
     """A finished cohort job's records: manifest, job config, subjects and the shards' recipe (the features
     are read by `load_features`, once the records of every job agree)."""
-    root = Path(folder)
-    if not root.is_dir():
+    if not Path(folder).is_dir():
         raise ValueError(f"{folder}: no such folder (give the output.dir of a cohort job)")
-    manifest = _read_json(root / "manifest.json", "the job writes it last")
-    config = _read_json(root / "_job.json", "the job's record").get("config") or {}
-    subjects = _read_json(root / "_cohort.json", "the job's subjects").get("subjects") or []
-    if not (root / "shards").is_dir():
+    jf = JobFolder(str(folder))
+    manifest = _read_json(jf.manifest, "the job writes it last")
+    config = _read_json(jf.job_file, "the job's record").get("config") or {}
+    subjects = _read_json(jf.cohort_file, "the job's subjects").get("subjects") or []
+    if not Path(jf.shards_dir).is_dir():
         raise ValueError(f"{folder}: no shards/ folder; run embed-cohort to completion on it first")
-    recipe = read_recipe(root / "shards")
-    return EncoderJob(str(root), recipe, manifest, config, [str(s) for s in subjects],
+    recipe = read_recipe(jf.shards_dir)
+    return EncoderJob(str(folder), recipe, manifest, config, [str(s) for s in subjects],
                       encoder_identity(recipe))
 
 
@@ -155,14 +159,15 @@ def carriers(job: EncoderJob) -> dict[str, set[str]]:
     ids = [str(g) for g in job.recipe.get("gene_list") or []]
     names = [str(g) for g in job.recipe.get("gene_names") or ids]
     to_name = dict(zip(ids, names, strict=True)) if len(names) == len(ids) else {}
+    jf = JobFolder(job.folder)
     out = {}
     for gene_id in ids:
         label = to_name.get(gene_id, gene_id) if to_name.get(gene_id) in job.features.blocks else gene_id
-        plan_file = Path(job.folder) / "plans" / f"{unit_name(gene_id)}.parquet"
-        if not plan_file.is_file():
+        plan_file = jf.plan(unit_name(gene_id))
+        if not Path(plan_file).is_file():
             raise ValueError(f"{job.folder}: no plan for gene {gene_id} ({plan_file} is missing); the job "
                              "folder is incomplete: rerun embed-cohort on it")
-        plan = read_plan(str(plan_file.parent), unit_name(gene_id))
+        plan = read_plan(jf.plans_dir, unit_name(gene_id))
         out[label] = {subject for hap in plan.carriers for subject, _ in hap}
     return out
 
@@ -184,6 +189,9 @@ def _sum(runs: list[dict], key: str) -> float | None:
 def cost(job: EncoderJob) -> dict:
     """Model tokens, model seconds (GPU- or CPU-seconds) and throughput over the job's runs (manifest).
 
+    Model tokens are the manifest's `model_tokens` where it has them, else its `tokens` (a character-level
+    encoder's tokens are its bases).
+
     `model_seconds` is the time the actors spent in the model (forward and pooling), summed over actors;
     GPU-seconds = model_seconds x GPUs per actor on CUDA actors, CPU-seconds = model_seconds x CPUs per actor
     on CPU actors. None where the manifest predates these records.
@@ -202,11 +210,12 @@ def cost(job: EncoderJob) -> dict:
     gpu_s = model_s * per_actor_gpus if model_s is not None and "cuda" in devices else None
     cpu_s = model_s * float(compute.get("cpus_per_actor") or 1) if model_s is not None and "cpu" in devices \
         else None
-    bases = m.get("bases") or {}
+    planned = m.get("tokens") or {}  # the planner's count: bases of the distinct windows
+    model_tokens = m.get("model_tokens") or {}  # the encoder's own tokens, where the manifest has them
     return {
         "encoder": job.label, "family": job.identity["family"], "window": job.identity["window"],
-        "device": device, "tokens_embedded": (m.get("tokens") or {}).get("embedded"),
-        "bases_embedded": bases.get("embedded") if isinstance(bases, dict) else None,
+        "device": device, "tokens_embedded": model_tokens.get("embedded", planned.get("embedded")),
+        "bases_embedded": model_tokens.get("bases_embedded", planned.get("embedded")),
         "model_seconds": model_s, "gpu_seconds": gpu_s, "cpu_seconds": cpu_s, "wall_seconds": wall_s,
         "tokens_per_model_second": tokens_run / model_s if tokens_run and model_s else None,
         "tokens_per_wall_second": tokens_run / wall_s if tokens_run and wall_s else None,
