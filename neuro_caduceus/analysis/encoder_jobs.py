@@ -167,7 +167,7 @@ def carriers(job: EncoderJob) -> dict[str, set[str]]:
         if not Path(plan_file).is_file():
             raise ValueError(f"{job.folder}: no plan for gene {gene_id} ({plan_file} is missing); the job "
                              "folder is incomplete: rerun embed-cohort on it")
-        plan = read_plan(jf.plans_dir, unit_name(gene_id))
+        plan = read_plan(jf, unit_name(gene_id))
         out[label] = {subject for hap in plan.carriers for subject, _ in hap}
     return out
 
