@@ -16,8 +16,10 @@ from typing import Any
 
 from neuro_caduceus.analysis.features import FeatureMatrix, read_features
 from neuro_caduceus.cohort.layout import JobFolder
+from neuro_caduceus.cohort.manifest import MANIFEST_FORMAT
 from neuro_caduceus.cohort.plan import read_plan
 from neuro_caduceus.cohort.shards import unit_name
+from neuro_caduceus.io import check_format
 from neuro_caduceus.provenance import read_recipe
 
 IDENTITY_KEYS = ("family", "checkpoint_sha256", "tokenizer", "tokenizer_sha256", "window", "stride",
@@ -77,6 +79,7 @@ def read_encoder_job(folder: str | Path) -> EncoderJob:
         raise ValueError(f"{folder}: no such folder (give the output.dir of a cohort job)")
     jf = JobFolder(str(folder))
     manifest = _read_json(jf.manifest, "the job writes it last")
+    check_format(manifest.get("format_version"), MANIFEST_FORMAT, jf.manifest)
     config = _read_json(jf.job_file, "the job's record").get("config") or {}
     subjects = _read_json(jf.cohort_file, "the job's subjects").get("subjects") or []
     if not Path(jf.shards_dir).is_dir():
