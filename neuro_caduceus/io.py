@@ -12,6 +12,7 @@ It imports nothing from neuro_caduceus, so every area (model, genome, ...) may u
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -61,33 +62,65 @@ def check_output_not_input(outputs: Iterable[str | Path], inputs: Iterable[str |
 
 
 @contextlib.contextmanager
-def output_dir(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
-    """An output folder checked against the inputs; when the block fails, what it created there is removed.
+def output_dir(
+    out: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+) -> Iterator[Path]:
+    """The one output-folder rule: yields a temporary folder beside `out`, renamed onto `out` when the block
+    succeeds.
 
-    Entries present before the run are left alone (a failed run never deletes data it did not write); a
-    folder the run created is removed whole, so a failed run leaves nothing behind.
+    Before any work: `out` must not be an input, and must be absent, empty, or (with `overwrite`) hold only
+    what a neuro-caduceus command wrote there (`check_replaceable`); temporary folders an interrupted run left
+    beside it are removed. On success the old entries we wrote are replaced and the marker lists the new
+    ones; on failure (or Ctrl-C) the temporary folder goes and `out` is untouched, so a failed pre-flight
+    writes nothing and the corrected rerun is not refused.
     """
     out = Path(out)
     check_output_not_input([out], inputs)
-    existed = out.exists()
-    before = set(os.listdir(out)) if existed and out.is_dir() else set()
+    remove_leftovers(out)
+    check_replaceable(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(temp_name(out))
+    tmp.mkdir()
     try:
-        yield out
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        elif out.is_dir():
-            for name in set(os.listdir(out)) - before:
-                target = out / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        target.unlink()
-        raise
+        yield tmp
+        replace_output(tmp, out, overwrite)
+    except BaseException as err:
+        with contextlib.suppress(Exception):  # never hide the error that stopped the run
+            discard(tmp)
+        named = named_disk_full(err, out)
+        if named is err:
+            raise
+        raise named from err
+
+
+def named_disk_full(err: BaseException, path: str | Path) -> BaseException:
+    """A disk-full (or quota) error that names no file gets `path`, the output being written; any other
+    error is returned as it is."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+        return OSError(err.errno, f"{os.strerror(err.errno)} while writing {path}; free space or choose "
+                       "another output location", str(path))
+    return err
+
+
+def remove_leftovers(out: str | Path) -> list[Path]:
+    """Remove the temporary files and folders (`temp_name`'s `.<name>.tmp-*`) an interrupted write of `out`
+    left beside it; returns them. Two runs writing the same `out` at once are not supported."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    left = sorted(out.parent.glob(f".{glob_escape(out.name)}.tmp-*"))
+    for path in left:
+        discard(path)
+    return left
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 MARKER = ".neuro-caduceus-output.json"  # in an output folder: the entries this project wrote there
+OVERWRITE_HELP = "Replace an existing --out (only what neuro-caduceus wrote there; other files block it)."
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> None:
@@ -218,10 +251,13 @@ def atomic_path(path: str | Path, fs: Any = None) -> Iterator[Any]:
     try:
         yield tmp
         commit(tmp, path, fs)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(Exception):  # best effort: never hide the error that stopped the write
             discard(tmp, fs)
-        raise
+        named = named_disk_full(err, path)
+        if named is err:
+            raise
+        raise named from err
 
 
 @contextlib.contextmanager
@@ -344,6 +380,7 @@ def resolve_parquet_folder(path: str | Path, preferred: Sequence[str] = ()) -> s
 def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "") -> pl.DataFrame:
     """A subject table (covariates, phenotypes, ...): CSV, TSV/TXT or Parquet by extension, with `""`, `NA`
     and `NaN` read as missing; the `subject_id` column must exist, is read as strings and must be unique.
+    Rows come sorted by subject id (results never depend on the file's row order).
 
     Errors name the file and the column (`hint`: what to do about a missing id column).
     """
@@ -366,7 +403,7 @@ def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "")
     if dups.len():
         raise ValueError(f"{p}: {dups.len()} subject id(s) in column {subject_id!r} appear more than once "
                          f"(e.g. {dups.head(10).to_list()})")
-    return df
+    return df.sort(subject_id)
 
 
 # ------------------------------------------------------------------------------------------------- YAML
