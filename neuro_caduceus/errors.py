@@ -17,6 +17,7 @@ import typer
 
 DEBUG_ENV = "NEURO_CADUCEUS_DEBUG"
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError, pickle.UnpicklingError)
+JAVA_STACK_MARKERS = ("Java stack trace:", "\n\tat ", "Hail version:")
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C
 
 
@@ -66,6 +67,8 @@ def error_line(err: BaseException) -> str:
         message = str(err.args[0])
     else:
         message = str(err) or type(err).__name__
+    for stack in JAVA_STACK_MARKERS:  # Hail's errors carry the JVM's stack after the message
+        message = message.split(stack, 1)[0]
     return " ".join(message.split())
 
 
