@@ -174,6 +174,32 @@ def replace_output(tmp: str | Path, out: str | Path, overwrite: bool) -> None:
     commit(tmp, out)
 
 
+# ------------------------------------------------------------------------------------------ filesystems
+
+FILESYSTEM_EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}  # URL scheme -> the pip extra
+
+
+class FilesystemMissing(ValueError):
+    """A URL whose fsspec filesystem package (gcsfs, s3fs, ...) is not installed here."""
+
+    def __init__(self, url: str, err: ImportError):
+        scheme = str(url).split("://", 1)[0]
+        extra = FILESYSTEM_EXTRAS.get(scheme)
+        advice = (f"pip install 'neuro-caduceus[{extra}]'" if extra
+                  else f"install the fsspec filesystem package for {scheme}://")
+        reason = " ".join(str(err).split()) or type(err).__name__
+        super().__init__(f"{url}: cannot open {scheme}:// URLs in this environment ({reason}); {advice}")
+
+
+def filesystem(url: str | Path) -> tuple[Any, str]:
+    """(fsspec filesystem, path on it) of a local path or URL; a missing filesystem package is a
+    `FilesystemMissing` naming the URL and the extra to install."""
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except ImportError as err:
+        raise FilesystemMissing(str(url), err) from err
+
+
 # ------------------------------------------------------------------------------------------- atomic writes
 
 
@@ -192,7 +218,7 @@ def _target(path: str | Path, fs: Any) -> tuple[Any, Any]:
     if fs is None and "://" not in str(path):
         return None, Path(path)
     if fs is None:
-        return fsspec.core.url_to_fs(str(path))
+        return filesystem(path)
     return fs, str(path)
 
 
@@ -332,7 +358,8 @@ def recipe_from_metadata(metadata: dict[bytes, bytes] | None, source: str = "") 
 
 def parquet_metadata(path: str) -> dict[bytes, bytes]:
     """Schema metadata of one Parquet file (local or URL); only the footer is read."""
-    with fsspec.open(path, "rb") as f:
+    fs, p = filesystem(path)
+    with fs.open(p, "rb") as f:
         return dict(pq.read_schema(f).metadata or {})
 
 
@@ -342,7 +369,7 @@ def parquet_files(folder: str | Path) -> list[str]:
     A folder without any gives []; a path that is not a folder is a FileNotFoundError.
     """
     folder = str(folder)
-    fs, root = fsspec.core.url_to_fs(folder)
+    fs, root = filesystem(folder)
     if not fs.isdir(root):
         raise FileNotFoundError(f"{folder}: not a folder")
     files = [p for p in fs.ls(root, detail=False)
@@ -356,7 +383,7 @@ def resolve_parquet_folder(path: str | Path, preferred: Sequence[str] = ()) -> s
     holds Parquet. Several candidates without a preference are an error: which one is meant is the user's
     choice."""
     path = str(path).rstrip("/")
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = filesystem(path)
     if not fs.isdir(root):
         raise FileNotFoundError(f"{path}: no such folder")
     if parquet_files(path):
