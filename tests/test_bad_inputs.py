@@ -500,3 +500,184 @@ def test_an_error_inside_a_ray_data_task_is_reported_by_its_own_message(ray_sess
     err = capsys.readouterr().err  # Ray Data's own log lines come first
     assert err.splitlines()[-1] == "error: [Errno 30] Read-only file system: '/out/part-0.parquet'"
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- beyond the table: same promise
+
+
+def test_a_copied_vcf_whose_index_is_microseconds_older_is_accepted(cohort, tmp_path):
+    from neuro_caduceus.genome.vcf_file import check_vcf
+
+    d = tmp_path / "copy"
+    shutil.copytree(cohort, d)
+    vcf = d / "cohort.vcf.gz"
+    old = os.path.getmtime(vcf) - 1e-5
+    os.utime(f"{vcf}.tbi", (old, old))
+    check_vcf(str(vcf), need_index=True)  # the index describes the file: no error
+
+
+def test_rows_in_another_order_give_the_same_numbers(tmp_path):
+    """Folds and permutations follow the subject ids, not the files' row order."""
+    from polars.testing import assert_frame_equal
+
+    from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.analysis.simulate import make_cca_pair
+
+    X, Y = make_cca_pair(n=120, p=6, q=4, rho=0.6, seed=1)
+    ids = np.array([f"S{i:04d}" for i in range(120)])
+    order = np.random.default_rng(0).permutation(120)
+
+    def write(name: str, rows: np.ndarray, M: np.ndarray) -> Path:
+        values = pa.array(M[rows].reshape(-1).astype(np.float32))
+        feats = pa.FixedSizeListArray.from_arrays(values, M.shape[1])
+        pq.write_table(pa.table({"subject_id": ids[rows], "features": feats}), tmp_path / name)
+        return tmp_path / name
+
+    config = CCAConfig(n_perm=9, reduce_dims=3, n_components=2, parallel=False)
+    plain = cca_from_files(write("g.parquet", np.arange(120), X), write("b.parquet", np.arange(120), Y),
+                           tmp_path / "plain", config)
+    shuffled = cca_from_files(write("gs.parquet", order, X), write("bs.parquet", order[::-1], Y),
+                              tmp_path / "shuffled", config)
+    assert_frame_equal(plain.table, shuffled.table)
+
+
+def test_features_and_subject_tables_are_read_sorted_by_subject_id(tmp_path):
+    from neuro_caduceus.analysis.features import read_features
+    from neuro_caduceus.io import read_table
+
+    ids = ["S3", "S1", "S2"]
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 2)
+    pq.write_table(pa.table({"subject_id": ids, "features": feats}), tmp_path / "f.parquet")
+    m = read_features(tmp_path / "f.parquet")
+    assert m.subject_ids == ["S1", "S2", "S3"] and m.X[:, 0].tolist() == [2.0, 4.0, 0.0]
+    (tmp_path / "t.tsv").write_text("subject_id\tage\nS3\t3\nS1\t1\nS2\t2\n")
+    assert read_table(tmp_path / "t.tsv")["age"].to_list() == [1, 2, 3]
+
+
+def test_output_folder_rule_replaces_only_what_it_wrote(tmp_path):
+    from neuro_caduceus.io import output_dir
+
+    out = tmp_path / "out"
+    with output_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1" and (out / MARKER).is_file()
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        with output_dir(out):
+            pass
+    with pytest.raises(RuntimeError), output_dir(out, overwrite=True) as tmp:  # a failed run: out untouched
+        (tmp / "b.txt").write_text("2")
+        raise RuntimeError("stop")
+    assert sorted(os.listdir(out)) == sorted([MARKER, "a.txt"]) and not list(tmp_path.glob(".*.tmp*"))
+    with output_dir(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(os.listdir(out)) == sorted([MARKER, "b.txt"])
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"did not write \(notes.txt\)"):
+        with output_dir(out, overwrite=True):
+            pass
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_make_checkpoint_replaces_its_own_checkpoint_only_with_overwrite(tmp_path):
+    argv = ["make-checkpoint", "--preset", "tiny-ps", "--out", str(tmp_path / "c")]
+    assert runner.invoke(app, argv).exit_code == 0
+    again = runner.invoke(app, argv)
+    assert again.exit_code == 2 and "pass --overwrite" in again.output
+    assert runner.invoke(app, [*argv, "--seed", "1", "--overwrite"]).exit_code == 0
+
+
+def test_disk_full_names_the_path_being_written(tmp_path):
+    import errno
+
+    from neuro_caduceus.io import atomic_writer
+
+    with pytest.raises(OSError, match="No space left on device while writing .*x.json") as info:
+        with atomic_writer(tmp_path / "x.json") as fh:
+            fh.write("{")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(tmp_path / "x.json")
+    assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_in_a_command_is_one_line(capsys, monkeypatch):
+    import click
+
+    from neuro_caduceus import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._state, "debug", False)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(click.exceptions.Exit) as exit_info:
+        reporting_errors(interrupted)()
+    assert exit_info.value.exit_code == 130
+    assert capsys.readouterr().err.startswith("interrupted")
+
+
+def test_demo_keeps_other_files_and_reports_errors_in_one_line(tmp_path, capsys, monkeypatch):
+    from neuro_caduceus import demo
+
+    config = str(Path(__file__).parents[1] / "configs" / "demo.yaml")
+    out = tmp_path / "out"
+    (out / "pca").mkdir(parents=True)
+    (out / "thesis.tex").write_text("mine")
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    assert demo.main(["--out", str(out), "--config", config, "--fresh"]) == 2
+    assert (out / "thesis.tex").read_text() == "mine" and (out / "pca").is_dir()
+    assert "holds 1 entries the demo did not write (thesis.tex)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--out", str(out), "--config", config, "--samples", "-5"])
+    assert exit_info.value.code == 2 and "not a positive integer" in capsys.readouterr().err
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run", interrupted)
+    assert demo.main(["--out", str(tmp_path / "new"), "--config", config]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_a_url_without_its_filesystem_package_names_the_url_and_the_extra(tmp_path):
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed here")
+    records(tmp_path)
+    result = runner.invoke(app, ["embed-fasta", "--checkpoint", "gs://bucket/ckpt", "--fasta",
+                                 str(tmp_path / "records.fa"), "--out", str(tmp_path / "e.parquet")])
+    assert result.exit_code == 2, result.output
+    assert "gs://bucket/ckpt: cannot open gs:// URLs" in result.output
+    assert "pip install 'neuro-caduceus[gcs]'" in result.output
+
+
+def test_the_ray_processes_of_a_killed_driver_are_ended_by_the_next_command(tmp_path, monkeypatch):
+    """A registry entry whose driver is gone: its processes (here a sleeping stand-in) are killed; the
+    processes of a driver that still runs are left alone."""
+    import subprocess
+    import sys
+
+    from neuro_caduceus import ray_session as rs
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads /proc (Linux)")
+    monkeypatch.setattr(rs, "REGISTRY", tmp_path)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    kept = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for driver, child in ((dead.pid, orphan), (os.getpid(), kept)):
+            started = rs._start_time(driver) if driver == os.getpid() else 0
+            entry = {"driver": [driver, started], "processes": [[child.pid, rs._start_time(child.pid)]]}
+            (tmp_path / f"{driver}.json").write_text(json.dumps(entry))
+        assert rs.end_orphans() == [orphan.pid]
+        assert orphan.wait(timeout=10) == -9 and kept.poll() is None
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"{os.getpid()}.json"]
+    finally:
+        for p in (orphan, kept):
+            p.kill()
+            p.wait()

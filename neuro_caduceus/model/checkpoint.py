@@ -12,6 +12,7 @@ import warnings
 import fsspec
 import torch
 
+from neuro_caduceus.io import filesystem
 from neuro_caduceus.model.config import RANDOM_INIT_FLAG, CaduceusConfig
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
 
@@ -132,7 +133,7 @@ def from_pretrained(
     `expected_sha256`: the pinned sha256 of the weights file; a checkpoint that does not match is refused.
     """
     url = os.fspath(path_or_url)
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
     root = root.rstrip("/")
     cfg_path = f"{root}/config.json"
     if not fs.exists(cfg_path):
