@@ -442,6 +442,8 @@ def read_yaml_model(path: str | Path, model: type[BaseModel], what: str = "", ex
     `what` names the kind of file in the messages ("gene set"); `expected` says what it should hold.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the YAML file".lstrip())
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist".lstrip())
     try:
