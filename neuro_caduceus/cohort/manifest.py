@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.shards import unit_name
 from neuro_caduceus.cohort.store import store_identity
-from neuro_caduceus.io import write_atomic
+from neuro_caduceus.io import check_format, write_atomic
 
+MANIFEST_FORMAT = 1  # manifest.json's layout (its `format_version`)
 SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
     "haplotype_windows_equal_reference", "haplotype_windows_deduplicated", "tokens_embedded", "naive_tokens",
@@ -36,19 +37,37 @@ def new_run(damaged: dict) -> dict:
     }
 
 
-def _earlier_runs(fs: Any, root: str) -> list[dict]:
-    path = f"{root}/manifest.json"
-    if not fs.exists(path):
+def count_batch(run: dict, row: dict, genes: list[dict]) -> None:
+    """Fold one actor stats row (and the planning notes of the genes it closes) into this run's counts, per
+    actor and in total."""
+    actor = run["per_actor"].setdefault(row["actor"], {"batches": 0, "windows": 0, "tokens": 0})
+    actor["batches"] += 1
+    actor["windows"] += row["windows"]
+    actor["tokens"] += row["tokens"]
+    run["batches"] += 1
+    run["windows_embedded"] += row["windows"]
+    run["tokens_embedded"] += row["tokens"]
+    for g in genes:
+        run["genes_planned"] += 1
+        run["store_hits"] += g["stored"]
+        run["windows_new"] += g["new"]
+
+
+def earlier_runs(folder: JobFolder) -> list[dict]:
+    """The `runs` of the folder's manifest.json (none yet: []); a newer manifest format is refused."""
+    if not folder.fs.exists(folder.manifest):
         return []
-    with fs.open(path, "r") as f:
-        return json.load(f).get("runs", [])
+    with folder.fs.open(folder.manifest, "r") as f:
+        manifest = json.load(f)
+    check_format(manifest.get("format_version"), MANIFEST_FORMAT, folder.manifest)
+    return manifest.get("runs", [])
 
 
-def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
+def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
                    qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
     per_gene = []
     for unit in units:
-        with fs.open(f"{root}/units/{unit_name(unit.gene_id)}.json", "r") as f:
+        with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
             per_gene.append(json.load(f))
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
@@ -60,6 +79,7 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
     }
     run = {**run, "genes_written": len(new_stats), "throughput": throughput}
     return {
+        "format_version": MANIFEST_FORMAT,
         "output": cfg.output.dir,
         "recipe_id": cfg.output.recipe_id,
         "config_hash": recipe["config_hash"],
@@ -91,13 +111,13 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
         },
         "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
         "throughput": throughput,
-        "runs": [*_earlier_runs(fs, root), run],
+        "runs": [*earlier_runs(folder), run],
         "per_gene": per_gene,
     }
 
 
-def write_manifest(fs: Any, root: str, manifest: dict) -> None:
-    write_atomic(fs, f"{root}/manifest.json", json.dumps(manifest, indent=1))
+def write_manifest(folder: JobFolder, manifest: dict) -> None:
+    write_atomic(folder.fs, folder.manifest, json.dumps(manifest, indent=1))
 
 
 def format_summary(m: dict) -> str:

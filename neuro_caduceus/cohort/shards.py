@@ -14,16 +14,17 @@ import json
 import re
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
+from neuro_caduceus.cohort.additive import additive_embeddings, dosages
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.plan import GenePlan
+from neuro_caduceus.cohort.pooling import window_means
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
 from neuro_caduceus.genome.strategies import n_haps
-from neuro_caduceus.io import atomic_path, recipe_metadata, write_atomic
+from neuro_caduceus.io import SHARD_FORMAT, atomic_path, format_metadata, recipe_metadata, write_atomic
 
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
@@ -38,7 +39,7 @@ def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
     ]
     if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
         fields.append(("n_missing", pa.int32()))
-    return pa.schema(fields, metadata=recipe_metadata(recipe))
+    return pa.schema(fields, metadata={**recipe_metadata(recipe), **format_metadata(SHARD_FORMAT)})
 
 
 def unit_name(gene_id: str) -> str:
@@ -48,18 +49,7 @@ def unit_name(gene_id: str) -> str:
 
 def haplotype_embeddings(plan: GenePlan) -> tuple[np.ndarray, np.ndarray]:
     """(reference embedding [d], haplotype embeddings [n_haps, d]) in float64, exact window pooling."""
-    sums, lengths = plan.sums, plan.lengths
-    ref_sum = sums[plan.ref_slots].sum(axis=0)
-    ref_len = int(lengths[plan.ref_slots].sum())
-    haps = np.empty((len(plan.hap_keys), sums.shape[1]))
-    for h, repl in enumerate(plan.hap_repl):
-        total, n = ref_sum.copy(), ref_len
-        for window, slot in repl:
-            ref_slot = plan.ref_slots[window]
-            total += sums[slot] - sums[ref_slot]
-            n += int(lengths[slot] - lengths[ref_slot])
-        haps[h] = total / n
-    return ref_sum / ref_len, haps
+    return window_means(plan.sums, plan.lengths, plan.ref_slots, plan.hap_repl)
 
 
 def subject_embeddings(
@@ -94,7 +84,7 @@ def additive_subject_embeddings(plan: GenePlan, subjects: list[str], ref: np.nda
 
 
 def write_unit(
-    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict,
+    plan: GenePlan, subjects: list[str], strategy: str, folder: JobFolder, recipe: dict, stats: dict,
     max_missing: int | None = None,
 ) -> int:
     """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename.
@@ -105,13 +95,13 @@ def write_unit(
     stats.update(unit_genotype_stats(counts, subjects, max_missing))
     excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
     if strategy == "additive":
-        ref, singles = single_variant_embeddings(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
+        ref, singles = window_means(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
     else:
         ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
-    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs = folder.fs
     schema = shard_schema(ref.shape[0], recipe, n_missing=True)
-    with atomic_path(f"{root}/shards/{name}.parquet", fs) as tmp:
+    with atomic_path(folder.shard(name), fs) as tmp:
         with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
             for start in range(0, len(subjects), SUBJECT_CHUNK):
                 chunk = subjects[start : start + SUBJECT_CHUNK]
@@ -136,7 +126,7 @@ def write_unit(
         size, digest = _file_digest(fs, tmp)
         rows = len(subjects) - stats["excluded_subject_genes"]
         stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
-        write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
+        write_atomic(fs, folder.unit_stats(name), json.dumps(stats, indent=1, sort_keys=True))
     return rows
 
 
@@ -149,17 +139,17 @@ def _file_digest(fs: Any, path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def check_unit(out_dir: str, name: str) -> str | None:
+def check_unit(folder: JobFolder, name: str) -> str | None:
     """None if the committed shard matches what its stats recorded at commit, else what is wrong."""
-    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs = folder.fs
     try:
-        with fs.open(f"{root}/units/{name}.json", "r") as f:
+        with fs.open(folder.unit_stats(name), "r") as f:
             recorded = json.load(f).get("shard")
     except (OSError, ValueError) as err:
         return f"stats file unreadable ({err})"
     if not recorded:
         return "no row count or checksum recorded at commit"
-    path = f"{root}/shards/{name}.parquet"
+    path = folder.shard(name)
     try:
         with fs.open(path, "rb") as f:
             rows = pq.read_metadata(f).num_rows
