@@ -133,7 +133,11 @@ def compare_encoders(
     serial: bool = typer.Option(False, "--serial", help="run LOGO/CCA in this process instead of Ray tasks"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Compare encoders run on the same genes, haplotypes and subjects: CKA, spread, carrier shift, cost."""
+    """Compare encoders run on the same genes, haplotypes and subjects: CKA, spread, carrier shift, cost.
+
+    JOBS: two or more cohort-job output folders, one per encoder, each run on the same config except
+    model.checkpoint (and output.dir).
+    """
     from neuro_caduceus.analysis.cca import CCAConfig
     from neuro_caduceus.analysis.compare_encoders import CompareConfig, Downstream, run_compare_encoders
     from neuro_caduceus.analysis.logo import LogoConfig
