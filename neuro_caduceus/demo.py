@@ -33,13 +33,13 @@ from neuro_caduceus.synthetic import make_cohort
 from neuro_caduceus.variants.importer import import_vcf
 
 DEMO_PREFIX = "demo_out/"
-RANDOM_BANNER = (
-    "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
-    "tiny-ps): the numbers exercise the pipeline, they carry no biology. Point model.checkpoint at a "
-    "real Caduceus checkpoint for science."
-)
 SECOND_PRESET = "tiny-ph"  # the second encoder: same config except model.checkpoint
 SECOND_NAME = "ph"
+RANDOM_BANNER = (
+    "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
+    f"tiny-ps), and with a RANDOM {SECOND_PRESET} one for the encoder comparison: the numbers exercise the "
+    "pipeline, they carry no biology. Point model.checkpoint at a real checkpoint for science."
+)
 
 
 OUTPUTS = {
