@@ -33,8 +33,8 @@ from neuro_caduceus.synthetic import make_cohort
 from neuro_caduceus.variants.importer import import_vcf
 
 DEMO_PREFIX = "demo_out/"
-SECOND_PRESET = "tiny-ph"  # the second encoder: same config except model.checkpoint
-SECOND_NAME = "ph"
+SECOND_PRESET = "tiny-dnabert2"  # the second encoder: same config except model.checkpoint
+SECOND_NAME = "dnabert2"
 RANDOM_BANNER = (
     "NOTE: the demo embeds with a RANDOM tiny-ps checkpoint (neuro-caduceus make-checkpoint --preset "
     f"tiny-ps), and with a RANDOM {SECOND_PRESET} one for the encoder comparison: the numbers exercise the "
