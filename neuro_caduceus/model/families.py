@@ -1,0 +1,47 @@
+"""Which model family a checkpoint folder holds (read from its config.json), and its loaders.
+
+The only place that tells the families apart: everything else asks for an encoder (`model.encoder`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from neuro_caduceus.model.bpe import BpeTokenizer
+from neuro_caduceus.model.checkpoint import from_pretrained as load_caduceus
+from neuro_caduceus.model.checkpoint import read_config
+from neuro_caduceus.model.dnabert2_checkpoint import load_dnabert2
+from neuro_caduceus.model.tokenizer import CharTokenizer
+
+CADUCEUS, DNABERT2 = "caduceus", "dnabert2"
+
+
+def family_of(cfg: dict[str, Any], where: str = "config.json") -> str:
+    """caduceus (Mamba fields d_model/n_layer) or dnabert2 (MosaicBERT: ALiBi, BERT fields)."""
+    if cfg.get("model_type") == "caduceus" or "d_model" in cfg:
+        return CADUCEUS
+    auto_map = " ".join(str(v) for v in (cfg.get("auto_map") or {}).values())
+    if "alibi_starting_size" in cfg or "bert_layers" in auto_map or cfg.get("model_type") == "bert":
+        return DNABERT2
+    raise ValueError(f"{where}: neither a Caduceus (d_model, n_layer) nor a DNABERT-2 (hidden_size, "
+                     "alibi_starting_size) config; point model.checkpoint at a supported checkpoint folder")
+
+
+def checkpoint_family(path_or_url: str | os.PathLike[str]) -> str:
+    url = os.fspath(path_or_url)
+    return family_of(read_config(url)[2], f"{url}/config.json")
+
+
+def from_pretrained(path_or_url: str | os.PathLike[str]) -> Any:
+    """Load a Caduceus or DNABERT-2 checkpoint folder; `.hidden_states(input_ids, attention_mask=None)`."""
+    if checkpoint_family(path_or_url) == CADUCEUS:
+        return load_caduceus(path_or_url)
+    return load_dnabert2(path_or_url)
+
+
+def load_tokenizer(path_or_url: str | os.PathLike[str]) -> Any:
+    """The checkpoint's tokenizer: `.encode(seq, add_special_tokens=True)` -> the official ids."""
+    if checkpoint_family(path_or_url) == CADUCEUS:
+        return CharTokenizer()
+    return BpeTokenizer.from_folder(path_or_url)
