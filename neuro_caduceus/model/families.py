@@ -12,6 +12,9 @@ from neuro_caduceus.model.bpe import BpeTokenizer
 from neuro_caduceus.model.checkpoint import from_pretrained as load_caduceus
 from neuro_caduceus.model.checkpoint import read_config
 from neuro_caduceus.model.dnabert2_checkpoint import load_dnabert2
+from neuro_caduceus.model.dnabert2_encoder import DnaBert2Encoder
+from neuro_caduceus.model.embedder import Embedder
+from neuro_caduceus.model.encoder import Encoder, EncoderLimits
 from neuro_caduceus.model.tokenizer import CharTokenizer
 
 CADUCEUS, DNABERT2 = "caduceus", "dnabert2"
@@ -45,3 +48,19 @@ def load_tokenizer(path_or_url: str | os.PathLike[str]) -> Any:
     if checkpoint_family(path_or_url) == CADUCEUS:
         return CharTokenizer()
     return BpeTokenizer.from_folder(path_or_url)
+
+
+def load_encoder(path_or_url: str | os.PathLike[str], device: str = "auto", dtype: str = "float32",
+                 batch_size: int = 8, window: int | None = None, stride: int | None = None) -> Encoder:
+    """The checkpoint's `Encoder` (window/stride in bases; the window checked against the family's limits)."""
+    if checkpoint_family(path_or_url) == CADUCEUS:
+        return Embedder(load_caduceus(path_or_url), device=device, dtype=dtype, batch_size=batch_size,
+                        window=window, stride=stride)
+    return DnaBert2Encoder(load_dnabert2(path_or_url), BpeTokenizer.from_folder(path_or_url), device=device,
+                           dtype=dtype, batch_size=batch_size, window=window, stride=stride)
+
+
+def encoder_limits(path_or_url: str | os.PathLike[str]) -> tuple[str, EncoderLimits]:
+    """(family, window limits) of a checkpoint, from its config.json alone (no weights read)."""
+    family = checkpoint_family(path_or_url)
+    return family, (Embedder.limits if family == CADUCEUS else DnaBert2Encoder.limits)
