@@ -46,6 +46,7 @@ from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 from neuro_caduceus.genome.regions import Region, RegionSpec, build_regions, tile_windows
 from neuro_caduceus.io import write_atomic
+from neuro_caduceus.model import encoder_class
 from neuro_caduceus.provenance import cohort_recipe
 from neuro_caduceus.ray_session import ray_session
 
@@ -77,6 +78,7 @@ class PlanningStage:
     store_url: str
     tokens_per_batch: int
     plans_dir: str
+    special_tokens: int = 0  # the encoder's per window: the batch bound counts model tokens
 
     def unit_of(self, region_json: str) -> GeneUnit:
         """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
@@ -115,7 +117,7 @@ def plan_genes(batch: dict[str, Any], stage: PlanningStage, subjects: Any,
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
     subjects = _resolve(subjects)
     stored = key_index(stage.store_url, snapshot)
-    packer = BatchPacker(stage.tokens_per_batch)
+    packer = BatchPacker(stage.tokens_per_batch, stage.special_tokens)
     reference = open_reference(stage.reference_fasta)
     for region_json in batch["region"]:
         unit = stage.unit_of(region_json)
@@ -346,7 +348,8 @@ def _embed_phase(cfg: CohortConfig, source: HaplotypeSource, pending: list[GeneU
 def _planning_stage(cfg: CohortConfig, source: HaplotypeSource) -> PlanningStage:
     return PlanningStage(source, cfg.haplotype_strategy, cfg.inputs.reference_fasta, cfg.model.window,
                          cfg.model.effective_stride, cfg.window_store, cfg.compute.tokens_per_batch,
-                         f"{cfg.output.dir.rstrip('/')}/plans")
+                         f"{cfg.output.dir.rstrip('/')}/plans",
+                         encoder_class(cfg.model.checkpoint).special_tokens)
 
 
 def run_add(run: dict, row: dict, genes: list[dict]) -> None:
@@ -358,6 +361,7 @@ def run_add(run: dict, row: dict, genes: list[dict]) -> None:
     run["batches"] += 1
     run["windows_embedded"] += row["windows"]
     run["tokens_embedded"] += row["tokens"]
+    run["bases_embedded"] = run.get("bases_embedded", 0) + row["bases"]
     for g in genes:
         run["genes_planned"] += 1
         run["store_hits"] += g["stored"]

@@ -14,10 +14,12 @@ _HOME = {
     "CaduceusForMaskedLM": "modules",
     "DnaBert2Config": "dnabert2_config",
     "DnaBert2ForMaskedLM": "dnabert2",
-    "encoder_limits": "families",
+    "describe_checkpoint": "families",
+    "encoder_class": "families",
     "from_pretrained": "families",
     "load_encoder": "families",
     "load_tokenizer": "families",
+    "token_counter": "families",
     "preset_config": "config",
     "save_pretrained": "saving",
 }

@@ -9,6 +9,7 @@ import typer
 from neuro_caduceus.io import check_output_not_input, write_parquet
 from neuro_caduceus.model.config import preset_config
 from neuro_caduceus.model.rc import RCWindow, check_windows
+from neuro_caduceus.tiling import tile
 
 
 def _read_fasta(path: Path) -> list[tuple[str, str]]:
@@ -106,7 +107,6 @@ def verify_rc(
     (Caduceus PH, DNABERT-2), the relative disagreement of the passes on s and rc(s) before averaging.
     """
     from neuro_caduceus.model.families import load_encoder
-    from neuro_caduceus.tiling import tile
 
     try:
         emb = load_encoder(checkpoint, device=device, dtype=dtype, window=window, stride=stride)

@@ -37,6 +37,7 @@ class DnaBert2Encoder:
     family = "dnabert2"
     label = "DNABERT-2"
     batching = "padded"
+    special_tokens = 2  # [CLS] and [SEP] per window
     strand = "averaged"
     limits = EncoderLimits(MAX_WINDOW_BASES, "attention is quadratic in tokens, about 5 bases per token")
     masked_lm_absent = ("not defined for BPE: a token covers several bases, so one base cannot be masked "

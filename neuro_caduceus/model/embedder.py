@@ -34,6 +34,7 @@ class Embedder:
 
     family = "caduceus"
     batching = "equal_lengths"
+    special_tokens = 0
     limits = EncoderLimits(None, "a linear-time scan: any window length")
     masked_lm_absent = None
 

@@ -12,7 +12,8 @@ this interface, so two models run over the same haplotypes, windows and subjects
   combine exactly into a gene vector;
 - batching rule (`batching`): `equal_lengths` (no mask: only equal-length windows share a forward) or
   `padded` (an attention mask: any lengths share a forward);
-- limits (`limits`): the largest window in bases a config may ask for, and why;
+- limits (`limits`): the largest window in bases a config may ask for, and why; `special_tokens` per window
+  (a window of b bases costs at most b + special_tokens model tokens: the batch bound the planner uses);
 - identity (`identity`): what the window store and the recipe record (family, checkpoint sha256, tokenizer
   and its hash, k-mer size or `bpe`, window, stride, pooling, dtype, model code);
 - strand check (`pass_disagreement`): for an averaged model, how far its two passes disagree before averaging;
@@ -63,6 +64,7 @@ class Encoder(Protocol):
     family: str
     label: str
     batching: str
+    special_tokens: int
     strand: str
     limits: EncoderLimits
     device: Any
@@ -100,6 +102,11 @@ def encoder_identity(family: str, checkpoint_sha256: str | None, tokenizer: str,
             "tokenizer_sha256": tokenizer_sha256, "kmer_size": kmer_size, "window": window,
             "stride": stride or window, "pooling": pooling, "dtype": dtype,
             "model_code": code_version(code_files)}
+
+
+def recorded_with_dtype(recipe: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """A recipe built by a CPU fp32 copy, naming the dtype the actors will run (top level and `encoder`)."""
+    return {**recipe, "dtype": dtype, "encoder": {**recipe["encoder"], "dtype": dtype}}
 
 
 def pass_disagreement(fwd: np.ndarray, rev: np.ndarray) -> float:

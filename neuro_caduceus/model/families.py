@@ -6,18 +6,23 @@ The only place that tells the families apart: everything else asks for an encode
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from neuro_caduceus.model.bpe import BpeTokenizer
+from neuro_caduceus.model.checkpoint import WEIGHT_FILES, read_config
 from neuro_caduceus.model.checkpoint import from_pretrained as load_caduceus
-from neuro_caduceus.model.checkpoint import read_config
+from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.model.dnabert2_checkpoint import load_dnabert2
+from neuro_caduceus.model.dnabert2_config import DnaBert2Config
 from neuro_caduceus.model.dnabert2_encoder import DnaBert2Encoder
 from neuro_caduceus.model.embedder import Embedder
-from neuro_caduceus.model.encoder import Encoder, EncoderLimits
+from neuro_caduceus.model.encoder import Encoder
 from neuro_caduceus.model.tokenizer import CharTokenizer
 
 CADUCEUS, DNABERT2 = "caduceus", "dnabert2"
+__all__ = ["WEIGHT_FILES", "describe_checkpoint", "encoder_class", "family_of", "from_pretrained",
+           "load_encoder", "load_tokenizer", "token_counter"]
 
 
 def family_of(cfg: dict[str, Any], where: str = "config.json") -> str:
@@ -60,7 +65,27 @@ def load_encoder(path_or_url: str | os.PathLike[str], device: str = "auto", dtyp
                            dtype=dtype, batch_size=batch_size, window=window, stride=stride)
 
 
-def encoder_limits(path_or_url: str | os.PathLike[str]) -> tuple[str, EncoderLimits]:
-    """(family, window limits) of a checkpoint, from its config.json alone (no weights read)."""
-    family = checkpoint_family(path_or_url)
-    return family, (Embedder.limits if family == CADUCEUS else DnaBert2Encoder.limits)
+def encoder_class(path_or_url: str | os.PathLike[str]) -> type:
+    """The checkpoint's encoder class, from config.json alone (no weights read): its class attributes
+    (`family`, `label`, `limits`, `batching`, `special_tokens`) are what a driver plans with."""
+    return Embedder if checkpoint_family(path_or_url) == CADUCEUS else DnaBert2Encoder
+
+
+def token_counter(path_or_url: str | os.PathLike[str]) -> Callable[[str], int]:
+    """Model tokens one strand's pass over a window costs (the tokenizer only, no weights)."""
+    if checkpoint_family(path_or_url) == CADUCEUS:
+        return len
+    tokenizer = BpeTokenizer.from_folder(path_or_url)
+    return lambda seq: len(tokenizer.encode(seq))
+
+
+def describe_checkpoint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a dry run says about a checkpoint: family, width (`d_model`), layers and a one-line label."""
+    if family_of(cfg) == CADUCEUS:
+        c = CaduceusConfig.from_dict(cfg)
+        return {"family": CADUCEUS, "d_model": c.d_model, "n_layer": c.n_layer, "rcps": c.rcps,
+                "label": f"Caduceus {'PS' if c.rcps else 'PH'}, d_model {c.d_model}, {c.n_layer} layers"}
+    b = DnaBert2Config.from_dict(cfg)
+    return {"family": DNABERT2, "d_model": b.hidden_size, "n_layer": b.num_hidden_layers, "rcps": False,
+            "label": f"DNABERT-2, hidden {b.hidden_size}, {b.num_hidden_layers} layers, "
+                     f"{b.num_attention_heads} heads"}
