@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.shards import unit_name
 from neuro_caduceus.cohort.store import store_identity
 from neuro_caduceus.io import write_atomic
@@ -36,11 +36,10 @@ def new_run(damaged: dict) -> dict:
     }
 
 
-def _earlier_runs(fs: Any, root: str) -> list[dict]:
-    path = f"{root}/manifest.json"
-    if not fs.exists(path):
+def _earlier_runs(folder: JobFolder) -> list[dict]:
+    if not folder.fs.exists(folder.manifest):
         return []
-    with fs.open(path, "r") as f:
+    with folder.fs.open(folder.manifest, "r") as f:
         return json.load(f).get("runs", [])
 
 
@@ -53,11 +52,11 @@ def model_tokens(recipe: dict, runs: list[dict]) -> dict:
             "bases_embedded": bases, "tokens_per_base": tokens / bases if bases else None}
 
 
-def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
+def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
                    qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
     per_gene = []
     for unit in units:
-        with fs.open(f"{root}/units/{unit_name(unit.gene_id)}.json", "r") as f:
+        with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
             per_gene.append(json.load(f))
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
@@ -99,16 +98,16 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
             "naive": totals["naive_tokens"],
             "reduction": totals["naive_tokens"] / max(1, totals["tokens_embedded"]),
         },
-        "model_tokens": model_tokens(recipe, [*_earlier_runs(fs, root), run]),
+        "model_tokens": model_tokens(recipe, [*_earlier_runs(folder), run]),
         "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
         "throughput": throughput,
-        "runs": [*_earlier_runs(fs, root), run],
+        "runs": [*_earlier_runs(folder), run],
         "per_gene": per_gene,
     }
 
 
-def write_manifest(fs: Any, root: str, manifest: dict) -> None:
-    write_atomic(fs, f"{root}/manifest.json", json.dumps(manifest, indent=1))
+def write_manifest(folder: JobFolder, manifest: dict) -> None:
+    write_atomic(folder.fs, folder.manifest, json.dumps(manifest, indent=1))
 
 
 def format_summary(m: dict) -> str:
