@@ -50,7 +50,7 @@ def cohort(tmp_path_factory):
     from neuro_caduceus.synthetic import make_cohort
 
     d = tmp_path_factory.mktemp("encoders")
-    make_cohort(d, n_samples=6, n_genes=2, seed=3)
+    make_cohort(d, n_samples=10, n_genes=2, seed=3)
     save_dnabert2(random_dnabert2(tiny_dnabert2_config(), seed=0), d / "bert")
     random_model(preset_config("tiny-ps"), seed=0).save_pretrained(d / "cad")
     return d

@@ -59,6 +59,9 @@ def test_dnabert2_pooling_matches_an_independent_oracle(bert) -> None:
 def test_limits_refuse_a_window_too_long_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match=r"window = 20000 bases is longer than dnabert2 allows \(10000"):
         load_encoder(DNABERT2, device="cpu", window=20_000)
+    whole = load_encoder(DNABERT2, device="cpu")  # no window: each sequence is one window, checked too
+    with pytest.raises(ValueError, match="a window of 10001 bases is longer than DNABERT-2 allows"):
+        whole.embed("A" * 10_001)
 
 
 def test_identities_name_family_tokenizer_and_window(bert) -> None:
@@ -90,3 +93,16 @@ def test_a_config_of_no_known_family_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="neither a Caduceus"):
         load_encoder(tmp_path)
     assert family_of({"d_model": 8, "n_layer": 1}) == "caduceus"
+
+
+def test_pilot_score_columns_say_why_a_masked_lm_is_absent(bert) -> None:
+    import polars as pl
+
+    from neuro_caduceus.analysis.pilot import absent_scores
+    from neuro_caduceus.analysis.variant_scores import SCORE_COLUMNS
+
+    variants = pl.DataFrame({"gene_id": ["G1", "G2"], "pos": [10, 20]})
+    scored = absent_scores(variants, bert.masked_lm_absent)
+    assert scored.columns == ["gene_id", "pos", *SCORE_COLUMNS]
+    assert scored["llr"].is_nan().all() and scored["llr_forward"].is_nan().all()
+    assert scored["llr_method"].to_list() == [f"absent: {bert.masked_lm_absent}"] * 2

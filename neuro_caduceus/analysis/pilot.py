@@ -27,7 +27,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     encoder = load_encoder(cfg.model.checkpoint, device="cpu")  # the masked-LM scores run here (pilot-sized)
     masked_lm = encoder.masked_lm()
     if masked_lm is None:
-        result.variants, llr_floor = _no_llr(result.variants, encoder.masked_lm_absent), None
+        result.variants, llr_floor = absent_scores(result.variants, encoder.masked_lm_absent), None
         result.summary["llr_absent"] = encoder.masked_lm_absent
     else:
         result.variants, llr_floor = add_llr_scores(result.variants, masked_lm.model, cfg, result.genes,
@@ -37,7 +37,7 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     return result
 
 
-def _no_llr(variants: pl.DataFrame, reason: str) -> pl.DataFrame:
+def absent_scores(variants: pl.DataFrame, reason: str) -> pl.DataFrame:
     """The score columns of an encoder without a masked-LM score: NaN, and `llr_method` says why."""
     nan = pl.lit(float("nan"), pl.Float64)
     return variants.with_columns(*[nan.alias(c) for c, kind in SCORE_COLUMNS.items() if kind is float],

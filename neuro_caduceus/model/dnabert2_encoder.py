@@ -110,6 +110,9 @@ class DnaBert2Encoder:
         counts = np.array([len(s) for s in seqs], dtype=np.int64)
         if len(seqs) and counts.min() == 0:
             raise ValueError(f"empty sequence at index {int(np.argmin(counts))}: nothing to embed")
+        if len(seqs) and counts.max() > MAX_WINDOW_BASES:
+            raise ValueError(f"a window of {int(counts.max())} bases is longer than DNABERT-2 allows "
+                             f"({MAX_WINDOW_BASES} bases: {self.limits.reason}); set a window (--window)")
         fwd, rev = self._strand_sums(seqs)
         return (fwd + rev) / 2 if len(seqs) else np.zeros((0, self.dim)), counts
 
