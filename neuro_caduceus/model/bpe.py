@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-import fsspec
 import numpy as np
 from tokenizers import Tokenizer
+
+from neuro_caduceus.io import filesystem
 
 
 class BpeTokenizer:
@@ -32,7 +33,7 @@ class BpeTokenizer:
     @classmethod
     def from_folder(cls, path_or_url: str | os.PathLike[str]) -> BpeTokenizer:
         url = os.fspath(path_or_url)
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = filesystem(url)
         path = f"{root.rstrip('/')}/tokenizer.json"
         if not fs.exists(path):
             raise FileNotFoundError(f"{url}: no tokenizer.json in this DNABERT-2 checkpoint folder")

@@ -45,12 +45,14 @@ def _state_dict(model: DnaBert2ForMaskedLM, stored: dict[str, torch.Tensor],
     return out
 
 
-def load_dnabert2(path_or_url: str | os.PathLike[str]) -> DnaBert2ForMaskedLM:
-    """A DNABERT-2 checkpoint folder (local path or fsspec URL) in eval mode on CPU, fp32."""
+def load_dnabert2(path_or_url: str | os.PathLike[str],
+                  expected_sha256: str | None = None) -> DnaBert2ForMaskedLM:
+    """A DNABERT-2 checkpoint folder (local path or fsspec URL) in eval mode on CPU, fp32; a pinned
+    `expected_sha256` that the weights file does not match is refused."""
     url = os.fspath(path_or_url)
     fs, root, cfg_dict = read_config(url)
     config = DnaBert2Config.from_dict(cfg_dict)
-    where, tensors, sha = read_weights(fs, root, url)
+    where, tensors, sha = read_weights(fs, root, url, expected_sha256)
     model = DnaBert2ForMaskedLM(config)
     model.load_state_dict(_state_dict(model, tensors, where), strict=True)
     model.checkpoint_sha256 = sha

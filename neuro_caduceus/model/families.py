@@ -41,11 +41,12 @@ def checkpoint_family(path_or_url: str | os.PathLike[str]) -> str:
     return family_of(read_config(url)[2], f"{url}/config.json")
 
 
-def from_pretrained(path_or_url: str | os.PathLike[str]) -> Any:
-    """Load a Caduceus or DNABERT-2 checkpoint folder; `.hidden_states(input_ids, attention_mask=None)`."""
+def from_pretrained(path_or_url: str | os.PathLike[str], expected_sha256: str | None = None) -> Any:
+    """Load a Caduceus or DNABERT-2 checkpoint folder; `.hidden_states(input_ids, attention_mask=None)`.
+    `expected_sha256`: the pinned sha256 of the weights file (a mismatch is refused)."""
     if checkpoint_family(path_or_url) == CADUCEUS:
-        return load_caduceus(path_or_url)
-    return load_dnabert2(path_or_url)
+        return load_caduceus(path_or_url, expected_sha256)
+    return load_dnabert2(path_or_url, expected_sha256)
 
 
 def load_tokenizer(path_or_url: str | os.PathLike[str]) -> Any:
@@ -56,13 +57,15 @@ def load_tokenizer(path_or_url: str | os.PathLike[str]) -> Any:
 
 
 def load_encoder(path_or_url: str | os.PathLike[str], device: str = "auto", dtype: str = "float32",
-                 batch_size: int = 8, window: int | None = None, stride: int | None = None) -> Encoder:
-    """The checkpoint's `Encoder` (window/stride in bases; the window checked against the family's limits)."""
+                 batch_size: int = 8, window: int | None = None, stride: int | None = None,
+                 expected_sha256: str | None = None) -> Encoder:
+    """The checkpoint's `Encoder` (window/stride in bases; the window checked against the family's limits;
+    `expected_sha256` pins the weights file)."""
     if checkpoint_family(path_or_url) == CADUCEUS:
-        return Embedder(load_caduceus(path_or_url), device=device, dtype=dtype, batch_size=batch_size,
-                        window=window, stride=stride)
-    return DnaBert2Encoder(load_dnabert2(path_or_url), BpeTokenizer.from_folder(path_or_url), device=device,
-                           dtype=dtype, batch_size=batch_size, window=window, stride=stride)
+        return Embedder(load_caduceus(path_or_url, expected_sha256), device=device, dtype=dtype,
+                        batch_size=batch_size, window=window, stride=stride)
+    return DnaBert2Encoder(load_dnabert2(path_or_url, expected_sha256), BpeTokenizer.from_folder(path_or_url),
+                           device=device, dtype=dtype, batch_size=batch_size, window=window, stride=stride)
 
 
 def encoder_class(path_or_url: str | os.PathLike[str]) -> type:
