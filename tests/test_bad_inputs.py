@@ -222,6 +222,11 @@ def qc_unknown_key(d: Path) -> None:
     (d / "qc.yaml").write_text("min_gq: 20\nmin_qd: 3\n")
 
 
+def gene_set_folder(d: Path) -> None:
+    (d / "sets").mkdir()
+    shutil.copy(d / "geneset.yaml", d / "sets" / "geneset.yaml")
+
+
 def qc_reversed_ac(d: Path) -> None:
     (d / "qc.yaml").write_text("min_ac: 5\nmax_ac: 1\n")
 
@@ -319,9 +324,9 @@ CASES = [
     Case("genes: FASTA bases outside the DNA alphabet", fasta_not_dna,
          GENES + " --fasta {d}/genome.fa --out {d}/r", 2, "character 'X' at position",
          absent=["r.tsv", "r.fa"]),
-    Case("genes: the gene set is a folder", nothing,
-         "genes --gtf {d}/genes.gtf.gz --genes {d} --fasta {d}/genome.fa --out {d}/r", 2,
-         "gene set {d} is a folder; give the YAML file", absent=["r.tsv", "r.fa"]),
+    Case("genes: the gene set is a folder", gene_set_folder,
+         "genes --gtf {d}/genes.gtf.gz --genes {d}/sets --fasta {d}/genome.fa --out {d}/r", 2,
+         "gene set {d}/sets is a folder; give the YAML file", absent=["r.tsv", "r.fa"]),
     Case("genes: GTF missing", nothing,
          "genes --gtf {d}/none.gtf --genes {d}/geneset.yaml --fasta {d}/genome.fa --out {d}/r", 2,
          "GTF {d}/none.gtf does not exist", absent=["r.tsv", "r.fa"]),
