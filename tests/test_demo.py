@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from neuro_caduceus.demo import SECOND_NAME
+
 REPO = Path(__file__).parents[1]
 
 
@@ -33,3 +35,11 @@ def test_demo_runs_every_stage_and_labels_the_random_checkpoint(tmp_path):
     assert residuals.num_rows == 80 and b"neuro_caduceus.recipe" in residuals.schema.metadata
     for path in ("pca/pca_model.npz", "logo/logo_delta_auc.csv", "cca/cca_summary.json"):
         assert (out / path).stat().st_size > 0, path
+    second = json.loads((out / f"embeddings_{SECOND_NAME}" / "manifest.json").read_text())
+    assert (second["subjects"], second["genes"]) == (80, 3)
+    assert second["checkpoint_sha256"] != manifest["checkpoint_sha256"]
+    summary = json.loads((out / "compare" / "compare_summary.json").read_text())
+    assert [e["folder"] for e in summary["encoders"]] == [str((out / "embeddings").resolve()),
+                                                          str((out / f"embeddings_{SECOND_NAME}").resolve())]
+    assert summary["n"] == 80 and summary["logo"]["same_folds"] and summary["cca"]
+    assert "compare_cka_all_genes" in proc.stdout
