@@ -191,3 +191,73 @@ def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     out = torch.empty(x.shape, dtype=torch.float32)
     _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy())
     return out
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _swap_add_norm_kernel(hidden, residual, has_residual, w, eps, res_out, normed):  # noqa: ANN001, ANN202
+    """Strand-folded (2, b, L, d) tensors: res_out = S(hidden + residual), normed = rmsnorm(res_out) * w,
+    where S takes row (h, j, t, c) from (1 - h, j, L-1-t, d-1-c) (the PS block's half swap)."""
+    _, b, L, d = hidden.shape
+    for job in numba.prange(2 * b * L):
+        h, rest = job // (b * L), job % (b * L)
+        j, t = rest // L, rest % L
+        src_h = hidden[1 - h, j, L - 1 - t]
+        src_r = residual[1 - h, j, L - 1 - t]
+        ro, no = res_out[h, j, t], normed[h, j, t]
+        ss = _ZERO
+        for c in range(d):
+            v = src_h[d - 1 - c] + src_r[d - 1 - c] if has_residual else src_h[d - 1 - c]
+            ro[c] = v
+            ss += v * v
+        r = _ONE / np.sqrt(ss / _F(d) + eps)
+        for c in range(d):
+            no[c] = ro[c] * r * w[c]
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _final_norm_kernel(hidden, residual, w, eps, out):  # noqa: ANN001, ANN202
+    """Strand-folded (2, b, L, d) hidden + residual, normed with w, unfolded into out (b, L, 2d):
+    out[j, t, :d] = half 0 at t, out[j, t, d:] = half 1 at L-1-t with its channels reversed."""
+    _, b, L, d = hidden.shape
+    for job in numba.prange(2 * b * L):
+        h, rest = job // (b * L), job % (b * L)
+        j, t = rest // L, rest % L
+        hr, rr = hidden[h, j, t], residual[h, j, t]
+        ss = _ZERO
+        for c in range(d):
+            v = hr[c] + rr[c]
+            ss += v * v
+        r = _ONE / np.sqrt(ss / _F(d) + eps)
+        if h == 0:
+            o = out[j, t, 0:d]
+            for c in range(d):
+                o[c] = (hr[c] + rr[c]) * r * w[c]
+        else:
+            o = out[j, L - 1 - t, d:2 * d]
+            for c in range(d):
+                o[d - 1 - c] = (hr[c] + rr[c]) * r * w[c]
+
+
+def swap_add_norm_numba(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
+                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual, normed) of a strand-folded PS block's entry, as modules.swap_add_norm, in one pass."""
+    hid = hidden.detach().float().contiguous()
+    res = hid if residual is None else residual.detach().float().contiguous()
+    res_out, normed = torch.empty_like(hid), torch.empty_like(hid)
+    view = (2, hid.shape[0] // 2) + tuple(hid.shape[1:])
+    _swap_add_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(), residual is not None,
+                          weight.detach().float().contiguous().numpy(), _F(eps), res_out.view(view).numpy(),
+                          normed.view(view).numpy())
+    return res_out, normed
+
+
+def final_norm_numba(hidden: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                     eps: float) -> torch.Tensor:
+    """rmsnorm(hidden + residual) of strand-folded halves, unfolded to (b, L, 2d), as modules.final_norm."""
+    hid, res = hidden.detach().float().contiguous(), residual.detach().float().contiguous()
+    half, L, d = hid.shape[0] // 2, hid.shape[1], hid.shape[2]
+    out = torch.empty(half, L, 2 * d, dtype=torch.float32)
+    view = (2, half, L, d)
+    _final_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(),
+                       weight.detach().float().contiguous().numpy(), _F(eps), out.numpy())
+    return out

@@ -14,12 +14,47 @@ from torch import nn
 
 from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.model.saving import save_pretrained
-from neuro_caduceus.model.scan import causal_conv1d_silu, selective_scan, walks_backwards
+from neuro_caduceus.model.scan import causal_conv1d_silu, kernel, selective_scan, walks_backwards
 
 
 def flip_lc(t: torch.Tensor) -> torch.Tensor:
     """Reverse length and channel axes (the reverse-complement action on an RC-equivariant half)."""
     return t.flip(dims=(-2, -1))
+
+
+# Strand-folded layout of a PS tensor h (b, L, 2d): F = cat([h[..., :d], flip_lc(h[..., d:])], dim=0), i.e.
+# (2b, L, d) with the reverse strand's half already in its own orientation. The mixer runs on F as is, the
+# RC-equivariant norm is a plain norm of F's rows, and the block's half swap is S(F) = F viewed (2, b, L, d)
+# and flipped on its half, length and channel axes: no per-layer cat or flip around the mixer.
+
+
+def fold(h: torch.Tensor) -> torch.Tensor:
+    d = h.shape[-1] // 2
+    return torch.cat([h[..., :d], flip_lc(h[..., d:])], dim=0)
+
+
+def unfold(f: torch.Tensor) -> torch.Tensor:
+    a, b = f.chunk(2, dim=0)
+    return torch.cat([a, flip_lc(b)], dim=-1)
+
+
+def swap_add_norm(norm: RMSNorm, hidden: torch.Tensor,
+                  residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A folded PS block's entry: residual = S(hidden + residual) (S: the half swap), and its norm."""
+    fn = kernel("numba-swap-norm") if hidden.dtype == torch.float32 and not hidden.is_cuda else None
+    if fn is not None:
+        return fn(hidden, residual, norm.weight, norm.eps)
+    total = hidden if residual is None else hidden + residual
+    res = total.unflatten(0, (2, -1)).flip(dims=(0, 2, 3)).flatten(0, 1)
+    return res, norm(res)
+
+
+def final_norm(norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The backbone's last norm of folded hidden + residual, unfolded to (b, L, 2d)."""
+    fn = kernel("numba-final-norm") if hidden.dtype == torch.float32 and not hidden.is_cuda else None
+    if fn is not None:
+        return fn(hidden, residual, norm.weight, norm.eps)
+    return unfold(norm(hidden + residual))
 
 
 class RMSNorm(nn.Module):
@@ -168,6 +203,8 @@ class Backbone(nn.Module):
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_epsilon)
 
     def forward(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if self.folds(ids):
+            return self.forward_folded(ids, collect)
         hidden, residual = self.embeddings(ids), None
         if collect is not None:
             collect.append(hidden)
@@ -178,6 +215,29 @@ class Backbone(nn.Module):
         total = hidden + residual if residual is not None else hidden
         out = rc_norm(self.norm_f, total) if self.rcps else self.norm_f(total)
         return out.to(hidden.dtype)
+
+    def folds(self, ids: torch.Tensor) -> bool:
+        """Whether the forward runs strand-folded: a PS model with fused add-norm, fp32 weights, on CPU
+        (in fp32, residual_in_fp32 changes nothing)."""
+        emb = self.embeddings.word_embeddings
+        return (self.rcps and not ids.is_cuda and len(self.layers) > 0 and self.layers[0].swap
+                and emb.embedding.weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32)
+
+    def forward_folded(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The same forward in the strand-folded layout (see fold): one pass per block entry, no cat/flip."""
+        emb = self.embeddings.word_embeddings
+        hidden = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
+        residual = None
+        if collect is not None:
+            collect.append(unfold(hidden))
+        for layer in self.layers:
+            residual, normed = swap_add_norm(layer.norm, hidden, residual)
+            hidden = layer.mixer.submodule(normed)
+            if collect is not None:
+                collect.append(unfold(hidden))
+        if residual is None:
+            return unfold(self.norm_f(hidden))
+        return final_norm(self.norm_f, hidden, residual)
 
 
 class Caduceus(nn.Module):

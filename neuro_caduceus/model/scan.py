@@ -96,6 +96,8 @@ _KERNELS = {  # name -> (module, function); each is optional
     "numba": ("neuro_caduceus.model.cpu_scan", "selective_scan_numba"),
     "causal-conv1d": ("causal_conv1d", "causal_conv1d_fn"),  # the convolution's CUDA kernel
     "numba-conv": ("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_numba"),  # convolution + SiLU
+    "numba-swap-norm": ("neuro_caduceus.model.cpu_scan", "swap_add_norm_numba"),  # PS block entry
+    "numba-final-norm": ("neuro_caduceus.model.cpu_scan", "final_norm_numba"),  # PS final norm + unfold
 }
 
 
@@ -198,6 +200,11 @@ def using_scan(fn: ScanFn) -> Iterator[None]:
         yield
     finally:
         _override.pop()
+
+
+def kernel(name: str) -> ScanFn | None:
+    """A compiled helper kernel of _KERNELS by name, or None where it does not import (callers fall back)."""
+    return _kernel(name)
 
 
 def walks_backwards(x: torch.Tensor) -> bool:
