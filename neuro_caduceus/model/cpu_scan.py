@@ -107,11 +107,13 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _scan_kernel(x, xc, delta, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, y):  # noqa: ANN001, ANN202
+def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, y):  # noqa: ANN001, ANN202
     """x, z: channel slices [xc:xc + E], [zc:zc + E] of C-contiguous rows. Inner loops index 1-D row views
-    with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no gathers)."""
+    with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no gathers).
+    delta: channels [dc:dc + R] of its rows; with R > 0, delta_t = delta_t[dc:dc + R] @ proj (proj (R, E)),
+    else (R = 0) delta's rows are the (b, L, E) delta itself."""
     b, L, E = y.shape
-    N = At.shape[0]
+    N, R = At.shape[0], proj.shape[0]
     n_blocks = (E + _BLOCK - 1) // _BLOCK
     for job in numba.prange(b * n_blocks):
         i, e0 = job // n_blocks, (job % n_blocks) * _BLOCK
@@ -124,9 +126,21 @@ def _scan_kernel(x, xc, delta, dt_bias, softplus, At, B, C, D, z, zc, gate, reve
         bias, d_skip = dt_bias[e0:e0 + w], D[e0:e0 + w]
         for step in range(L):
             t = L - 1 - step if reverse else step
-            xr, dr = x[i, t, xc + e0:xc + e0 + w], delta[i, t, e0:e0 + w]
+            xr = x[i, t, xc + e0:xc + e0 + w]
+            if R:
+                for e in range(w):
+                    dl[e] = _ZERO
+                lr = delta[i, t, dc:dc + R]
+                for r in range(R):
+                    pr, lv = proj[r, e0:e0 + w], lr[r]
+                    for e in range(w):
+                        dl[e] += lv * pr[e]
+            else:
+                dr = delta[i, t, dc + e0:dc + e0 + w]
+                for e in range(w):
+                    dl[e] = dr[e]
             for e in range(w):
-                d = dr[e] + bias[e]
+                d = dl[e] + bias[e]
                 dl[e] = _softplus32(d) if softplus else d
                 dx[e] = dl[e] * xr[e]
                 acc[e] = _ZERO
@@ -161,23 +175,27 @@ def _rows(t: torch.Tensor) -> tuple[np.ndarray, int]:
 def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: torch.Tensor, z: torch.Tensor | None = None,
                          reverse: bool = False, delta_bias: torch.Tensor | None = None,
-                         delta_softplus: bool = False) -> torch.Tensor:
+                         delta_softplus: bool = False,
+                         delta_proj: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 (b, L, E) scan output + D*x, times silu(z) when z is given; reverse walks from position L-1.
 
     Arguments as `selective_scan_reference` (CPU tensors, no autograd), with mamba-ssm's delta
-    pre-processing: delta := softplus(delta + delta_bias) when delta_softplus. reverse=True equals
-    flip(scan(flip(inputs))) along L, without the copies.
+    pre-processing: delta := softplus(delta + delta_bias) when delta_softplus; with delta_proj (E, R),
+    delta is the low-rank (b, L, R) input and delta := delta @ delta_proj.T first, inside the kernel (no
+    (b, L, E) delta tensor). reverse=True equals flip(scan(flip(inputs))) along L, without the copies.
     """
     xr, xc = _rows(x)
     zr, zc = (xr, xc) if z is None else _rows(z)
-    delta = delta.detach().float().contiguous()
+    dr, dc = _rows(delta)
+    proj = (torch.zeros(0, x.shape[-1]) if delta_proj is None
+            else delta_proj.detach().float().t().contiguous())
     At = A.detach().float().t().contiguous()
-    bias = delta.new_zeros(x.shape[-1]) if delta_bias is None else delta_bias.detach().float().contiguous()
+    bias = x.new_zeros(x.shape[-1]) if delta_bias is None else delta_bias.detach().float().contiguous()
     y = torch.empty(x.shape, dtype=torch.float32)
     Bf, Cf = B.detach().float().contiguous(), C.detach().float().contiguous()
     Df = D.detach().float().contiguous()
-    _scan_kernel(xr, xc, delta.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(), Cf.numpy(),
-                 Df.numpy(), zr, zc, z is not None, reverse, y.numpy())
+    _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(),
+                 Cf.numpy(), Df.numpy(), zr, zc, z is not None, reverse, y.numpy())
     return y
 
 

@@ -99,8 +99,8 @@ class Mamba(nn.Module):
         x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(x, dt @ self.dt_proj.weight.t(), A, B, C, self.D, z=z, reverse=reverse,
-                           delta_bias=self.dt_proj.bias, delta_softplus=True)
+        y = selective_scan(x, dt, A, B, C, self.D, z=z, reverse=reverse, delta_bias=self.dt_proj.bias,
+                           delta_softplus=True, delta_proj=self.dt_proj.weight)
         return y.to(xz.dtype)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

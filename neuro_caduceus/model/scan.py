@@ -216,10 +216,12 @@ def walks_backwards(x: torch.Tensor) -> bool:
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor, z: torch.Tensor | None = None, reverse: bool = False,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                   chunk: int = 32) -> torch.Tensor:
+                   chunk: int = 32, delta_proj: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 scan + D*x, times silu(z) when z is given; reverse=True scans right to left.
 
-    delta_bias / delta_softplus as in mamba-ssm: delta := softplus(delta + delta_bias), in fp32.
+    delta_bias / delta_softplus as in mamba-ssm: delta := softplus(delta + delta_bias), in fp32. With
+    delta_proj (E, R), delta is the low-rank (b, L, R) input and delta := delta @ delta_proj.T first (the
+    numba kernel does this per position, the other backends as one matmul).
 
     Dispatch: an override (using_scan), else `scan_backend`: mamba-ssm's CUDA kernel, the Triton kernel,
     the numba CPU kernel, or the chunked torch scan.
@@ -227,7 +229,9 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     backend = "override" if _override else scan_backend(x, delta, A, B, C, D)
     if backend == "numba":
         return _kernel("numba")(x, delta, A, B, C, D, z=z, reverse=reverse, delta_bias=delta_bias,
-                                    delta_softplus=delta_softplus)
+                                    delta_softplus=delta_softplus, delta_proj=delta_proj)
+    if delta_proj is not None:
+        delta = delta @ delta_proj.t()
     if delta_bias is not None:
         delta = delta.float() + delta_bias.float()
     if delta_softplus:
