@@ -28,11 +28,6 @@ def flip_lc(t: torch.Tensor) -> torch.Tensor:
 # and flipped on its half, length and channel axes: no per-layer cat or flip around the mixer.
 
 
-def fold(h: torch.Tensor) -> torch.Tensor:
-    d = h.shape[-1] // 2
-    return torch.cat([h[..., :d], flip_lc(h[..., d:])], dim=0)
-
-
 def unfold(f: torch.Tensor) -> torch.Tensor:
     a, b = f.chunk(2, dim=0)
     return torch.cat([a, flip_lc(b)], dim=-1)
@@ -224,7 +219,7 @@ class Backbone(nn.Module):
                 and emb.embedding.weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32)
 
     def forward_folded(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The same forward in the strand-folded layout (see fold): one pass per block entry, no cat/flip."""
+        """The same forward strand-folded (layout above `unfold`): one pass per block entry, no cat/flip."""
         emb = self.embeddings.word_embeddings
         hidden = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
         residual = None
