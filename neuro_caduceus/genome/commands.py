@@ -11,7 +11,7 @@ from neuro_caduceus.genome import personalize as run
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.regions import RegionSpec
 from neuro_caduceus.genome.strategies import check_strategy
-from neuro_caduceus.io import check_output_not_input
+from neuro_caduceus.io import check_output_not_input, read_sample_list
 
 MODE_HELP = "gene_body | exons | cds (canonical transcript)"
 ORIENT_HELP = "transcript (minus-strand genes reverse-complemented) | reference (+ strand)"
@@ -76,7 +76,7 @@ def personalize(
         raise ValueError("--gtf and --genes go together")
     else:
         chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
-    names = run.read_samples_file(samples) if samples is not None else None
+    names = read_sample_list(samples, "samples file") if samples is not None else None
     summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref, workers)
     for line in summary.lines():
         typer.echo(line, err=True)
