@@ -78,7 +78,7 @@ def test_dosage_out_of_range_is_refused():
 
 
 def test_wes_template_regions_are_the_documented_ones():
-    """docs/genotypes.md shows the exome regions of configs/ukb_wes.yaml; the template loads."""
+    """docs/genotypes.md shows the exome regions of configs/ukb_wes.yaml; the template loads, phase-free."""
     import re
     from pathlib import Path
 
@@ -91,6 +91,7 @@ def test_wes_template_regions_are_the_documented_ones():
     cfg = CohortConfig.model_validate(yaml.safe_load((root / "configs" / "ukb_wes.yaml").read_text()))
     assert cfg.regions.model_dump(include={"mode", "flank"}) == yaml.safe_load(block.group(1))["regions"]
     assert cfg.regions.mode == "exons" and cfg.rc_check.enabled
+    assert cfg.haplotype_strategy == "additive"  # phase-free: UKB exome calls are unphased
 
 
 def _vcf_dosages(vcf: str, region) -> dict[str, dict]:

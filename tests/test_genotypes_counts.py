@@ -140,7 +140,7 @@ def test_max_missing_excludes_and_counts():
     s = m["genotypes"]
     assert (s["missing_calls"], s["unphased_het_calls"], s["excluded_subject_genes"]) == (4, 7, 1)
     assert m["rows"] == 3  # the excluded subject-gene leaves the row count
-    assert "7 unphased het calls" in s["warning"]
+    assert "7 unphased het calls" in s["warning"] and "strategy additive" in s["warning"]
     consensus = apply_genotype_summary({"per_gene": per_gene, "rows": 4}, "consensus", None)
     assert consensus["genotypes"]["warning"] is None
     gene_g = counts.filter(pa.compute.equal(counts.column("gene_id"), "g"))

@@ -49,7 +49,9 @@ class Regions(_Strict):
     mode: Literal["gene_body", "exons", "cds"] = Field(
         "gene_body",
         description="gene_body: the gene's span; exons / cds: the canonical transcript's pieces joined")
-    flank: int = Field(0, ge=0, description="bases added to the region's outer ends")
+    flank: int = Field(
+        0, ge=0, description="bases added on both sides of every exon / CDS piece (gene_body: of the gene), "
+        "so the splice sites of every internal exon boundary are inside the region")
     orient: Literal["transcript", "reference"] = Field(
         "transcript", description="transcript: minus-strand genes reverse-complemented; reference: + strand")
 

@@ -106,5 +106,6 @@ def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | Non
 
 def _diploid_warning(n_het: int) -> str:
     return (f"{n_het:,} unphased het calls: under haplotype_strategy diploid each is put on haplotype 2 by "
-            "convention, so a subject's hets all land on one chromosome; use phased input, or a phase-free "
-            "strategy (consensus)")
+            "convention, so a subject's hets all land on one chromosome; use phased input, or the "
+            "phase-free, dosage-aware strategy additive (haplotype_strategy: additive, as in "
+            "configs/ukb_wes.yaml)")
