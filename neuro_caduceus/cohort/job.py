@@ -36,7 +36,7 @@ from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_r
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
 from neuro_caduceus.cohort.progress import Progress
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
-from neuro_caduceus.cohort.shards import check_unit, unit_name, write_unit
+from neuro_caduceus.cohort.shards import check_unit, reference_table, unit_name, write_unit
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 from neuro_caduceus.cohort.window_jobs import BatchPacker
@@ -45,7 +45,7 @@ from neuro_caduceus.genome.annotation import read_genes
 from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 from neuro_caduceus.genome.regions import Region, RegionSpec, build_regions, tile_windows
-from neuro_caduceus.io import write_atomic
+from neuro_caduceus.io import write_atomic, write_parquet
 from neuro_caduceus.provenance import cohort_recipe
 from neuro_caduceus.ray_session import ray_session
 
@@ -143,7 +143,8 @@ def assemble_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snap
         stats["naive_windows"] = len(subjects) * n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        write_unit(plan, subjects, cfg.haplotype_strategy, folder, recipe, stats, cfg.qc.max_missing)
+        write_unit(plan, subjects, cfg.haplotype_strategy, folder, recipe, stats, cfg.qc.max_missing,
+                   cfg.missing)
         stats_out.append(json.dumps(stats))
     return {"unit": batch["unit"], "stats": np.array(stats_out, dtype=object)}
 
@@ -281,6 +282,12 @@ def _run(cfg: CohortConfig, folder: JobFolder, store: WindowStore, units: list[G
             new_stats = _assemble_phase(cfg, pending, subjects_ref, recipe, run["run_id"], progress)
     finally:
         progress.close()
+    references = reference_table(folder, units)
+    if references is None:
+        print(f"warning: {folder.url} holds genes committed without a reference embedding (an older "
+              "version): no reference.parquet; re-run with --overwrite to get it", file=sys.stderr)
+    else:
+        write_parquet(references, folder.reference, recipe, folder.fs)
     manifest = build_manifest(folder, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0, run)
     manifest["rc_check"] = rc_check

@@ -8,6 +8,7 @@ must agree on the same names; a file the job writes but `--overwrite` does not k
     _cohort.json              subjects and QC summary (computed once per folder)
     _rc_check.json            the reverse-complement check's record (run once per folder)
     manifest.json             what was embedded, reused, and what it cost
+    reference.parquet         per gene, the reference haplotype's embedding (gene_id, gene_name, embedding)
     shards/<unit>.parquet     one committed shard per gene
     units/<unit>.json         its stats, with the shard's row count, size and sha256
     plans/<unit>.parquet      its reassembly plan (+ plans/<unit>.counts.parquet: its genotype counts)
@@ -59,6 +60,10 @@ class JobFolder:
         return f"{self.root}/manifest.json"
 
     @property
+    def reference(self) -> str:
+        return f"{self.root}/reference.parquet"
+
+    @property
     def shards_dir(self) -> str:
         return f"{self.root}/shards"
 
@@ -84,7 +89,7 @@ class JobFolder:
 
     def job_files(self) -> list[str]:
         """The files of the job as a whole (not of one unit)."""
-        return [self.job_file, self.cohort_file, self.rc_check, self.manifest]
+        return [self.job_file, self.cohort_file, self.rc_check, self.manifest, self.reference]
 
     def unit_files(self, name: str) -> list[str]:
         """The committed files of one unit (its shard and stats: what verification deletes when damaged)."""

@@ -266,6 +266,7 @@ def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Seque
         contigs = set(vf.header.contigs) | set(vf.index or [])
         for region in regions:
             n = np.zeros((len(order), 2), dtype=np.int64)
+            missing: dict[int, set[tuple[int, str]]] = {}
             try:
                 chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
             except ContigNotFound:
@@ -278,10 +279,11 @@ def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Seque
                     gt = call.get("GT") if "GT" in rec.format else None
                     if not gt or None in gt:
                         n[i, 0] += 1
+                        missing.setdefault(i, set()).add((rec.pos, rec.ref))
                     elif len(gt) == 2 and gt[0] != gt[1] and not call.phased:
                         n[i, 1] += 1
             idx = np.arange(len(order))
-            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1]))
+            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1], missing))
     return pa.concat_tables(tables) if tables else GENOTYPE_COUNTS_SCHEMA.empty_table()
 
 
