@@ -28,6 +28,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 RECIPE_KEY = b"neuro_caduceus.recipe"  # Parquet schema metadata: the embedding recipe (JSON)
+FORMAT_KEY = b"neuro_caduceus.format"  # Parquet schema metadata: the file's format version (an integer)
+SHARD_FORMAT = 1  # the embedding shards' layout: written by the cohort job, read by the subject matrix
+FEATURES_FORMAT = 1  # the stats stages' feature files (subject matrix, scores, residuals): read by the next
 STAGES_KEY = b"neuro_caduceus.stages"  # Parquet schema metadata: the stats stages' records (JSON list)
 TEMP_GLOB = ".*.tmp*"  # every name `temp_name` gives (and the older `.<name>.tmp`)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -287,6 +290,26 @@ def metadata_json(metadata: dict[bytes, bytes] | None, key: bytes, source: str =
     except json.JSONDecodeError as err:
         where = f"{source}: " if source else ""
         raise ValueError(f"{where}metadata key {key.decode()} is not valid JSON: {err}") from err
+
+
+def format_metadata(version: int) -> dict[bytes, bytes]:
+    """Schema metadata that stamps a Parquet file with its format version under `FORMAT_KEY`."""
+    return {FORMAT_KEY: str(version).encode()}
+
+
+def check_format(found: Any, supported: int, source: str) -> None:
+    """Refuse an artifact of a format this version cannot read: newer than `supported`, or not a version.
+
+    `found` is the version the file carries (an int, its text, or None for a file written before formats were
+    stamped: format 1). Why: a later change of layout must never be misread silently by an older reader.
+    """
+    text = found.decode() if isinstance(found, bytes) else found
+    version = 1 if text is None else text
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= supported:
+        raise ValueError(f"{source}: format version {text}, but this neuro-caduceus reads format {supported} "
+                         "(and older); use the neuro-caduceus version that wrote it, or write the file again")
 
 
 def recipe_from_metadata(metadata: dict[bytes, bytes] | None, source: str = "") -> dict:

@@ -70,7 +70,7 @@ class Site:
 # ----------------------------------------------------------------------------------------------- genome
 
 
-def _layout(rng: np.random.Generator, n_genes: int) -> tuple[dict[str, int], list[Gene]]:
+def gene_layout(rng: np.random.Generator, n_genes: int) -> tuple[dict[str, int], list[Gene]]:
     """Place genes round-robin on chr1, chr2, chrX (chrX only with >= 3 genes) and size the contigs."""
     contigs = ["chr1", "chr2", "chrX"] if n_genes >= 3 else ["chr1", "chr2"][: max(1, n_genes)]
     cursor = {c: CONTIG_PAD for c in contigs}
@@ -204,7 +204,7 @@ def _transcript_lines(g: Gene, exons: list[tuple[int, int]], tid: str, tname: st
     ]
 
 
-def _write_gtf(path: Path, genes: list[Gene]) -> None:
+def write_gtf(path: Path, genes: list[Gene]) -> None:
     lines = ["##description: synthetic GENCODE-style annotation (neuro_caduceus.synthetic)", "##format: gtf"]
     for i, g in enumerate(sorted(genes, key=lambda g: (g.chrom, g.start))):
         gid = f"{g.gene_id}.{1 + i % 3}"
@@ -424,14 +424,14 @@ def make_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    lengths, genes = _layout(rng, n_genes)
+    lengths, genes = gene_layout(rng, n_genes)
     seqs = _make_sequences(rng, lengths, genes)
     _write_fasta(out / "genome.fa", seqs)
     # Named by its layout: Hail registers a genome name once per session, so two layouts need two names.
     layout = json.dumps(sorted(lengths.items())).encode()
     ref_name = f"synthetic_{hashlib.sha256(layout).hexdigest()[:10]}"
     write_text(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1))
-    _write_gtf(out / "genes.gtf.gz", genes)
+    write_gtf(out / "genes.gtf.gz", genes)
     planted = min(1, n_genes - 1)
     geneset = {"name": "synthetic_demo", "genes": [g.gene_name for g in genes]}
     write_text(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False))

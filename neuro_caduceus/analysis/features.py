@@ -16,7 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neuro_caduceus.io import (
+    FEATURES_FORMAT,
+    FORMAT_KEY,
+    SHARD_FORMAT,
     STAGES_KEY,
+    check_format,
     metadata_json,
     parquet_files,
     recipe_from_metadata,
@@ -54,6 +58,8 @@ def _parquet_files(path: str | Path) -> list[str]:
 
 
 def _recipe(schema, source: str) -> dict:
+    meta = schema.metadata or {}
+    check_format(meta.get(FORMAT_KEY), FEATURES_FORMAT if STAGES_KEY in meta else SHARD_FORMAT, source)
     recipe = recipe_from_metadata(schema.metadata, source)
     stages = metadata_json(schema.metadata, STAGES_KEY, source)
     if stages:  # the stats stages: gene blocks exist only if the last stage is the subject matrix

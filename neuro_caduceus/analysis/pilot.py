@@ -1,5 +1,5 @@
-"""The variant pilot end to end: the embedding job (`cohort.pilot`), masked-LM scores beside its distances,
-and its files (`analysis.pilot_report`).
+"""The variant pilot end to end: the embedding job (`cohort.pilot_job`), masked-LM scores beside its
+distances, and its files (`analysis.pilot_report`).
 
 Why two modules: the embeddings are a Ray job on the cohort job's actor pool (cohort layer); the zero-shot
 scores run in this process on the pilot's few variants, and the report is analysis output.
@@ -13,7 +13,7 @@ from pathlib import Path
 from neuro_caduceus.analysis.pilot_report import write_outputs
 from neuro_caduceus.analysis.variant_scores import add_llr_scores
 from neuro_caduceus.cohort.config import CohortConfig
-from neuro_caduceus.cohort.pilot import LOCAL_FLANK, PilotResult, run_pilot_job
+from neuro_caduceus.cohort.pilot_job import LOCAL_FLANK, PilotResult, run_pilot_job
 from neuro_caduceus.model import from_pretrained
 
 

@@ -61,6 +61,9 @@ class BuildResult(NamedTuple):
     ignored: list[Variant]
 
 
+VARIANT_OUTCOMES = BuildResult._fields[1:]  # what became of each variant a sequence was built with
+
+
 def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
 

@@ -20,9 +20,14 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from neuro_caduceus.io import (
+    FEATURES_FORMAT,
+    FORMAT_KEY,
+    SHARD_FORMAT,
     STAGES_KEY,
+    check_format,
     commit,
     discard,
+    format_metadata,
     metadata_json,
     parquet_files,
     parquet_metadata,
@@ -47,6 +52,7 @@ def read_metadata(folder: str) -> tuple[dict, list]:
     if not files:
         raise FileNotFoundError(f"{folder}: no Parquet files")
     meta = parquet_metadata(files[0])
+    check_format(meta.get(FORMAT_KEY), FEATURES_FORMAT if STAGES_KEY in meta else SHARD_FORMAT, files[0])
     return recipe_from_metadata(meta, files[0]), metadata_json(meta, STAGES_KEY, files[0]) or []
 
 
@@ -90,7 +96,8 @@ def features_table(ids: list[str], X: np.ndarray, metadata: dict[bytes, bytes] |
 
 
 def stage_metadata(recipe: dict, stages: list, stage: dict) -> dict[bytes, bytes]:
-    return {**recipe_metadata(recipe), STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode()}
+    return {**recipe_metadata(recipe), STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode(),
+            **format_metadata(FEATURES_FORMAT)}
 
 
 def write_part(batch: pa.Table, tmp_dir: str, metadata: dict[bytes, bytes]) -> pa.Table:
