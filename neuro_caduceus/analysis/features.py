@@ -111,8 +111,14 @@ def read_features(path: str | Path) -> FeatureMatrix:
 
     A subject matrix's columns are split into gene blocks by the recipe metadata (`gene_list`, per-gene dim);
     shards (one row per subject and gene) are pivoted into the same layout, genes in recipe order (else in
-    order of first appearance).
+    order of first appearance). Rows are sorted by subject id, so folds and permutations drawn from a seed
+    give the same numbers whatever order the files hold the rows in.
     """
+    matrix = _read_unsorted(path)
+    return matrix.subset(np.argsort(np.array(matrix.subject_ids, dtype=object), kind="stable"))
+
+
+def _read_unsorted(path: str | Path) -> FeatureMatrix:
     files = _parquet_files(path)
     tables = [pq.read_table(f) for f in files]
     recipe = _recipe(tables[0].schema, files[0])
@@ -205,9 +211,9 @@ class JoinReport:
 
 
 def join_order(named_ids: dict[str, list[str]]) -> tuple[list[str], JoinReport]:
-    """Subjects present in every input (in the first input's order) and the unmatched count per input."""
+    """Subjects present in every input, sorted by id (one order whatever the inputs' row order), and the
+    unmatched count per input."""
     sets = {k: set(v) for k, v in named_ids.items()}
     common = set.intersection(*sets.values())
-    first = next(iter(named_ids.values()))
-    order = [s for s in first if s in common]
+    order = sorted(common)
     return order, JoinReport(len(order), {k: len(s - common) for k, s in sets.items()})

@@ -22,7 +22,8 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     """Run the pilot for a cohort config and write variants/subjects Parquet, plots, report and summary."""
     t0 = time.time()
     result = run_pilot_job(cfg, variants_vcf, local_flank, strand_check)
-    model = from_pretrained(cfg.model.checkpoint)  # the masked-LM scores run in this process (pilot-sized)
+    # the masked-LM scores run in this process (pilot-sized)
+    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
     result.variants, llr_floor = add_llr_scores(result.variants, model, cfg, result.genes,
                                                   local_flank)
     result.summary.update(llr_noise_floor=llr_floor, seconds=round(time.time() - t0, 1))

@@ -60,6 +60,10 @@ class Regions(_Strict):
 
 class ModelSection(_Strict):
     checkpoint: str = Field(..., description="HF-layout Caduceus checkpoint folder or URL")
+    checkpoint_sha256: str | None = Field(
+        None, pattern="^[0-9a-fA-F]{64}$",
+        description="sha256 of the weights file; a checkpoint that does not match is refused (the recipe "
+                    "records the sha either way)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="bfloat16/float16 run under CUDA autocast (the scan stays fp32); CPU: float32")
@@ -182,6 +186,7 @@ class CohortConfig(_Strict):
         body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir", "window_store"},
                                                      "rc_check": True})
         body["model"].pop("device", None)
+        body["model"].pop("checkpoint_sha256", None)  # a pin, not a setting: the identity holds the sha
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

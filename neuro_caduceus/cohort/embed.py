@@ -37,7 +37,8 @@ def model_recipe(cfg: CohortConfig) -> dict:
     Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
     model's identity is needed here, the actors build the real one.
     """
-    embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
+    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
+    embedder = Embedder(model, device="cpu", window=cfg.model.window,
                         stride=cfg.model.effective_stride)
     return {**embedder.recipe(), "dtype": cfg.model.dtype}
 
@@ -56,7 +57,8 @@ class EmbedWindows:
 
         torch.set_num_threads(max(1, threads))
         self.embedder = Embedder(
-            from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=window_batch_size
+            from_pretrained(checkpoint, identity.get("checkpoint_sha256")),  # what the driver loaded
+            device=device, dtype=dtype, batch_size=window_batch_size
         )
         self.reference_fasta = reference_fasta
         self.store = WindowStore(store_url, identity)

@@ -159,6 +159,9 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     t0 = time.time()
     units = build_units(cfg)  # every check that can fail on input runs before anything is written
     model = model_recipe(cfg)
+    problems = open_source(cfg.inputs, cfg.qc).problems()  # before _job.json: a refused run writes nothing
+    if problems:
+        raise ValueError("; ".join(problems))
     store = WindowStore(cfg.window_store, store_identity(model))
     if not overwrite or cfg.output.window_store is not None:
         store.open(create=False)

@@ -11,13 +11,12 @@ import json
 import struct
 from typing import Any
 
-import fsspec
-
 from neuro_caduceus.cohort.cluster import cluster_shape
 from neuro_caduceus.cohort.config import CohortConfig, Inputs
 from neuro_caduceus.cohort.resources import resource_problems
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source, url_exists
 from neuro_caduceus.genome.strategies import n_haps
+from neuro_caduceus.io import filesystem
 from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.variants.qc import QCConfig
 
@@ -26,7 +25,7 @@ def checkpoint_summary(url: str) -> dict[str, Any]:
     """config.json + the weights' tensor metadata (safetensors header); no model is built, no weights read."""
     from neuro_caduceus.model.checkpoint import WEIGHT_FILES  # loads torch
 
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
     root = root.rstrip("/")
     if not fs.exists(f"{root}/config.json"):
         raise FileNotFoundError(f"{url}: no config.json in this checkpoint folder")
@@ -55,6 +54,10 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
 def input_problems(inputs: Inputs, qc: QCConfig, source: HaplotypeSource) -> list[str]:
     """Inputs that are missing or incomplete (an index, the MatrixTable's metadata, the export's parts)."""
     need = {"inputs.reference_fasta": [inputs.reference_fasta, inputs.reference_fasta + ".fai"],
@@ -62,8 +65,14 @@ def input_problems(inputs: Inputs, qc: QCConfig, source: HaplotypeSource) -> lis
     for key in ("include_samples", "exclude_samples"):
         if getattr(qc, key):
             need[f"qc.{key}"] = [str(getattr(qc, key))]
-    problems = [f"{dotted}: {path} not found" for dotted, files in need.items() for path in files
-                if not url_exists(path)]
+    problems = []
+    for dotted, files in need.items():
+        for path in files:
+            try:
+                if not url_exists(path):
+                    problems.append(f"{dotted}: {path} not found")
+            except Exception as err:  # no filesystem package, no credentials, no network: say so, go on
+                problems.append(f"{dotted}: could not check: {_one_line(err)}")
     return problems + source.problems()
 
 
@@ -82,6 +91,8 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         report["checkpoint"] = checkpoint_summary(cfg.model.checkpoint)
     except (OSError, ValueError, KeyError) as err:
         errors.append(f"model.checkpoint: {err}")
+    except Exception as err:  # no filesystem package, no credentials, no network
+        errors.append(f"model.checkpoint: could not check: {_one_line(err)}")
     ensure_ray()
     if errors:
         return report  # units and subjects need readable inputs

@@ -29,6 +29,7 @@ from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
 from neuro_caduceus.genome.personalize import vcf_samples
 from neuro_caduceus.genome.strategies import calls_strategy
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+from neuro_caduceus.io import FilesystemMissing, filesystem
 from neuro_caduceus.variants.export import read_export_samples
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, read_region_matrix
 from neuro_caduceus.variants.hail_session import init_hail
@@ -38,7 +39,7 @@ from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_
 
 def url_exists(path: str) -> bool:
     """A local path or URL exists (any fsspec filesystem)."""
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = filesystem(path)
     return fs.exists(p)
 
 
@@ -118,6 +119,8 @@ class MatrixTableSource(HaplotypeSource):
         try:
             if "GT" not in read_meta(self.path).entry_fields:
                 return [f"inputs.matrix_table: {self.path} has no GT entry field"]
+        except ImportError as err:
+            return [f"inputs.matrix_table: {FilesystemMissing(self.path, err)}"]
         except (OSError, ValueError) as err:
             return [f"inputs.matrix_table: {err}"]
         return []
