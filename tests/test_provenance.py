@@ -95,7 +95,7 @@ def pilot(run):
 
 
 ARTIFACTS = {
-    "embed_cohort": ["emb/shards"],
+    "embed_cohort": ["emb/shards", "emb/reference.parquet"],
     "subject_matrix": ["stats/matrix", "stats/subject_matrix_summary.json"],
     "pca": ["pca/scores", "pca/pca_model.npz", "pca/pca_summary.json"],
     "residualize": ["resid/residuals", "resid/residualize_summary.json"],
