@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline end to end on the embedded default (local Ray, local Hail, CPU).
 
 synthetic cohort -> RANDOM tiny checkpoint -> Hail MatrixTable -> cohort embedding job on Ray -> subject
-matrix -> exact PCA -> residuals on covariates -> leave-one-gene-out ΔAUC and gene-brain CCA.
+matrix -> exact PCA -> residuals on covariates -> leave-one-gene-out ΔAUC with permutations, the per-gene
+test and gene-brain CCA.
 
 Why a module and not a shell script: one Ray session and one Hail session serve every stage (each costs
 seconds to start), and every step is skipped when its output is already complete, so a re-run after an
@@ -46,7 +47,8 @@ OUTPUTS = {
     "stats/": "subject matrix: each subject's gene embeddings concatenated in gene-set order",
     "pca/": "exact PCA model and scores (the genetic modality before covariates), scree plot",
     "residuals/": "scores residualized on age, sex, PC1-10 and batch: the modality to fuse with imaging",
-    "logo/": "leave-one-gene-out ΔAUC for mdd: which genes carry the signal (report.md, plot)",
+    "logo/": "leave-one-gene-out ΔAUC for mdd with family-wise permutation p: which genes carry the signal",
+    "gene_test/": "per-gene score test against mdd given the covariates (Holm and BH across genes)",
     "cca/": "held-out gene-brain canonical correlations with permutation p-values (report.md, plot)",
 }
 
@@ -77,9 +79,10 @@ def demo_config(config_path: Path, out: Path) -> Any:
     return CohortConfig.model_validate(move(raw))
 
 
-def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) -> dict:
+def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int, perms: int = 39) -> dict:
     """Every stage in order; returns the paths and headline numbers printed at the end."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.analysis.gene_test import gene_test_from_files
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model.random_init import random_model
@@ -91,44 +94,62 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
     stats, pca, resid = out / "stats", out / "pca", out / "residuals"
     print(RANDOM_BANNER, flush=True)
 
-    _step(f"1/9 synthetic cohort ({samples} subjects, {genes} genes, seed {seed}) -> {cohort}",
+    _step(f"1/10 synthetic cohort ({samples} subjects, {genes} genes, seed {seed}) -> {cohort}",
           (cohort / "synth_manifest.json").exists(),
           lambda: make_cohort(cohort, n_samples=samples, n_genes=genes, seed=seed))
-    _step(f"2/9 RANDOM tiny-ps checkpoint -> {checkpoint}", (checkpoint / "config.json").exists(),
+    _step(f"2/10 RANDOM tiny-ps checkpoint -> {checkpoint}", (checkpoint / "config.json").exists(),
           lambda: random_model(preset_config("tiny-ps"), seed=0).save_pretrained(checkpoint))
-    _step(f"3/9 Hail import (split_multi_hts) -> {cfg.inputs.matrix_table}",
+    _step(f"3/10 Hail import (split_multi_hts) -> {cfg.inputs.matrix_table}",
           Path(cfg.inputs.matrix_table).is_dir(),  # committed by rename: present = complete
           lambda: import_vcf([str(cohort / "cohort.vcf.gz")], cfg.inputs.matrix_table,
                              str(cohort / "genome.json")))
     ensure_ray()
-    manifest = _step(f"4/9 cohort embedding job on Ray -> {cfg.output.dir}", False,
+    manifest = _step(f"4/10 cohort embedding job on Ray -> {cfg.output.dir}", False,
                      lambda: run_embed_cohort(cfg))
-    _step(f"5/9 subject matrix -> {stats}", False,
+    _step(f"5/10 subject matrix -> {stats}", False,
           lambda: build_subject_matrix(cfg.output.dir, str(stats)))
-    pca_summary = _step(f"6/9 exact PCA (512-D, capped at the data) -> {pca}", False,
+    pca_summary = _step(f"6/10 exact PCA (512-D, capped at the data) -> {pca}", False,
                         lambda: run_pca(str(stats), str(pca), n_components=512))
-    _step(f"7/9 residualize on age, sex, PC1-10, batch -> {resid}", False,
+    _step(f"7/10 residualize on age, sex, PC1-10, batch -> {resid}", False,
           lambda: run_residualize(str(pca), str(cohort / "covariates.tsv"), str(resid)))
-    logo = _step(f"8/9 leave-one-gene-out ΔAUC (nested CV) -> {out / 'logo'}", False,
-                 lambda: logo_from_files(stats / "matrix", cohort / "phenotype.tsv",
-                                         cohort / "covariates.tsv", out / "logo",
-                                         config=LogoConfig(n_repeats=2, n_perm=0), categorical=["batch"]))
-    cca = _step(f"9/9 gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
+    shards, pheno, covs = cfg.output.dir, cohort / "phenotype.tsv", cohort / "covariates.tsv"
+    logo = _step(f"8/10 leave-one-gene-out ΔAUC (nested CV, {perms} permutations) -> {out / 'logo'}", False,
+                 lambda: logo_from_files(shards, pheno, covs, out / "logo",
+                                         config=LogoConfig(n_repeats=2, n_perm=perms), categorical=["batch"],
+                                         numeric=["age"]))
+    tested = _step(f"9/10 per-gene score test -> {out / 'gene_test'}", False,
+                   lambda: gene_test_from_files(shards, pheno, covs, out / "gene_test", categorical=["batch"],
+                                                numeric=["age"]))
+    cca = _step(f"10/10 gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
                 lambda: cca_from_files(resid, cohort / "brain.parquet", out / "cca",
                                        config=CCAConfig(n_perm=50, reduce_dims=10, n_components=3),
                                        gene_matrix=stats / "matrix"))
     planted = json.loads((cohort / "synth_manifest.json").read_text())["planted_gene"]["gene_name"]
     top = logo.table.sort("rank").row(0, named=True)
+    first = tested.table.row(0, named=True)
     return {
         "embeddings": cfg.output.dir,
         "subjects": (manifest or {}).get("subjects"),
         "pca_components": (pca_summary or {}).get("n_components"),
         "logo_auc_all_genes": round(float(logo.auc_all), 3),
-        "logo_top_gene": f"{top['gene']} (ΔAUC {top['delta_auc']:+.3f}); planted gene: {planted}",
+        "logo_top_gene": f"{top['gene']} (ΔAUC {top['delta_auc']:+.3f}, p (FWER) {top['p_fwer']:.3f}); "
+                         f"features: {logo.extra['feature_kind']}",
+        "gene_test_top_gene": f"{first['gene']} (p {first['p_value']:.3g}, Holm {first['p_holm']:.3g})",
+        "planted_gene_found": _found(planted, top, first),
         "cca_heldout_r1": round(float(cca.table["heldout_r"][0]), 3),
         "cca_p1": float(cca.table["p_value"][0]),
         "outputs": str(out.resolve()),
     }
+
+
+def _found(planted: str, logo_top: dict, test_top: dict) -> str:
+    """The closing verdict: is the planted gene ranked first with p < 0.05 by each analysis?"""
+    verdicts = []
+    for name, top, p in (("LOGO", logo_top, logo_top["p_fwer"]),
+                         ("per-gene test", test_top, test_top["p_holm"])):
+        hit = top["gene"] == planted and p < 0.05
+        verdicts.append(f"{name}: {'yes' if hit else 'no'} (first {top['gene']}, corrected p {p:.3g})")
+    return f"{planted} ranked first with corrected p < 0.05? " + "; ".join(verdicts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--genes", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--perms", type=int, default=39,
+                        help="LOGO permutations (smallest family-wise p = 1 / (1 + perms); default 39)")
     parser.add_argument("--fresh", action="store_true", help="delete --out first and redo every stage")
     args = parser.parse_args(argv)
     if not args.config.is_file():
@@ -145,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     t0 = time.time()
-    summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed)
+    summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed, args.perms)
     print(f"\n== demo finished in {time.time() - t0:.0f} s", flush=True)
     for key, value in summary.items():
         print(f"   {key}: {value}")

@@ -88,7 +88,7 @@ def make_stratified_cohort(n: int = 400, genes: int = 8, dim: int = 4, seed: int
     sub = (rng.random(n) < 0.3).astype(np.int64)
     names = [f"GENE{g + 1}" for g in range(genes - 1)] + ["PRIVATE"]
     blocks = {g: slice(i * dim, (i + 1) * dim) for i, g in enumerate(names)}
-    X = rng.normal(size=(n, genes * dim)) + sub[:, None] * rng.normal(0, 0.8, genes * dim)[None, :]
+    X = rng.normal(size=(n, genes * dim)) + sub[:, None] * rng.normal(0, 0.3, genes * dim)[None, :]
     X[:, blocks["PRIVATE"]] += 1.5 * sub[:, None]
     y = (rng.random(n) < 1 / (1 + np.exp(-(-1.0 + 1.5 * sub)))).astype(np.int64)
     return X, blocks, y, cov, sub
