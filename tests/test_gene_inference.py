@@ -232,3 +232,26 @@ def test_gene_test_command_on_shards_with_a_restriction(tmp_path):
     assert table.equals(direct.table)
     for name in ("gene_test_results.csv", "gene_test_qq.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_cca_reads_the_deviation_and_applies_the_restriction(tmp_path):
+    from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+
+    rng = np.random.default_rng(5)
+    n, genes = 60, ["A", "B", "C"]
+    subjects = [f"S{i:02d}" for i in range(n)]
+    D = rng.gamma(2.0, 1.0, size=(n, 3))
+    write_shards(tmp_path / "job" / "shards", subjects, genes, rng.normal(size=(n, 3, 2)), D)
+    brain = np.column_stack([D[:, 0] + 0.1 * rng.normal(size=n), rng.normal(size=(n, 2))])
+    pq.write_table(pa.table({"subject_id": subjects, "features": pa.FixedSizeListArray.from_arrays(
+        pa.array(brain.reshape(-1)), 3)}), tmp_path / "brain.parquet")
+    pl.DataFrame({"subject_id": subjects, "site": ["x"] * 50 + ["y"] * 10}).write_csv(
+        tmp_path / "cov.tsv", separator="\t")
+    cfg = CCAConfig(n_perm=0, reduce_dims=3, n_components=1, parallel=False)
+    r = cca_from_files(tmp_path / "job", tmp_path / "brain.parquet", tmp_path / "out", cfg,
+                       covariates=tmp_path / "cov.tsv", feature_kind="deviation",
+                       subject_filter=SubjectFilter(keep_where="site=x"))
+    assert r.n == 50 and r.extra["restriction"]["removed"] == 10 and r.extra["covariates"] == []
+    assert r.dims["genetic_in"] == 3 and r.table["heldout_r"][0] > 0.9  # brain 1 tracks gene A's deviation
+    summary = json.loads((tmp_path / "out" / "cca_summary.json").read_text())
+    assert summary["feature_kind"] == "deviation"

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE
+from neuro_caduceus.analysis.subjects import SubjectFilter
 from neuro_caduceus.cohort.config import load_config
 from neuro_caduceus.io import check_output_not_input, output_dir
 
@@ -28,9 +29,7 @@ def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
 
-def _subject_filter(keep_subjects: Path | None, keep_where: str | None):
-    from neuro_caduceus.analysis.subjects import SubjectFilter
-
+def _subject_filter(keep_subjects: Path | None, keep_where: str | None) -> SubjectFilter:
     return SubjectFilter(keep_subjects, keep_where)
 
 
