@@ -66,6 +66,15 @@ def data(tmp_path_factory) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
+def other_ckpt(data) -> Path:
+    """A checkpoint of another model (another seed)."""
+    other = data.dir / "other_ckpt"
+    subprocess.run([PY, "-m", "neuro_caduceus.cli", "make-checkpoint", "--preset", "tiny-ps", "--seed", "1",
+                    "--out", str(other)], check=True, capture_output=True)
+    return other
+
+
+@pytest.fixture(scope="module")
 def head(ray_head):
     """The session's `ray start --head` cluster (tests/conftest.py)."""
     return ray_head
@@ -333,20 +342,28 @@ def test_damaged_shard_and_store_batch_are_redone(uninterrupted, data, ray_sessi
     _assert_same(uninterrupted, out)
 
 
-def test_overwrite_deletes_only_the_jobs_own_files(uninterrupted, data, ray_session, tmp_path):
+def test_overwrite_deletes_only_the_jobs_own_files(uninterrupted, data, other_ckpt, ray_session, tmp_path):
+    """--overwrite with another checkpoint deletes the earlier job's files, its RC-check record included (a
+    failing record planted there would stop the job if it were reused), and nothing it did not write."""
+    from neuro_caduceus.cohort.config import load_config
     from neuro_caduceus.cohort.job import run_embed_cohort
 
     out = tmp_path / "mixed"
     shutil.copytree(uninterrupted, out)
     (out / "notes.txt").write_text("mine")
     (out / "shards" / "README").write_text("mine too")
-    cfg = load_config_flank(data, out, flank=10)
-    with pytest.raises(FileExistsError, match="another config"):
+    record = json.loads((out / "_rc_check.json").read_text())
+    (out / "_rc_check.json").write_text(json.dumps({**record, "passed": False, "max_abs_deviation": 1.0}))
+    cfg = load_config(_config(data, out, vcf=data.vcf)).model_copy(deep=True)
+    cfg.model.checkpoint = str(other_ckpt)
+    with pytest.raises(FileExistsError, match="model identity"):
         run_embed_cohort(cfg, quiet=True)
-    run_embed_cohort(cfg, overwrite=True, quiet=True)
+    manifest = run_embed_cohort(cfg, overwrite=True, quiet=True)
     assert (out / "notes.txt").read_text() == "mine" and (out / "shards" / "README").exists()
     job = json.loads((out / "_job.json").read_text())
-    assert job["config_hash"] == cfg.result_hash()
+    assert job["checkpoint_sha256"] == manifest["checkpoint_sha256"] != record.get("checkpoint_sha256")
+    rc = json.loads((out / "_rc_check.json").read_text())
+    assert rc["passed"] and rc == manifest["rc_check"] and rc["max_abs_deviation"] != 1.0
 
 
 def load_config_flank(data: SimpleNamespace, out: Path, flank: int):
@@ -368,12 +385,10 @@ def test_failed_validation_writes_nothing(data, ray_session, tmp_path):
     assert not out.exists()
 
 
-def test_store_of_another_model_is_refused(uninterrupted, data, ray_session, tmp_path):
+def test_store_of_another_model_is_refused(uninterrupted, data, other_ckpt, ray_session, tmp_path):
     from neuro_caduceus.cohort.job import run_embed_cohort
 
-    other = tmp_path / "other_ckpt"
-    subprocess.run([PY, "-m", "neuro_caduceus.cli", "make-checkpoint", "--preset", "tiny-ps", "--seed", "1",
-                    "--out", str(other)], check=True, capture_output=True)
+    other = other_ckpt
     cfg = _config(data, tmp_path / "other_out", output={"window_store": str(uninterrupted / "window_store")},
                   vcf=data.vcf)
     body = yaml.safe_load(cfg.read_text())

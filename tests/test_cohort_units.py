@@ -119,3 +119,22 @@ def test_driver_reads_the_model_identity_of_a_cuda_only_config_on_cpu(tmp_path):
     assert len(recipe["checkpoint_sha256"]) == 64
     identity = store_identity(recipe)
     assert set(identity) == {"checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code"}
+
+
+def test_job_folder_owns_every_file_the_job_writes(tmp_path):
+    """--overwrite deletes the job's files (the RC-check record among them) and nothing else."""
+    from neuro_caduceus.cohort.layout import JobFolder
+
+    folder = JobFolder(str(tmp_path / "out"))
+    folder.make()
+    owned = folder.owned_files(["G1"])
+    assert {f"{folder.root}/{n}" for n in ("_job.json", "_cohort.json", "_rc_check.json", "manifest.json",
+                                            "shards/G1.parquet", "units/G1.json", "plans/G1.parquet",
+                                            "plans/G1.counts.parquet")} == set(owned)
+    for path in [*owned, folder.shard("G2"), f"{folder.shards_dir}/.G1.parquet.tmp-0a1b2c3d"]:
+        folder.fs.pipe(path, b"x")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert folder.committed() == {"G1", "G2"}
+    folder.remove(["G1"])
+    left = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
+    assert left == ["notes.txt", "shards", "shards/G2.parquet"]

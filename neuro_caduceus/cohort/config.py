@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from neuro_caduceus.cohort.layout import DEFAULT_STORE
 from neuro_caduceus.genome.strategies import COHORT_STRATEGIES
 from neuro_caduceus.variants.qc import QCConfig
 
@@ -138,7 +139,7 @@ class CohortConfig(_Strict):
     @property
     def window_store(self) -> str:
         """Where pooled window results live: output.window_store, or window_store/ under output.dir."""
-        return self.output.window_store or f"{self.output.dir.rstrip('/')}/window_store"
+        return self.output.window_store or f"{self.output.dir.rstrip('/')}/{DEFAULT_STORE}"
 
     def result_hash(self) -> str:
         """Hash of every setting that changes the embeddings (compute and output location excluded)."""

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import ray
 
 from neuro_caduceus.cohort.config import CohortConfig, load_config
 from neuro_caduceus.cohort.embed import embed_window_batches, gpus_per_actor, model_recipe
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.manifest import build_manifest, format_summary, new_run, write_manifest
 from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene, read_plan, write_plan
 from neuro_caduceus.cohort.progress import Progress
@@ -49,9 +49,6 @@ from neuro_caduceus.io import write_atomic
 from neuro_caduceus.provenance import cohort_recipe
 from neuro_caduceus.ray_session import ray_session
 
-JOB_FILE = "_job.json"
-OWN_FILES = ("_job.json", "_cohort.json", "manifest.json")  # besides shards/, units/, plans/ of listed units
-
 
 def build_units(cfg: CohortConfig) -> list[GeneUnit]:
     """Gene set -> regions -> windows, on the driver (genes only: small)."""
@@ -67,7 +64,7 @@ def build_units(cfg: CohortConfig) -> list[GeneUnit]:
 @dataclass(frozen=True)
 class PlanningStage:
     """What a planning task needs, and nothing more: the genotype source (chosen once, on the driver), the
-    haplotype strategy, the reference, the windowing, the window store and where plans are committed."""
+    haplotype strategy, the reference, the windowing, the window store and the job folder (plans go there)."""
 
     source: HaplotypeSource
     strategy: str
@@ -76,7 +73,7 @@ class PlanningStage:
     stride: int
     store_url: str
     tokens_per_batch: int
-    plans_dir: str
+    folder: JobFolder
 
     def unit_of(self, region_json: str) -> GeneUnit:
         """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
@@ -125,7 +122,7 @@ def plan_genes(batch: dict[str, Any], stage: PlanningStage, subjects: Any,
         plan = yield from gene_batches(reference, unit, haplotypes, stored, packer, note,
                                        stage.strategy == "additive")
         plan.genotype_counts = pa.concat_tables(counts) if counts else None
-        write_plan(stage.plans_dir, unit_name(unit.gene_id), plan)
+        write_plan(stage.folder, unit_name(unit.gene_id), plan)
         packer.gene_planned(note)
     yield from packer.flush()
 
@@ -136,35 +133,34 @@ def assemble_genes(batch: dict[str, Any], cfg: CohortConfig, subjects: Any, snap
     subjects = _resolve(subjects)
     store = WindowStore(cfg.window_store, {})
     index = key_index(cfg.window_store, snapshot)
-    plans_dir = f"{cfg.output.dir.rstrip('/')}/plans"
+    folder = JobFolder(cfg.output.dir)
     stats_out = []
     for name in batch["unit"]:
-        plan = read_plan(plans_dir, name)
+        plan = read_plan(folder, name)
         plan.sums, plan.lengths = store.lookup(plan.keys, index)
         stats = dict(plan.counts, gene_id=plan.unit.gene_id, gene_name=plan.unit.gene_name)
         stats["subjects"] = len(subjects)
         stats["naive_windows"] = len(subjects) * n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        write_unit(plan, subjects, cfg.haplotype_strategy, cfg.output.dir, recipe, stats, cfg.qc.max_missing)
+        write_unit(plan, subjects, cfg.haplotype_strategy, folder, recipe, stats, cfg.qc.max_missing)
         stats_out.append(json.dumps(stats))
     return {"unit": batch["unit"], "stats": np.array(stats_out, dtype=object)}
 
 
 def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool, units: list[GeneUnit],
-                    store: WindowStore) -> tuple[Any, str]:
-    """Create or validate the output folder; refuse to mix results of another config or checkpoint.
+                    store: WindowStore) -> JobFolder:
+    """Create or validate the job folder; refuse to mix results of another config or checkpoint.
 
     --overwrite deletes only what an earlier job wrote (the units its _job.json lists, its own files and a
     window store of another model at the default location), never files the job did not write.
     """
-    fs, root = fsspec.core.url_to_fs(cfg.output.dir)
-    root = root.rstrip("/")
+    folder = JobFolder(cfg.output.dir)
+    fs = folder.fs
     ident = {"config_hash": cfg.result_hash(), "checkpoint_sha256": checkpoint_sha}
-    job_file = f"{root}/{JOB_FILE}"
     default_store = cfg.output.window_store is None
-    if fs.exists(job_file):
-        with fs.open(job_file, "r") as f:
+    if fs.exists(folder.job_file):
+        with fs.open(folder.job_file, "r") as f:
             old = json.load(f)
         if {k: old.get(k) for k in ident} != ident:
             if not overwrite:
@@ -174,59 +170,38 @@ def _prepare_output(cfg: CohortConfig, checkpoint_sha: str, overwrite: bool, uni
                     f"{ident['config_hash']}/{checkpoint_sha[:12]}); use a new output.dir or --overwrite "
                     "(deletes only that job's files)"
                 )
-            _remove_own(fs, root, old.get("units", []))
-    elif fs.exists(root):
-        foreign = [p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
-        foreign = sorted(n for n in foreign if not (default_store and n == "window_store"))
-        if foreign:
-            listed = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-            raise FileExistsError(
-                f"{cfg.output.dir} holds files that are not a cohort job's output ({listed}); "
-                "choose a new or empty output.dir "
-                "(--overwrite deletes only files a cohort job wrote)"
-            )
+            folder.remove(old.get("units", []))
+    elif foreign := folder.foreign(default_store):
+        listed = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"{cfg.output.dir} holds files that are not a cohort job's output ({listed}); "
+            "choose a new or empty output.dir "
+            "(--overwrite deletes only files a cohort job wrote)"
+        )
     if default_store and overwrite:
         store.clear_if_other()
     store.open()
-    for sub in ("", "/shards", "/units", "/plans"):
-        fs.makedirs(f"{root}{sub}", exist_ok=True)
-    if not fs.exists(job_file):
+    folder.make()
+    if not fs.exists(folder.job_file):
         names = [unit_name(u.gene_id) for u in units]
         body = {**ident, "config": cfg.model_dump(mode="json"), "units": names}
-        write_atomic(fs, job_file, json.dumps(body, indent=1))
-    return fs, root
+        write_atomic(fs, folder.job_file, json.dumps(body, indent=1))
+    return folder
 
 
-def _remove_own(fs: Any, root: str, names: list[str]) -> None:
-    """Delete the files of the listed units and the job's own files; folders only if left empty."""
-    for name in names:
-        own = [f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json", f"{root}/plans/{name}.parquet",
-               f"{root}/plans/{name}.counts.parquet"]
-        for path in [*own, *fs.glob(f"{root}/shards/.{name}.parquet.tmp-*")]:
-            if fs.exists(path):
-                fs.rm(path)
-    for name in OWN_FILES:
-        if fs.exists(f"{root}/{name}"):
-            fs.rm(f"{root}/{name}")
-    for sub in ("shards", "units", "plans"):
-        if fs.exists(f"{root}/{sub}") and not fs.ls(f"{root}/{sub}"):
-            fs.rmdir(f"{root}/{sub}")
-
-
-def _cohort(fs: Any, root: str, source: HaplotypeSource, units: list[GeneUnit]) -> tuple[list[str], dict]:
+def _cohort(folder: JobFolder, source: HaplotypeSource, units: list[GeneUnit]) -> tuple[list[str], dict]:
     """Subjects and QC summary, computed once per output folder (a resumed run reuses them verbatim)."""
-    path = f"{root}/_cohort.json"
-    if fs.exists(path):
-        with fs.open(path, "r") as f:
+    if folder.fs.exists(folder.cohort_file):
+        with folder.fs.open(folder.cohort_file, "r") as f:
             saved = json.load(f)
         return saved["subjects"], saved["qc"]
     subjects, qc = source.subjects_and_qc([u.region for u in units])
-    write_atomic(fs, path, json.dumps({"subjects": subjects, "qc": qc}))
+    write_atomic(folder.fs, folder.cohort_file, json.dumps({"subjects": subjects, "qc": qc}))
     return subjects, qc
 
 
-def _check_shards(out_dir: str, names: list[str]) -> list[str | None]:
-    return [check_unit(out_dir, n) for n in names]
+def _check_shards(folder: JobFolder, names: list[str]) -> list[str | None]:
+    return [check_unit(folder, n) for n in names]
 
 
 def _check_batches(store_url: str, paths: list[str]) -> list[str | None]:
@@ -234,7 +209,7 @@ def _check_batches(store_url: str, paths: list[str]) -> list[str | None]:
     return [store.check(p) for p in paths]
 
 
-def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: list[str]) -> dict:
+def _verify(cfg: CohortConfig, folder: JobFolder, store: WindowStore, done: list[str]) -> dict:
     """Committed output is verified, not trusted by name: damaged shards and store batches are deleted (and
     counted) so that this run redoes them. Runs as parallel CPU tasks, 64 files each."""
     check_shards = ray.remote(num_cpus=cfg.compute.cpus_per_task)(_check_shards)
@@ -242,16 +217,16 @@ def _verify(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, done: lis
     partial = store.remove_partial()
     batches = store.batch_files()
     chunks = [(done[i:i + 64], batches[i:i + 64]) for i in range(0, max(len(done), len(batches)), 64)]
-    refs = [(s, b, check_shards.remote(cfg.output.dir, s), check_batches.remote(store.url, b))
+    refs = [(s, b, check_shards.remote(folder, s), check_batches.remote(store.url, b))
             for s, b in chunks]
     damaged = {"shards": [], "store_batches": [], "partial_store_batches_removed": partial}
     for names, paths, shard_ref, batch_ref in refs:
         for name, why in zip(names, ray.get(shard_ref), strict=True):
             if why:
                 damaged["shards"].append({"gene": name, "why": why})
-                for path in (f"{root}/shards/{name}.parquet", f"{root}/units/{name}.json"):
-                    if fs.exists(path):
-                        fs.rm(path)
+                for path in folder.unit_files(name):
+                    if folder.fs.exists(path):
+                        folder.fs.rm(path)
         for path, why in zip(paths, ray.get(batch_ref), strict=True):
             if why:
                 damaged["store_batches"].append({"batch": path.rsplit("/", 1)[-1], "why": why})
@@ -272,30 +247,29 @@ def run_embed_cohort(config: CohortConfig | str | Path, overwrite: bool = False,
     store = WindowStore(cfg.window_store, store_identity(model))
     if not overwrite or cfg.output.window_store is not None:
         store.open(create=False)
-    fs, root = _prepare_output(cfg, model["checkpoint_sha256"], overwrite, units, store)
+    folder = _prepare_output(cfg, model["checkpoint_sha256"], overwrite, units, store)
     with ray_session():
         try:
-            return _run(cfg, fs, root, store, units, model, quiet, t0)
+            return _run(cfg, folder, store, units, model, quiet, t0)
         except KeyboardInterrupt:
-            done = len(_committed(fs, root))
+            done = len(folder.committed())
             print(f"\ninterrupted: {done} of {len(units)} genes committed in {cfg.output.dir}/shards, "
                   f"{len(store.batch_files())} window batches in {cfg.window_store}; run the same command "
                   "again to resume (committed work is kept)", file=sys.stderr, flush=True)
             raise
 
 
-def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[GeneUnit], model: dict,
+def _run(cfg: CohortConfig, folder: JobFolder, store: WindowStore, units: list[GeneUnit], model: dict,
          quiet: bool, t0: float) -> dict:
-
-    for stale in fs.glob(f"{root}/shards/.*.tmp-*"):  # a crashed run's uncommitted shard
-        fs.rm(stale)
+    for stale in folder.temp_shards():  # a crashed run's uncommitted shards
+        folder.fs.rm(stale)
     source = open_source(cfg.inputs, cfg.qc)  # the one choice of genotype reader for this run
-    subjects, qc = _cohort(fs, root, source, units)
-    rc_check = rc_check_for_job(cfg, fs, root, [u.gene_id for u in units], gpus_per_actor(cfg))
+    subjects, qc = _cohort(folder, source, units)
+    rc_check = rc_check_for_job(cfg, folder, [u.gene_id for u in units], gpus_per_actor(cfg))
     recipe = cohort_recipe(cfg, model, units, qc, rc_check, source=source.path)
     names = {unit_name(u.gene_id) for u in units}
-    run = new_run(_verify(cfg, fs, root, store, sorted(_committed(fs, root) & names)))
-    done = _committed(fs, root)
+    run = new_run(_verify(cfg, folder, store, sorted(folder.committed() & names)))
+    done = folder.committed()
     pending = [u for u in units if unit_name(u.gene_id) not in done]
     stall = cfg.compute.stall_warning_s
     progress = Progress(len(pending), quiet, stall, lambda phase: _waiting_for(cfg, phase))
@@ -307,18 +281,14 @@ def _run(cfg: CohortConfig, fs: Any, root: str, store: WindowStore, units: list[
             new_stats = _assemble_phase(cfg, pending, subjects_ref, recipe, run["run_id"], progress)
     finally:
         progress.close()
-    manifest = build_manifest(fs, root, cfg, recipe, units, subjects, qc, len(units) - len(pending),
+    manifest = build_manifest(folder, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0, run)
     manifest["rc_check"] = rc_check
     apply_genotype_summary(manifest, cfg.haplotype_strategy, cfg.qc.max_missing)
-    write_manifest(fs, root, manifest)
+    write_manifest(folder, manifest)
     if not quiet:
         print(format_summary(manifest), file=sys.stdout, flush=True)
     return manifest
-
-
-def _committed(fs: Any, root: str) -> set[str]:
-    return {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in fs.glob(f"{root}/shards/*.parquet")}
 
 
 def _embed_phase(cfg: CohortConfig, source: HaplotypeSource, pending: list[GeneUnit], subjects_ref: Any,
@@ -346,7 +316,7 @@ def _embed_phase(cfg: CohortConfig, source: HaplotypeSource, pending: list[GeneU
 def _planning_stage(cfg: CohortConfig, source: HaplotypeSource) -> PlanningStage:
     return PlanningStage(source, cfg.haplotype_strategy, cfg.inputs.reference_fasta, cfg.model.window,
                          cfg.model.effective_stride, cfg.window_store, cfg.compute.tokens_per_batch,
-                         f"{cfg.output.dir.rstrip('/')}/plans")
+                         JobFolder(cfg.output.dir))
 
 
 def run_add(run: dict, row: dict, genes: list[dict]) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.shards import unit_name
 from neuro_caduceus.cohort.store import store_identity
 from neuro_caduceus.io import write_atomic
@@ -36,19 +36,18 @@ def new_run(damaged: dict) -> dict:
     }
 
 
-def _earlier_runs(fs: Any, root: str) -> list[dict]:
-    path = f"{root}/manifest.json"
-    if not fs.exists(path):
+def _earlier_runs(folder: JobFolder) -> list[dict]:
+    if not folder.fs.exists(folder.manifest):
         return []
-    with fs.open(path, "r") as f:
+    with folder.fs.open(folder.manifest, "r") as f:
         return json.load(f).get("runs", [])
 
 
-def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
+def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
                    qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
     per_gene = []
     for unit in units:
-        with fs.open(f"{root}/units/{unit_name(unit.gene_id)}.json", "r") as f:
+        with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
             per_gene.append(json.load(f))
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
@@ -91,13 +90,13 @@ def build_manifest(fs: Any, root: str, cfg: CohortConfig, recipe: dict, units: l
         },
         "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
         "throughput": throughput,
-        "runs": [*_earlier_runs(fs, root), run],
+        "runs": [*_earlier_runs(folder), run],
         "per_gene": per_gene,
     }
 
 
-def write_manifest(fs: Any, root: str, manifest: dict) -> None:
-    write_atomic(fs, f"{root}/manifest.json", json.dumps(manifest, indent=1))
+def write_manifest(folder: JobFolder, manifest: dict) -> None:
+    write_atomic(folder.fs, folder.manifest, json.dumps(manifest, indent=1))
 
 
 def format_summary(m: dict) -> str:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.window_jobs import job
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
@@ -201,7 +201,7 @@ def _plan_single_variants(reference: Any, unit: GeneUnit, slots: KeyedWindows, r
 PLAN_META = b"neuro_caduceus.plan"
 
 
-def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
+def write_plan(folder: JobFolder, name: str, plan: GenePlan) -> None:
     """plans/<name>.parquet: one row per haplotype; keys, reference slots and counts in the footer."""
     meta = {"gene_id": plan.unit.gene_id, "gene_name": plan.unit.gene_name, "keys": plan.keys,
             "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts, "variants": plan.variants,
@@ -214,12 +214,13 @@ def write_plan(plans_dir: str, name: str, plan: GenePlan) -> None:
         "hap_variants": pa.array(plan.hap_variants or [[] for _ in plan.hap_keys], pa.list_(pa.int64())),
     }).replace_schema_metadata({PLAN_META: json.dumps(meta).encode()})
     if plan.genotype_counts is not None:  # before the plan: a plan file implies its counts are there
-        write_parquet(plan.genotype_counts, f"{plans_dir}/{name}.counts.parquet")
-    write_parquet(table, f"{plans_dir}/{name}.parquet")
+        write_parquet(plan.genotype_counts, folder.plan_counts(name), fs=folder.fs)
+    write_parquet(table, folder.plan(name), fs=folder.fs)
 
 
-def read_plan(plans_dir: str, name: str) -> GenePlan:
-    with fsspec.open(f"{plans_dir}/{name}.parquet", "rb") as f:
+def read_plan(folder: JobFolder, name: str) -> GenePlan:
+    fs = folder.fs
+    with fs.open(folder.plan(name), "rb") as f:
         table = pq.read_table(f)
     meta = json.loads(table.schema.metadata[PLAN_META])
     rows = table.to_pydict()
@@ -227,11 +228,9 @@ def read_plan(plans_dir: str, name: str) -> GenePlan:
     carriers = [list(zip(s, h, strict=True)) for s, h in zip(rows["carrier_subject"], rows["carrier_hap"],
                                                              strict=True)]
     unit = GeneUnit(meta["gene_id"], meta["gene_name"], None, [])
-    counts_url = f"{plans_dir}/{name}.counts.parquet"
-    fs, counts_path = fsspec.core.url_to_fs(counts_url)
     counts = None
-    if fs.exists(counts_path):
-        with fs.open(counts_path, "rb") as f:
+    if fs.exists(folder.plan_counts(name)):
+        with fs.open(folder.plan_counts(name), "rb") as f:
             counts = pq.read_table(f)
     return GenePlan(unit, meta["keys"], np.array(meta["ref_slots"], dtype=np.int64), rows["haplotype_key"],
                     repl, carriers, meta["counts"], genotype_counts=counts,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.genome.annotation import read_genes
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.io import write_atomic
@@ -79,13 +80,13 @@ def check_or_raise(record: dict) -> dict:
     return record
 
 
-def rc_check_for_job(cfg: Any, fs: Any, root: str, gene_ids: list[str], gpus: float) -> dict:
+def rc_check_for_job(cfg: Any, folder: JobFolder, gene_ids: list[str], gpus: float) -> dict:
     """The cohort job's hook: run once per output folder on the actors' kind of device (a Ray task with
     the actors' GPU share), store `_rc_check.json`, reuse it when resuming; raise RCCheckFailed above the
     tolerance."""
     import ray
 
-    path = f"{root}/_rc_check.json"
+    fs, path = folder.fs, folder.rc_check
     rc = cfg.rc_check
     if not rc.enabled:
         return {"enabled": False}

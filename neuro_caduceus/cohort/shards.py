@@ -14,12 +14,12 @@ import json
 import re
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.plan import GenePlan
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
 from neuro_caduceus.genome.strategies import n_haps
@@ -94,7 +94,7 @@ def additive_subject_embeddings(plan: GenePlan, subjects: list[str], ref: np.nda
 
 
 def write_unit(
-    plan: GenePlan, subjects: list[str], strategy: str, out_dir: str, recipe: dict, stats: dict,
+    plan: GenePlan, subjects: list[str], strategy: str, folder: JobFolder, recipe: dict, stats: dict,
     max_missing: int | None = None,
 ) -> int:
     """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename.
@@ -109,9 +109,9 @@ def write_unit(
     else:
         ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
-    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs = folder.fs
     schema = shard_schema(ref.shape[0], recipe, n_missing=True)
-    with atomic_path(f"{root}/shards/{name}.parquet", fs) as tmp:
+    with atomic_path(folder.shard(name), fs) as tmp:
         with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema) as writer:
             for start in range(0, len(subjects), SUBJECT_CHUNK):
                 chunk = subjects[start : start + SUBJECT_CHUNK]
@@ -136,7 +136,7 @@ def write_unit(
         size, digest = _file_digest(fs, tmp)
         rows = len(subjects) - stats["excluded_subject_genes"]
         stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
-        write_atomic(fs, f"{root}/units/{name}.json", json.dumps(stats, indent=1, sort_keys=True))
+        write_atomic(fs, folder.unit_stats(name), json.dumps(stats, indent=1, sort_keys=True))
     return rows
 
 
@@ -149,17 +149,17 @@ def _file_digest(fs: Any, path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def check_unit(out_dir: str, name: str) -> str | None:
+def check_unit(folder: JobFolder, name: str) -> str | None:
     """None if the committed shard matches what its stats recorded at commit, else what is wrong."""
-    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs = folder.fs
     try:
-        with fs.open(f"{root}/units/{name}.json", "r") as f:
+        with fs.open(folder.unit_stats(name), "r") as f:
             recorded = json.load(f).get("shard")
     except (OSError, ValueError) as err:
         return f"stats file unreadable ({err})"
     if not recorded:
         return "no row count or checksum recorded at commit"
-    path = f"{root}/shards/{name}.parquet"
+    path = folder.shard(name)
     try:
         with fs.open(path, "rb") as f:
             rows = pq.read_metadata(f).num_rows

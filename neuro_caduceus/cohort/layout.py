@@ -1,0 +1,127 @@
+"""The job folder: every path a cohort job writes under `output.dir`, and which of them the job owns.
+
+Why one place: preparing the folder, `--overwrite`, verifying committed shards and listing what is committed
+must agree on the same names; a file the job writes but `--overwrite` does not know of outlives its job
+(and is reused by the next one). Layout (a folder or any fsspec URL):
+
+    _job.json                 config hash, checkpoint sha256, config and the units of the job
+    _cohort.json              subjects and QC summary (computed once per folder)
+    _rc_check.json            the reverse-complement check's record (run once per folder)
+    manifest.json             what was embedded, reused, and what it cost
+    shards/<unit>.parquet     one committed shard per gene
+    units/<unit>.json         its stats, with the shard's row count, size and sha256
+    plans/<unit>.parquet      its reassembly plan (+ plans/<unit>.counts.parquet: its genotype counts)
+    window_store/             the window store at its default location (not the job's own files)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import fsspec
+
+from neuro_caduceus.io import TEMP_GLOB
+
+SUBFOLDERS = ("shards", "units", "plans")
+DEFAULT_STORE = "window_store"
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """The job folder at `url`; paths are paths on `fs` (`url` itself is for messages and workers)."""
+
+    url: str
+
+    @cached_property
+    def fs(self) -> Any:
+        return fsspec.core.url_to_fs(self.url)[0]
+
+    @cached_property
+    def root(self) -> str:
+        return fsspec.core.url_to_fs(self.url)[1].rstrip("/")
+
+    @property
+    def job_file(self) -> str:
+        return f"{self.root}/_job.json"
+
+    @property
+    def cohort_file(self) -> str:
+        return f"{self.root}/_cohort.json"
+
+    @property
+    def rc_check(self) -> str:
+        return f"{self.root}/_rc_check.json"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/manifest.json"
+
+    @property
+    def shards_dir(self) -> str:
+        return f"{self.root}/shards"
+
+    @property
+    def units_dir(self) -> str:
+        return f"{self.root}/units"
+
+    @property
+    def plans_dir(self) -> str:
+        return f"{self.root}/plans"
+
+    def shard(self, name: str) -> str:
+        return f"{self.shards_dir}/{name}.parquet"
+
+    def unit_stats(self, name: str) -> str:
+        return f"{self.units_dir}/{name}.json"
+
+    def plan(self, name: str) -> str:
+        return f"{self.plans_dir}/{name}.parquet"
+
+    def plan_counts(self, name: str) -> str:
+        return f"{self.plans_dir}/{name}.counts.parquet"
+
+    def job_files(self) -> list[str]:
+        """The files of the job as a whole (not of one unit)."""
+        return [self.job_file, self.cohort_file, self.rc_check, self.manifest]
+
+    def unit_files(self, name: str) -> list[str]:
+        """The committed files of one unit (its shard and stats: what verification deletes when damaged)."""
+        return [self.shard(name), self.unit_stats(name)]
+
+    def owned_files(self, names: list[str]) -> list[str]:
+        """Every file the job writes for the listed units and for itself, existing or not: what `--overwrite`
+        deletes (with the units' uncommitted temporary shards)."""
+        per_unit = [p for n in names for p in (*self.unit_files(n), self.plan(n), self.plan_counts(n))]
+        return [*per_unit, *self.job_files()]
+
+    def temp_shards(self, name: str = "*") -> list[str]:
+        """Uncommitted shards of a crashed writer (of one unit, or of every unit)."""
+        return self.fs.glob(f"{self.shards_dir}/{TEMP_GLOB.replace('*', f'{name}.parquet', 1)}")
+
+    def committed(self) -> set[str]:
+        """Unit names with a committed shard."""
+        shards = self.fs.glob(f"{self.shards_dir}/*.parquet")
+        return {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in shards}
+
+    def foreign(self, default_store: bool) -> list[str]:
+        """Names at the top of an existing folder without a `_job.json` (the default window store aside)."""
+        if not self.fs.exists(self.root):
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        return sorted(n for n in names if not (default_store and n == DEFAULT_STORE))
+
+    def make(self) -> None:
+        for sub in ("", *(f"/{s}" for s in SUBFOLDERS)):
+            self.fs.makedirs(f"{self.root}{sub}", exist_ok=True)
+
+    def remove(self, names: list[str]) -> None:
+        """Delete the job's own files of the listed units and of itself; subfolders only if left empty."""
+        for path in [*self.owned_files(names), *(t for n in names for t in self.temp_shards(n))]:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        for sub in SUBFOLDERS:
+            path = f"{self.root}/{sub}"
+            if self.fs.exists(path) and not self.fs.ls(path):
+                self.fs.rmdir(path)
