@@ -4,10 +4,10 @@ and the object store when windows travel as recipes (window jobs) instead of seq
     python benchmarks/bench_scale.py [--samples 50000 200000] [--windows 8192 131072] [--embed-one-batch]
 
 Per cohort size and window: planning time and peak RSS of the planning worker (a child process running the
-job's own `gene_batches`), bytes handed to the object store for the gene (the Arrow window-job batches),
-distinct windows and tokens to embed, the bytes of those distinct window sequences, and the old design's
-pickled per-gene plan (every distinct window held as a string, one object per gene) for the same gene.
-`--embed-one-batch` also embeds two windows of the first batch in a child process with the job's actor
+job's own `plan_gene` and batch packing), bytes handed to the object store for the gene (the Arrow window-job
+batches), distinct windows and tokens to embed, the bytes of those distinct window sequences, and the old
+design's pickled per-gene plan (every distinct window held as a string, one object per gene) for the same
+gene. `--embed-one-batch` also embeds two windows of the first batch in a child process with the job's actor
 class (random tiny-ps checkpoint, CPU) and reports that worker's peak RSS. Gene: `synthetic.exome_gene`
 (60 kb, 10 kb captured in 12 exons, unphased calls, rare-heavy spectrum with indels, a few common variants).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _child_plan(workdir: str, n: int, window: int, seed: int) -> dict:
-    """Planning in this (child) process: the job's gene_batches over the generated gene."""
+    """Planning in this (child) process: the job's planning of the generated gene."""
     from neuro_caduceus.cohort.plan import GenePlan, GeneUnit, open_reference
     from neuro_caduceus.cohort.window_jobs import job_window
     from neuro_caduceus.genome.haplotypes import build_sequence
@@ -40,17 +40,14 @@ def _child_plan(workdir: str, n: int, window: int, seed: int) -> dict:
     unit = GeneUnit("EXOME1", "EXOME1", gene.region, tile_windows(gene.region, window))
     reference = open_reference(gene.fasta)
     t0 = time.perf_counter()
-    handed, batches, first = 0, 0, None
-    for batch in _batches(reference, unit, gene.haplotypes, window, result := {}):
-        handed, batches, first = handed + batch.nbytes, batches + 1, batch if first is None else first
-    plan: GenePlan = result["plan"]
+    plan, packed = _plan(reference, unit, gene.haplotypes, window)
+    handed, batches, first = sum(b.nbytes for b in packed), len(packed), packed[0]
     plan_s = time.perf_counter() - t0
     rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     Path(workdir, f"first_{n}_{window}.arrow").write_bytes(pickle.dumps(first))
     # the old design's unit of work: the same plan with every distinct window sequence in it, pickled
     keyed = {j["key"]: build_sequence(reference, *job_window(j)).sequence
-             for batch in _batches(reference, unit, gene.haplotypes, window, {})
-             for j in batch.column("jobs")[0].as_py()}
+             for batch in packed for j in batch.column("jobs")[0].as_py()}
     seqs = [keyed[k] for k in plan.keys]
     old = len(pickle.dumps(GenePlan(unit, seqs, plan.ref_slots, plan.hap_keys, plan.hap_repl, plan.carriers,
                                     plan.counts)))
@@ -63,16 +60,14 @@ def _child_plan(workdir: str, n: int, window: int, seed: int) -> dict:
             "old_plan_bytes": old}
 
 
-def _batches(reference, unit, haplotypes, window: int, result: dict):
-    """The job's planning of one gene, no stored keys, 8 windows per batch; the plan goes to result."""
-    from neuro_caduceus.cohort.job import gene_batches
+def _plan(reference, unit, haplotypes, window: int):
+    """The job's planning of one gene, no stored keys, 8 windows per batch: (plan, batches)."""
+    from neuro_caduceus.cohort.plan import plan_gene
     from neuro_caduceus.cohort.window_jobs import BatchPacker
 
+    planned = plan_gene(reference, unit, haplotypes)
     packer = BatchPacker(8 * window)
-    stream = gene_batches(reference, unit, haplotypes, set(), packer,
-                          {"windows": 0, "new": 0, "stored": 0, "tokens_new": 0})
-    result["plan"] = yield from stream
-    yield from packer.flush()
+    return planned.plan, [*packer.add_gene(unit.gene_id, planned.jobs, set()), *packer.flush()]
 
 
 def _child_embed(workdir: str, n: int, window: int) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from typing import Any
 import yaml
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.errors import INTERRUPTED, debug_requested, report
+from neuro_caduceus.io import discard
 from neuro_caduceus.model.config import preset_config
 from neuro_caduceus.stats.jobs import run_pca, run_residualize
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix
@@ -152,21 +153,67 @@ def _found(planted: str, logo_top: dict, test_top: dict) -> str:
     return f"{planted} ranked first with corrected p < 0.05? " + "; ".join(verdicts)
 
 
+def demo_entries(out: Path) -> list[Path]:
+    """What the demo wrote in `out` (its OUTPUTS folders); anything else there is refused, never deleted.
+
+    Why: `--fresh` deletes the demo's own outputs only; an `--out` that also holds other files (a thesis,
+    a results table) is someone else's folder.
+    """
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; choose a folder")
+    ours = {name.rstrip("/") for name in OUTPUTS}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if foreign:
+        raise ValueError(f"--out {out} holds {len(foreign)} entries the demo did not write "
+                         f"({', '.join(foreign[:5])}); choose another --out (the demo never deletes them)")
+    return sorted(p for p in out.iterdir())
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neuro_caduceus.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"), help="cohort job config")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--genes", type=int, default=6)
+    parser.add_argument("--samples", type=positive, default=200)
+    parser.add_argument("--genes", type=positive, default=6)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--perms", type=int, default=39,
+    parser.add_argument("--perms", type=positive, default=39,
                         help="LOGO permutations (smallest family-wise p = 1 / (1 + perms); default 39)")
-    parser.add_argument("--fresh", action="store_true", help="delete --out first and redo every stage")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the demo's own outputs in --out first and redo every stage")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"{args.config} not found: run from the repository root or pass --config")
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        if args.debug or debug_requested():
+            raise
+        print("\ninterrupted: rerun the same command to resume (complete stages are skipped)",
+              file=sys.stderr)
+        return INTERRUPTED
+    except Exception as err:
+        if args.debug or debug_requested():
+            raise
+        return report(err)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo with its checked arguments; errors go to `main`."""
+    entries = demo_entries(args.out)  # refuses a folder holding anything else, with or without --fresh
+    if args.fresh:
+        for entry in entries:
+            discard(entry)
     t0 = time.time()
     summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed, args.perms)
     print(f"\n== demo finished in {time.time() - t0:.0f} s", flush=True)

@@ -119,7 +119,7 @@ def _field_rows(model: type[BaseModel], prefix: str) -> Iterator[str]:
                f"{f' ({limits})' if limits else ''} |")
 
 
-def _model_tables(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+def model_tables(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
     yield "| key | type | default | description |"
     yield "|---|---|---|---|"
     yield from _field_rows(model, prefix)
@@ -130,7 +130,7 @@ def _model_tables(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
             yield ""
             yield f"### `{key}`"
             yield ""
-            yield from _model_tables(section, f"{key}.")
+            yield from model_tables(section, f"{key}.")
 
 
 def render_config() -> str:
@@ -150,7 +150,7 @@ def render_config() -> str:
         lines += [f"## {title}", "", f"Read by {used_by}", ""]
         if model.__doc__:
             lines += [_first_paragraph(model.__doc__), ""]
-        lines += list(_model_tables(model))
+        lines += list(model_tables(model))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

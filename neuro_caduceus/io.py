@@ -12,6 +12,7 @@ It imports nothing from neuro_caduceus, so every area (model, genome, ...) may u
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 RECIPE_KEY = b"neuro_caduceus.recipe"  # Parquet schema metadata: the embedding recipe (JSON)
+FORMAT_KEY = b"neuro_caduceus.format"  # Parquet schema metadata: the file's format version (an integer)
+SHARD_FORMAT = 1  # the embedding shards' layout: written by the cohort job, read by the subject matrix
+FEATURES_FORMAT = 1  # the stats stages' feature files (subject matrix, scores, residuals): read by the next
 STAGES_KEY = b"neuro_caduceus.stages"  # Parquet schema metadata: the stats stages' records (JSON list)
 TEMP_GLOB = ".*.tmp*"  # every name `temp_name` gives (and the older `.<name>.tmp`)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -61,33 +65,65 @@ def check_output_not_input(outputs: Iterable[str | Path], inputs: Iterable[str |
 
 
 @contextlib.contextmanager
-def output_dir(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
-    """An output folder checked against the inputs; when the block fails, what it created there is removed.
+def output_dir(
+    out: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+) -> Iterator[Path]:
+    """The one output-folder rule: yields a temporary folder beside `out`, renamed onto `out` when the block
+    succeeds.
 
-    Entries present before the run are left alone (a failed run never deletes data it did not write); a
-    folder the run created is removed whole, so a failed run leaves nothing behind.
+    Before any work: `out` must not be an input, and must be absent, empty, or (with `overwrite`) hold only
+    what a neuro-caduceus command wrote there (`check_replaceable`); temporary folders an interrupted run left
+    beside it are removed. On success the old entries we wrote are replaced and the marker lists the new
+    ones; on failure (or Ctrl-C) the temporary folder goes and `out` is untouched, so a failed pre-flight
+    writes nothing and the corrected rerun is not refused.
     """
     out = Path(out)
     check_output_not_input([out], inputs)
-    existed = out.exists()
-    before = set(os.listdir(out)) if existed and out.is_dir() else set()
+    remove_leftovers(out)
+    check_replaceable(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(temp_name(out))
+    tmp.mkdir()
     try:
-        yield out
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        elif out.is_dir():
-            for name in set(os.listdir(out)) - before:
-                target = out / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        target.unlink()
-        raise
+        yield tmp
+        replace_output(tmp, out, overwrite)
+    except BaseException as err:
+        with contextlib.suppress(Exception):  # never hide the error that stopped the run
+            discard(tmp)
+        named = named_disk_full(err, out)
+        if named is err:
+            raise
+        raise named from err
+
+
+def named_disk_full(err: BaseException, path: str | Path) -> BaseException:
+    """A disk-full (or quota) error that names no file gets `path`, the output being written; any other
+    error is returned as it is."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+        return OSError(err.errno, f"{os.strerror(err.errno)} while writing {path}; free space or choose "
+                       "another output location", str(path))
+    return err
+
+
+def remove_leftovers(out: str | Path) -> list[Path]:
+    """Remove the temporary files and folders (`temp_name`'s `.<name>.tmp-*`) an interrupted write of `out`
+    left beside it; returns them. Two runs writing the same `out` at once are not supported."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    left = sorted(out.parent.glob(f".{glob_escape(out.name)}.tmp-*"))
+    for path in left:
+        discard(path)
+    return left
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 MARKER = ".neuro-caduceus-output.json"  # in an output folder: the entries this project wrote there
+OVERWRITE_HELP = "Replace an existing --out (only what neuro-caduceus wrote there; other files block it)."
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> None:
@@ -141,6 +177,32 @@ def replace_output(tmp: str | Path, out: str | Path, overwrite: bool) -> None:
     commit(tmp, out)
 
 
+# ------------------------------------------------------------------------------------------ filesystems
+
+FILESYSTEM_EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}  # URL scheme -> the pip extra
+
+
+class FilesystemMissing(ValueError):
+    """A URL whose fsspec filesystem package (gcsfs, s3fs, ...) is not installed here."""
+
+    def __init__(self, url: str, err: ImportError):
+        scheme = str(url).split("://", 1)[0]
+        extra = FILESYSTEM_EXTRAS.get(scheme)
+        advice = (f"pip install 'neuro-caduceus[{extra}]'" if extra
+                  else f"install the fsspec filesystem package for {scheme}://")
+        reason = " ".join(str(err).split()) or type(err).__name__
+        super().__init__(f"{url}: cannot open {scheme}:// URLs in this environment ({reason}); {advice}")
+
+
+def filesystem(url: str | Path) -> tuple[Any, str]:
+    """(fsspec filesystem, path on it) of a local path or URL; a missing filesystem package is a
+    `FilesystemMissing` naming the URL and the extra to install."""
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except ImportError as err:
+        raise FilesystemMissing(str(url), err) from err
+
+
 # ------------------------------------------------------------------------------------------- atomic writes
 
 
@@ -159,7 +221,7 @@ def _target(path: str | Path, fs: Any) -> tuple[Any, Any]:
     if fs is None and "://" not in str(path):
         return None, Path(path)
     if fs is None:
-        return fsspec.core.url_to_fs(str(path))
+        return filesystem(path)
     return fs, str(path)
 
 
@@ -218,10 +280,13 @@ def atomic_path(path: str | Path, fs: Any = None) -> Iterator[Any]:
     try:
         yield tmp
         commit(tmp, path, fs)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(Exception):  # best effort: never hide the error that stopped the write
             discard(tmp, fs)
-        raise
+        named = named_disk_full(err, path)
+        if named is err:
+            raise
+        raise named from err
 
 
 @contextlib.contextmanager
@@ -289,6 +354,26 @@ def metadata_json(metadata: dict[bytes, bytes] | None, key: bytes, source: str =
         raise ValueError(f"{where}metadata key {key.decode()} is not valid JSON: {err}") from err
 
 
+def format_metadata(version: int) -> dict[bytes, bytes]:
+    """Schema metadata that stamps a Parquet file with its format version under `FORMAT_KEY`."""
+    return {FORMAT_KEY: str(version).encode()}
+
+
+def check_format(found: Any, supported: int, source: str) -> None:
+    """Refuse an artifact of a format this version cannot read: newer than `supported`, or not a version.
+
+    `found` is the version the file carries (an int, its text, or None for a file written before formats were
+    stamped: format 1). Why: a later change of layout must never be misread silently by an older reader.
+    """
+    text = found.decode() if isinstance(found, bytes) else found
+    version = 1 if text is None else text
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= supported:
+        raise ValueError(f"{source}: format version {text}, but this neuro-caduceus reads format {supported} "
+                         "(and older); use the neuro-caduceus version that wrote it, or write the file again")
+
+
 def recipe_from_metadata(metadata: dict[bytes, bytes] | None, source: str = "") -> dict:
     """The recipe a Parquet schema's metadata carries ({} when it has none)."""
     return dict(metadata_json(metadata, RECIPE_KEY, source) or {})
@@ -296,7 +381,8 @@ def recipe_from_metadata(metadata: dict[bytes, bytes] | None, source: str = "") 
 
 def parquet_metadata(path: str) -> dict[bytes, bytes]:
     """Schema metadata of one Parquet file (local or URL); only the footer is read."""
-    with fsspec.open(path, "rb") as f:
+    fs, p = filesystem(path)
+    with fs.open(p, "rb") as f:
         return dict(pq.read_schema(f).metadata or {})
 
 
@@ -306,7 +392,7 @@ def parquet_files(folder: str | Path) -> list[str]:
     A folder without any gives []; a path that is not a folder is a FileNotFoundError.
     """
     folder = str(folder)
-    fs, root = fsspec.core.url_to_fs(folder)
+    fs, root = filesystem(folder)
     if not fs.isdir(root):
         raise FileNotFoundError(f"{folder}: not a folder")
     files = [p for p in fs.ls(root, detail=False)
@@ -320,7 +406,7 @@ def resolve_parquet_folder(path: str | Path, preferred: Sequence[str] = ()) -> s
     holds Parquet. Several candidates without a preference are an error: which one is meant is the user's
     choice."""
     path = str(path).rstrip("/")
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = filesystem(path)
     if not fs.isdir(root):
         raise FileNotFoundError(f"{path}: no such folder")
     if parquet_files(path):
@@ -344,6 +430,7 @@ def resolve_parquet_folder(path: str | Path, preferred: Sequence[str] = ()) -> s
 def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "") -> pl.DataFrame:
     """A subject table (covariates, phenotypes, ...): CSV, TSV/TXT or Parquet by extension, with `""`, `NA`
     and `NaN` read as missing; the `subject_id` column must exist, is read as strings and must be unique.
+    Rows come sorted by subject id (results never depend on the file's row order).
 
     Errors name the file and the column (`hint`: what to do about a missing id column).
     """
@@ -366,7 +453,7 @@ def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "")
     if dups.len():
         raise ValueError(f"{p}: {dups.len()} subject id(s) in column {subject_id!r} appear more than once "
                          f"(e.g. {dups.head(10).to_list()})")
-    return df
+    return df.sort(subject_id)
 
 
 # ------------------------------------------------------------------------------------------------- YAML
@@ -378,6 +465,8 @@ def read_yaml_model(path: str | Path, model: type[BaseModel], what: str = "", ex
     `what` names the kind of file in the messages ("gene set"); `expected` says what it should hold.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the YAML file".lstrip())
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist".lstrip())
     try:

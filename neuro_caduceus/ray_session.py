@@ -4,15 +4,27 @@
 a cluster started with `ray start` on this machine, else it starts a local one. Ray that is already
 initialised in this process (a test fixture, an earlier stage of the demo) is reused as it is. Workers'
 logs are not forwarded to the driver: the commands print their own one-screen summaries.
+
+A local Ray started here is registered (its processes, by pid and start time) until the driver disconnects;
+a driver killed outright (SIGKILL, OOM) cannot stop it, so the next command that starts Ray on this machine
+ends the processes a dead driver registered, and only those (Linux: read from /proc).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ray
+
+REGISTRY = Path(tempfile.gettempdir()) / f"neuro-caduceus-ray-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 def ensure_ray(address: str | None = None, **local: Any) -> bool:
@@ -22,7 +34,9 @@ def ensure_ray(address: str | None = None, **local: Any) -> bool:
     """
     if ray.is_initialized():
         return False
+    end_orphans()
     ray.init(address=address, log_to_driver=False, **local)
+    register_local_ray()
     return True
 
 
@@ -35,3 +49,69 @@ def ray_session(address: str | None = None, **local: Any) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+            unregister_local_ray()
+
+
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of process `pid` (None when it does not exist): pid + start time name one
+    process, never a later one that reused the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def register_local_ray() -> None:
+    """Record the Ray processes this driver started (none when it joined a cluster)."""
+    if not Path("/proc/self/stat").exists():
+        return
+    own = [(p, _start_time(p)) for p in _descendants(os.getpid())]
+    if own:
+        REGISTRY.mkdir(exist_ok=True)
+        entry = {"driver": [os.getpid(), _start_time(os.getpid())], "processes": own}
+        (REGISTRY / f"{os.getpid()}.json").write_text(json.dumps(entry))
+
+
+def unregister_local_ray() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (REGISTRY / f"{os.getpid()}.json").unlink()
+
+
+def end_orphans() -> list[int]:
+    """Kill the registered Ray processes of drivers that no longer run; returns their pids.
+
+    SIGKILL: the orphaned agents catch SIGTERM and wait for a raylet that is gone.
+    """
+    ended = []
+    for path in sorted(REGISTRY.glob("*.json")) if REGISTRY.is_dir() else []:
+        try:
+            entry = json.loads(path.read_text())
+            driver, started = entry["driver"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _start_time(driver) == started:
+            continue  # the driver still runs: its Ray is its own business
+        for pid, start in entry.get("processes", []):
+            if start is not None and _start_time(pid) == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    ended.append(pid)
+        path.unlink(missing_ok=True)
+    return ended

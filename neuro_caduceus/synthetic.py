@@ -70,7 +70,7 @@ class Site:
 # ----------------------------------------------------------------------------------------------- genome
 
 
-def _layout(rng: np.random.Generator, n_genes: int) -> tuple[dict[str, int], list[Gene]]:
+def gene_layout(rng: np.random.Generator, n_genes: int) -> tuple[dict[str, int], list[Gene]]:
     """Place genes round-robin on chr1, chr2, chrX (chrX only with >= 3 genes) and size the contigs."""
     contigs = ["chr1", "chr2", "chrX"] if n_genes >= 3 else ["chr1", "chr2"][: max(1, n_genes)]
     cursor = {c: CONTIG_PAD for c in contigs}
@@ -204,7 +204,7 @@ def _transcript_lines(g: Gene, exons: list[tuple[int, int]], tid: str, tname: st
     ]
 
 
-def _write_gtf(path: Path, genes: list[Gene]) -> None:
+def write_gtf(path: Path, genes: list[Gene]) -> None:
     lines = ["##description: synthetic GENCODE-style annotation (neuro_caduceus.synthetic)", "##format: gtf"]
     for i, g in enumerate(sorted(genes, key=lambda g: (g.chrom, g.start))):
         gid = f"{g.gene_id}.{1 + i % 3}"
@@ -424,14 +424,14 @@ def make_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    lengths, genes = _layout(rng, n_genes)
+    lengths, genes = gene_layout(rng, n_genes)
     seqs = _make_sequences(rng, lengths, genes)
     _write_fasta(out / "genome.fa", seqs)
     # Named by its layout: Hail registers a genome name once per session, so two layouts need two names.
     layout = json.dumps(sorted(lengths.items())).encode()
     ref_name = f"synthetic_{hashlib.sha256(layout).hexdigest()[:10]}"
     write_text(out / "genome.json", json.dumps(hail_reference_json(ref_name, lengths), indent=1))
-    _write_gtf(out / "genes.gtf.gz", genes)
+    write_gtf(out / "genes.gtf.gz", genes)
     planted = min(1, n_genes - 1)
     geneset = {"name": "synthetic_demo", "genes": [g.gene_name for g in genes]}
     write_text(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False))
@@ -618,3 +618,144 @@ def exome_gene(out: str | Path, n_samples: int, seed: int = 0, gene_length: int 
     table = pa.Table.from_pylist(rows, schema=HAPLOTYPE_SCHEMA)
     singletons = sum(1 for s in sites if s[3] == 1)
     return ExomeGene(str(fasta), region, table, len(sites), singletons)
+
+
+# ------------------------------------------------------------ an exome cohort as a haplotype export
+
+
+EXOME_GENE_LENGTH = 12_000  # gene body bases of each exome-cohort gene
+EXOME_EXONS = 10  # exons per gene (exome capture: only these are embedded, regions.mode exons)
+EXOME_EXON_LENGTH = 180
+EXOME_HELD_OUT = 3  # annotation genes outside the gene set (the job's reverse-complement check uses them)
+EXOME_MISSING_RATE = 0.003  # missing calls per (subject, site)
+
+
+def exome_cohort(out: str | Path, n_samples: int, n_genes: int, seed: int = 0, n_batches: int = 20) -> dict:
+    """A cohort of `n_samples` subjects x `n_genes` exome-like genes, written as the Parquet haplotype
+    export (`export-variants` layout: haplotypes/, genotype_counts/, samples.parquet, qc_summary.json) with
+    genome.fa, genes.gtf.gz, geneset.yaml and covariates.parquet (age, sex, 10 PCs, `batch`).
+
+    Why: a biobank-size rehearsal of the pipeline needs the haplotype diversity of an exome cohort (sites
+    that grow with the cohort, most of them singletons, a few common ones combining) without a 470,000-sample
+    VCF. Calls are unphased (het ALT alleles on haplotype 2, as GT 0/1 is written), with
+    `EXOME_MISSING_RATE` missing calls counted in genotype_counts/. Everything is vectorized: no Python
+    object per subject or carrier.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from neuro_caduceus.genome.gene_regions import regions_from_gene_set
+    from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA
+    from neuro_caduceus.genome.regions import RegionSpec
+
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    genes = _exome_layout(rng, n_genes + EXOME_HELD_OUT)
+    length = genes[-1].end + CONTIG_PAD
+    seq = "".join(BASES[rng.choice(4, length, p=[0.295, 0.205, 0.205, 0.295])].tolist())
+    _write_fasta(out / "genome.fa", {"chr1": seq})
+    write_gtf(out / "genes.gtf.gz", genes)
+    geneset = {"name": "exome_rehearsal", "genes": [g.gene_name for g in genes[:n_genes]]}
+    write_text(out / "geneset.yaml", yaml.safe_dump(geneset, sort_keys=False))
+    regions = regions_from_gene_set(out / "genes.gtf.gz", out / "geneset.yaml", RegionSpec(mode="exons"))
+
+    ids = np.array([f"S{i:07d}" for i in range(n_samples)], dtype=object)
+    export = out / "export"
+    (export / "haplotypes").mkdir(parents=True, exist_ok=True)
+    (export / "genotype_counts").mkdir(exist_ok=True)
+    n_hap, totals = 2 * n_samples, {"sites": 0, "singletons": 0, "haplotype_rows": 0, "carriers": 0}
+    for region in regions:
+        captured = np.concatenate([np.arange(a, b) for a, b in region.segments])
+        n_sites = int(len(captured) * 0.04 * (n_samples / 50_000) ** 0.5)  # ~1 site / 8 bp at 470k
+        sites = _exome_sites(rng, seq, list(region.segments), n_hap, min(n_sites, len(captured) // 2), 4)
+        table, het, carriers = _exome_haplotypes(rng, region, sites, n_hap, ids)
+        pq.write_table(table, export / "haplotypes" / f"{region.region_id}.parquet")
+        missing = rng.binomial(len(sites), EXOME_MISSING_RATE, n_samples)
+        keep = np.flatnonzero((missing > 0) | (het > 0))
+        counts = pa.table({"subject_id": pa.array(ids[keep].tolist(), pa.string()),
+                           "gene_id": pa.array([region.region_id] * len(keep), pa.string()),
+                           "n_missing": pa.array(missing[keep], pa.int32()),
+                           "n_unphased_het": pa.array(het[keep], pa.int32())}, schema=GENOTYPE_COUNTS_SCHEMA)
+        pq.write_table(counts, export / "genotype_counts" / f"{region.region_id}.parquet")
+        totals["sites"] += len(sites)
+        totals["singletons"] += sum(1 for s in sites if s[3] == 1)
+        totals["haplotype_rows"] += table.num_rows
+        totals["carriers"] += carriers
+    pq.write_table(pa.table({"subject_id": pa.array(ids.tolist(), pa.string())}), export / "samples.parquet")
+    qc = {"strategy": "diploid", "generator": "neuro_caduceus.synthetic.exome_cohort", "samples": n_samples}
+    write_text(export / "qc_summary.json", json.dumps(qc, indent=1))
+    _write_exome_covariates(rng, out / "covariates.parquet", ids, n_batches)
+    return {"subjects": n_samples, "genes": n_genes, **totals, "export": str(export)}
+
+
+def _exome_layout(rng: np.random.Generator, n_genes: int) -> list[Gene]:
+    """Genes one after another on chr1, each with EXOME_EXONS exons of EXOME_EXON_LENGTH bases."""
+    genes, start = [], CONTIG_PAD
+    slots = EXOME_GENE_LENGTH // EXOME_EXONS
+    for g in range(n_genes):
+        offsets = rng.integers(0, slots - EXOME_EXON_LENGTH, EXOME_EXONS)
+        exons = [(start + k * slots + int(o), start + k * slots + int(o) + EXOME_EXON_LENGTH)
+                 for k, o in enumerate(offsets)]
+        cds = (exons[0][0] + 30, exons[-1][1] - 30)
+        genes.append(Gene(f"ENSG{80000000000 + g + 1:011d}", f"EXO{g + 1}", "chr1",
+                          "+" if rng.random() < 0.5 else "-", exons[0][0], exons[-1][1], exons, cds))
+        start = exons[-1][1] + GENE_GAP
+    return genes
+
+
+def _exome_haplotypes(rng: np.random.Generator, region: Region, sites: list, n_hap: int,
+                      ids: np.ndarray) -> tuple[object, np.ndarray, int]:
+    """HAPLOTYPE_SCHEMA rows of one gene, unphased het calls per subject and the carrier count, grouping
+    haplotypes by their variant combination with a 64-bit sum of random site codes (numpy, no loop per
+    carrier)."""
+    import pyarrow as pa
+
+    hap_parts, site_parts, het = [], [], np.zeros(len(ids), dtype=np.int64)
+    for i, (_, _, _, ac) in enumerate(sites):
+        subjects, copies = np.unique(rng.choice(n_hap, ac, replace=False) // 2, return_counts=True)
+        het[subjects[copies == 1]] += 1
+        hap_parts += [subjects * 2 + 1, subjects[copies == 2] * 2]  # unphased: hap 2 first, hap 1 if hom
+        site_parts += [np.full(len(subjects), i), np.full(int((copies == 2).sum()), i)]
+    hap = np.concatenate(hap_parts) if hap_parts else np.zeros(0, np.int64)
+    site = np.concatenate(site_parts) if site_parts else np.zeros(0, np.int64)
+    order = np.lexsort((site, hap))
+    hap, site = hap[order], site[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(hap) != 0]) if len(hap) else np.zeros(0, np.int64)
+    codes = rng.integers(1, 2**63, len(sites), dtype=np.int64).astype(np.uint64)
+    combo = np.add.reduceat(codes[site], starts) if len(hap) else np.zeros(0, np.uint64)
+    haps = hap[starts]
+    _, first, group = np.unique(combo, return_index=True, return_inverse=True)
+    by_group = np.argsort(group, kind="stable")
+    carrier_haps = haps[by_group]
+    carrier_offsets = np.r_[0, np.cumsum(np.bincount(group, minlength=len(first)))]
+    ends = np.r_[starts[1:], len(hap)]
+    variants, keys = [], []
+    for f in first.tolist():
+        combo_sites = site[starts[f] : ends[f]].tolist()
+        vs = [Variant(region.chrom, sites[i][0] + 1, sites[i][1], sites[i][2]) for i in combo_sites]
+        variants.append([dataclasses.asdict(v) for v in vs])
+        keys.append(haplotype_key(region.region_id, vs))
+    carrier = pa.StructArray.from_arrays(
+        [pa.array(ids[carrier_haps // 2].tolist(), pa.string()), pa.array(carrier_haps % 2 + 1, pa.int8())],
+        fields=list(HAPLOTYPE_SCHEMA.field("carriers").type.value_type))
+    table = pa.table({
+        "gene_id": pa.array([region.region_id] * len(first), pa.string()),
+        "haplotype_key": pa.array(keys, pa.string()),
+        "variants": pa.array(variants, HAPLOTYPE_SCHEMA.field("variants").type),
+        "carriers": pa.ListArray.from_arrays(pa.array(carrier_offsets, pa.int32()), carrier),
+    }, schema=HAPLOTYPE_SCHEMA)
+    return table, het, len(haps)
+
+
+def _write_exome_covariates(rng: np.random.Generator, path: Path, ids: np.ndarray, n_batches: int) -> None:
+    import pyarrow as pa
+
+    n = len(ids)
+    cov = {"subject_id": pa.array(ids.tolist(), pa.string()), "age": rng.integers(40, 71, n),
+           "sex": (rng.random(n) < 0.45).astype(np.int64)}
+    for k in range(10):
+        cov[f"PC{k + 1}"] = rng.normal(0, 1.0 / (1 + k), n)
+    cov["batch"] = pa.array([f"batch_{b:02d}" for b in rng.integers(0, n_batches, n).tolist()], pa.string())
+    write_parquet(pa.table(cov), path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
+from helpers import HEAD_START_COMMAND, HEAD_TOKEN_COMMAND, free_port, kill_cluster, own_ports
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -23,20 +21,6 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Spark's Python worker
 
 DATA_DIR = Path(__file__).parent / "data"
 GOLDEN_DIR = DATA_DIR / "golden"
-
-
-def write_job_config(d: Path, out: str, inputs: dict, actors: int, **sections: dict) -> Path:
-    """A small CPU cohort-job config in `d` (checkpoint d/ckpt, window 512, `actors` one-CPU actors, output
-    d/out); `sections` adds config sections (e.g. regions). Returns the YAML's path."""
-    body = {
-        "inputs": inputs, **sections,
-        "model": {"checkpoint": str(d / "ckpt"), "device": "cpu", "window": 512},
-        "compute": {"actors_min": actors, "actors_max": actors, "cpus_per_actor": 1, "cpus_per_task": 0.5},
-        "output": {"dir": str(d / out)},
-    }
-    path = d / f"{out}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -67,58 +51,6 @@ def hail_session(tmp_path_factory):
 
     hl = init_hail(tmp_dir=str(tmp_path_factory.mktemp("hail")))
     yield hl
-
-
-AGENT_PORT_FLAGS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                    "--runtime-env-agent-port", "--ray-client-server-port")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def own_ports() -> list[str]:
-    """Free ports for a node's agents: the session's local Ray (other tests) holds the defaults."""
-    return [arg for flag in AGENT_PORT_FLAGS for arg in (flag, str(free_port()))]
-
-
-def processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) from /proc."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            procs[int(entry.name)] = (ppid, cmd)
-    return procs
-
-
-def kill_cluster(temp: str) -> None:
-    """SIGKILL the processes of one cluster (their command lines name its temp dir) and their descendants.
-
-    Not `ray stop`: that stops every Ray on the machine, the in-process `ray_session` included.
-    """
-    procs = processes()
-    mine = {pid for pid, (_, cmd) in procs.items() if temp in cmd} - {os.getpid()}
-    grew = True
-    while grew:
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
-        mine |= more
-        grew = bool(more)
-    for pid in mine:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-HEAD_TOKEN_COMMAND = "ray get-auth-token --generate > /dev/null"
-HEAD_START_COMMAND = "ray start --head --dashboard-host 127.0.0.1"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port, kill_cluster, own_ports, write_job_config
+from helpers import free_port, kill_cluster, own_ports, write_job_config
 from ray.cluster_utils import AutoscalingCluster
 
 pytestmark = pytest.mark.slow

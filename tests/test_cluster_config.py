@@ -27,7 +27,17 @@ def ray_pin() -> str:
 
 
 def test_valid_for_ray_schema(cluster):
-    validate_config(fillout_defaults(copy.deepcopy(cluster)))
+    """Ray's schema accepts the file (validate_config raises otherwise), and Ray's defaults keep its node
+    types, head type and worker bounds as written."""
+    filled = fillout_defaults(copy.deepcopy(cluster))
+    validate_config(filled)
+    assert filled["head_node_type"] == cluster["head_node_type"] == "head"
+    assert filled["available_node_types"].keys() == cluster["available_node_types"].keys()
+    assert filled["max_workers"] == cluster["max_workers"] == 8
+    for name, spec in cluster["available_node_types"].items():
+        for key in ("min_workers", "max_workers", "resources"):
+            if key in spec:
+                assert filled["available_node_types"][name][key] == spec[key], (name, key)
 
 
 def test_schema_check_is_real(cluster):

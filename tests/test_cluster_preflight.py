@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from neuro_caduceus.cohort import preflight
+from neuro_caduceus.cohort import cluster, preflight, resources, submit
 from neuro_caduceus.cohort.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,14 +109,15 @@ def test_infeasible_compute_is_refused_with_arithmetic(ray_session, synth, tmp_p
                                                        expected):
     cfg = load_config(stand_in(ROOT / "configs" / "pilot_demo.yaml", synth, tmp_path, **compute))
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=model)})
-    with pytest.raises(preflight.PreflightError, match="cannot run on this cluster") as err:
-        preflight.check_resources(cfg)
+    with pytest.raises(cluster.PreflightError, match="cannot run on this cluster") as err:
+        resources.check_resources(cfg)
     assert expected in str(err.value)
 
 
 def test_feasible_compute_passes(ray_session, synth, tmp_path):
     cfg = load_config(stand_in(ROOT / "configs" / "pilot_demo.yaml", synth, tmp_path, cpus_per_task=1))
-    preflight.check_resources(cfg)  # 1 actor x 1 CPU + 1 CPU for the CPU stages = 2 CPUs: fits
+    assert resources.resource_problems(cfg, cluster.cluster_shape(), 0.0) == []
+    resources.check_resources(cfg)  # 1 actor x 1 CPU + 1 CPU for the CPU stages = 2 CPUs: fits
 
 
 def test_paths_in_ray_package_folder(synth, tmp_path):
@@ -128,22 +129,22 @@ def test_paths_in_ray_package_folder(synth, tmp_path):
         "inputs": cfg.inputs.model_copy(update={"gene_set": str(package / "configs" / "genes.yaml"),
                                                  "vcf": str(package / "demo_out" / "cohort.vcf.gz")}),
         "output": cfg.output.model_copy(update={"dir": str(package / "demo_out" / "embeddings")})})
-    assert preflight.ray_package_dir(package / "configs") == package
-    with pytest.raises(preflight.PreflightError, match="inputs.vcf: demo_out/cohort.vcf.gz was not uploaded"):
-        preflight.relocate_for_cluster(cfg, package, None)
-    moved = preflight.relocate_for_cluster(cfg, package, "/client/repo")
+    assert submit.ray_package_dir(package / "configs") == package
+    with pytest.raises(cluster.PreflightError, match="inputs.vcf: demo_out/cohort.vcf.gz was not uploaded"):
+        submit.relocate_for_cluster(cfg, package, None)
+    moved = submit.relocate_for_cluster(cfg, package, "/client/repo")
     assert moved.inputs.gene_set == str(package / "configs" / "genes.yaml")  # uploaded: stays
     assert moved.inputs.vcf == "/client/repo/demo_out/cohort.vcf.gz"
     assert moved.output.dir == "/client/repo/demo_out/embeddings"
     no_inputs = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(update={"vcf": str(synth.dir / "x")})})
-    with pytest.raises(preflight.PreflightError, match="temporary package folder and lost"):
-        preflight.relocate_for_cluster(no_inputs, package, None)
+    with pytest.raises(cluster.PreflightError, match="temporary package folder and lost"):
+        submit.relocate_for_cluster(no_inputs, package, None)
 
 
 def test_paths_checked_on_every_node(ray_session, synth, tmp_path):
     cfg = load_config(stand_in(ROOT / "configs" / "pilot_demo.yaml", synth, tmp_path))
-    preflight.check_paths_on_nodes(cfg)
+    cluster.check_paths_on_nodes(cfg)
     gone = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(update={"gtf": "/nowhere/genes.gtf"})})
-    with pytest.raises(preflight.PreflightError,
+    with pytest.raises(cluster.PreflightError,
                        match=r"(?s)inputs.gtf: /nowhere/genes.gtf does not exist here \(node .*use a URL"):
-        preflight.check_paths_on_nodes(gone)
+        cluster.check_paths_on_nodes(gone)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_job_config
+from helpers import write_job_config
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app

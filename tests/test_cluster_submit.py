@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import HEAD_START_COMMAND, HEAD_TOKEN_COMMAND
+from helpers import HEAD_START_COMMAND, HEAD_TOKEN_COMMAND
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "cluster.md"

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pysam
 import pytest
 import yaml
-from conftest import processes
+from helpers import processes
 
 from neuro_caduceus.genome.variant_schema import Variant
 

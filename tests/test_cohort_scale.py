@@ -21,19 +21,14 @@ def gene(tmp_path_factory):
 
 def _plan(gene, window: int):
     """The job's planning of one gene (no stored keys): (plan, batches handed to the actors)."""
-    from neuro_caduceus.cohort.job import gene_batches
-    from neuro_caduceus.cohort.plan import GeneUnit, open_reference
+    from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene
     from neuro_caduceus.cohort.window_jobs import BatchPacker
     from neuro_caduceus.genome.regions import tile_windows
 
     unit = GeneUnit("EXOME1", "EXOME1", gene.region, tile_windows(gene.region, window))
-    packer, note = BatchPacker(4 * window), {"windows": 0, "new": 0, "stored": 0, "tokens_new": 0}
-    stream, batches = gene_batches(open_reference(gene.fasta), unit, gene.haplotypes, set(), packer, note), []
-    while True:
-        try:
-            batches.append(next(stream))
-        except StopIteration as done:
-            return done.value, batches + list(packer.flush())
+    planned = plan_gene(open_reference(gene.fasta), unit, gene.haplotypes)
+    packer = BatchPacker(4 * window)
+    return planned.plan, [*packer.add_gene(unit.gene_id, planned.jobs, set()), *packer.flush()]
 
 
 def test_exome_gene_has_a_rare_heavy_spectrum(gene):

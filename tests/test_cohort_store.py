@@ -6,6 +6,7 @@ Oracles: numpy arrays written and read back; sequences built directly with genom
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from contextlib import redirect_stderr
 
@@ -103,6 +104,6 @@ def test_stall_watchdog_says_what_it_waits_for():
         for _ in range(200):
             if "no progress" in err.getvalue():
                 break
-            progress._stop.wait(0.05)
+            time.sleep(0.05)
         progress.close()
     assert "no progress for" in err.getvalue() and "nothing free for embedding windows" in err.getvalue()

@@ -138,3 +138,52 @@ def test_job_folder_owns_every_file_the_job_writes(tmp_path):
     folder.remove(["G1"])
     left = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
     assert left == ["notes.txt", "shards", "shards/G2.parquet"]
+
+
+def test_readers_refuse_a_newer_format_naming_file_and_versions(tmp_path, monkeypatch):
+    """Plans, the window store, the manifest, shards and feature files written by a newer format (simulated by
+    raising the writer's version) are refused by this version's reader, naming the file, its version and the
+    supported one; files of the current format (and unstamped ones) are read."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neuro_caduceus.cohort import manifest, plan, store
+    from neuro_caduceus.cohort.layout import JobFolder
+    from neuro_caduceus.io import FORMAT_KEY, STAGES_KEY
+    from neuro_caduceus.stats.features_io import read_metadata
+    from neuro_caduceus.stats.subject_matrix import check_recipes
+
+    folder = JobFolder(str(tmp_path / "job"))
+    folder.make()
+    plan.write_plan(folder, "G1", _plan())
+    assert plan.read_plan(folder, "G1").hap_keys == ["A", "B"]
+    monkeypatch.setattr(plan, "PLAN_FORMAT", 2)
+    plan.write_plan(folder, "G2", _plan())
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"plans/G2.parquet: format version 2, .* reads format 1"):
+        plan.read_plan(folder, "G2")
+
+    url = str(tmp_path / "store")
+    store.WindowStore(url, {"checkpoint_sha256": "x"}).open()
+    store.WindowStore(url, {"checkpoint_sha256": "x"}).open()  # its own format: accepted
+    body = json.loads((tmp_path / "store" / "_identity.json").read_text())
+    (tmp_path / "store" / "_identity.json").write_text(json.dumps({**body, "format_version": 3}))
+    with pytest.raises(ValueError, match=r"store/_identity.json: format version 3, .* reads format 1"):
+        store.WindowStore(url, {"checkpoint_sha256": "x"}).open()
+
+    folder.fs.pipe(folder.manifest, json.dumps({"format_version": 1, "runs": [{"run_id": "a"}]}).encode())
+    assert manifest.earlier_runs(folder) == [{"run_id": "a"}]
+    folder.fs.pipe(folder.manifest, json.dumps({"format_version": "2b", "runs": []}).encode())
+    with pytest.raises(ValueError, match=r"manifest.json: format version 2b, .* reads format 1"):
+        manifest.earlier_runs(folder)
+
+    table = pa.table({"subject_id": ["s1"], "features": pa.array([[1.0]], pa.list_(pa.float32(), 1))})
+    for name, meta in (("shards", {FORMAT_KEY: b"2"}), ("matrix", {FORMAT_KEY: b"2", STAGES_KEY: b"[]"})):
+        (tmp_path / name).mkdir()
+        pq.write_table(table.replace_schema_metadata(meta), tmp_path / name / "part.parquet")
+        with pytest.raises(ValueError, match=rf"{name}/part.parquet: format version 2, .* reads format 1"):
+            read_metadata(str(tmp_path / name))
+    with pytest.raises(ValueError, match=r"shards/part.parquet: format version 2"):
+        check_recipes([str(tmp_path / "shards" / "part.parquet")])

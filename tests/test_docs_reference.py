@@ -56,4 +56,4 @@ def test_a_config_field_without_a_description_is_refused():
         bare: int = 2
 
     with pytest.raises(docs_reference.MissingDescription, match=r"Section\.bare"):
-        list(docs_reference._model_tables(Section))
+        list(docs_reference.model_tables(Section))

@@ -218,10 +218,10 @@ def test_read_genes_on_the_synthetic_gtf(tmp_path):
     """The demo's GTF (versioned ids, a second non-canonical transcript, UTR lines) against its generator."""
     import numpy as np
 
-    from neuro_caduceus.synthetic import _layout, _write_gtf
+    from neuro_caduceus.synthetic import gene_layout, write_gtf
 
-    _, made = _layout(np.random.default_rng(11), 5)
-    _write_gtf(tmp_path / "genes.gtf.gz", made)
+    _, made = gene_layout(np.random.default_rng(11), 5)
+    write_gtf(tmp_path / "genes.gtf.gz", made)
     genes = {r["gene_id"]: r for r in read_genes(tmp_path / "genes.gtf.gz").iter_rows(named=True)}
     assert sorted(genes) == sorted(g.gene_id for g in made)
     for g in made:

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
+from neuro_caduceus.cohort.additive import additive_embeddings, dosages
+from neuro_caduceus.cohort.pooling import window_means
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
 from neuro_caduceus.model import from_pretrained
 from neuro_caduceus.model.embedder import Embedder
@@ -34,8 +35,8 @@ def test_additive_equals_direct_window_rule(embedder):
     ref_windows = [ref[a:b] for a, b in windows]
     alt_windows = [_apply(ref_windows[k], s - windows[k][0], r, a) for k, s, r, a in variants]
     sums, lengths = embedder.pool_windows(ref_windows + alt_windows)
-    e_ref, e_var = single_variant_embeddings(sums, lengths, np.arange(3),
-                                             [[(k, 3 + j)] for j, (k, *_) in enumerate(variants)])
+    e_ref, e_var = window_means(sums, lengths, np.arange(3),
+                                [[(k, 3 + j)] for j, (k, *_) in enumerate(variants)])
 
     def direct(window_seqs: list[str]) -> np.ndarray:  # the window rule, each window embedded on its own
         total = sum(embedder.embed(s).astype(np.float64) * len(s) for s in window_seqs)

@@ -73,7 +73,8 @@ def _as_dict(table: pa.Table) -> dict[tuple[str, str], tuple[int, int]]:
 
 
 def test_hail_and_vcf_counts_are_identical_and_match_the_text(cohort):
-    from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+    from neuro_caduceus.genome.genotype_counts import genotype_counts_from_vcf
+    from neuro_caduceus.genome.personalize import vcf_samples
     from neuro_caduceus.variants.extract import RegionSpan
     from neuro_caduceus.variants.source import read_region_group
 

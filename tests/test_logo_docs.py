@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-import shlex
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-from test_logo_files import write_matrix
+from helpers import bash_commands, write_matrix
 from typer.testing import CliRunner
 
 from neuro_caduceus.analysis.simulate import make_cca_pair, make_planted_gene_blocks
 from neuro_caduceus.cli import app
-
-DOCS = Path(__file__).parents[1] / "docs"
-
-
-def bash_commands(page: str) -> list[list[str]]:
-    """`neuro-caduceus` lines of the page's ```bash blocks, continuations joined, program word dropped."""
-    text = (DOCS / page).read_text()
-    out = []
-    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:1] == ["neuro-caduceus"]:
-                out.append(words[1:])
-    return out
 
 
 def test_documented_analysis_commands_run_as_written(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import write_matrix
 from typer.testing import CliRunner
 
 from neuro_caduceus.analysis.features import read_features
@@ -16,17 +17,6 @@ from neuro_caduceus.analysis.logo import LogoConfig, run_logo
 from neuro_caduceus.analysis.simulate import make_planted_gene_blocks
 from neuro_caduceus.cli import app
 from neuro_caduceus.io import read_table
-
-
-def write_matrix(path, ids, X, recipe: dict | None, stages: list | None = None) -> None:
-    feats = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1).astype(np.float32)), X.shape[1])
-    table = pa.table({"subject_id": ids, "features": feats})
-    meta = {}
-    if recipe is not None:
-        meta["neuro_caduceus.recipe"] = json.dumps(recipe)
-    if stages is not None:
-        meta["neuro_caduceus.stages"] = json.dumps(stages)
-    pq.write_table(table.replace_schema_metadata(meta or None), path)
 
 
 def test_subject_matrix_blocks_follow_the_recipe(tmp_path):

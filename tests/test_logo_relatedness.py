@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 import polars as pl
 import pytest
-from test_logo_files import write_matrix
+from helpers import write_matrix
 from typer.testing import CliRunner
 
 from neuro_caduceus.analysis.cca import CCAConfig, run_cca

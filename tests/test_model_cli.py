@@ -11,12 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app
+from neuro_caduceus.io import MARKER
 from neuro_caduceus.model import from_pretrained, save_pretrained
 from neuro_caduceus.model.embedder import Embedder
 from neuro_caduceus.provenance import read_recipe
 
 runner = CliRunner()
-FASTA = ">a first\nACGTACGTNNACGTAGCTAGCTAGCATCGATCGACTGACTAGCTACGACGTT\n>b\nacgtxACGTAGCTAGCTAGCTAGCTAGC\n"
+FASTA = ">a first\nACGTACGTNNACGTAGCTAGCTAGCATCGATCGACTGACTAGCTACGACGTT\n>b\nacgtrACGTAGCTAGCTAGCTAGCTAGC\n"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_make_checkpoint_layout(ckpt: Path) -> None:
-    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [MARKER, "config.json", "model.safetensors"]
     with pytest.warns(UserWarning, match="RANDOM"):
         model = from_pretrained(ckpt)
     assert model.config.rcps and model.config.d_model == 32
@@ -51,7 +52,9 @@ def test_embed_fasta(ckpt: Path, tmp_path: Path) -> None:
     emb = np.array(t["embedding"].to_pylist(), dtype=np.float32)
     with pytest.warns(UserWarning):
         want = Embedder(from_pretrained(ckpt), device="cpu", window=20, stride=20)
-    np.testing.assert_allclose(emb[1], want.embed("acgtxACGTAGCTAGCTAGCTAGCTAGC"), rtol=0, atol=1e-6)
+    # the IUPAC code r is read as N (the alphabet policy), lower case as upper case
+    np.testing.assert_allclose(emb[1], want.embed("ACGTNACGTAGCTAGCTAGCTAGCTAGC"), rtol=0, atol=1e-6)
+    assert "1 IUPAC ambiguity code(s) read as N" in res.output
     assert read_recipe(out) == want.recipe()  # the recipe any artifact carries, read the one way
 
 

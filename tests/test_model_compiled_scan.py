@@ -53,6 +53,24 @@ def test_numba_extreme_decay_stays_exact(a_scale: float) -> None:
     torch.testing.assert_close(out.double(), ref64, rtol=0, atol=1e-5 * scale)
 
 
+def test_numba_reads_channel_slices_in_place_and_copies_other_views() -> None:
+    """x and z as the two halves of one in_proj output (read in place at their channel offsets), a
+    channel-strided view (copied): the same numbers as contiguous copies, and as the unfused reference."""
+    x, dt_raw, A, B, C, D = scan_inputs(70, E=80, seed=6)
+    xz = torch.cat([x, 2.0 * torch.randn_like(x)], dim=-1)
+    xs, zs = xz.chunk(2, dim=-1)
+    assert not zs.is_contiguous() and zs.storage_offset() == 80
+    got = selective_scan_numba(xs, dt_raw, A, B, C, D, z=zs, delta_bias=D, delta_softplus=True)
+    dense = selective_scan_numba(xs.contiguous(), dt_raw, A, B, C, D, z=zs.contiguous(), delta_bias=D,
+                                 delta_softplus=True)
+    torch.testing.assert_close(got, dense, rtol=0, atol=0)
+    want = selective_scan_reference(xs, F.softplus(dt_raw + D), A, B, C, D) * F.silu(zs)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+    odd = torch.randn(2, 80, 70).transpose(1, 2)  # channels strided: not a slice of rows
+    torch.testing.assert_close(selective_scan_numba(odd, dt_raw, A, B, C, D),
+                               selective_scan_reference(odd, dt_raw, A, B, C, D), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool) -> None:

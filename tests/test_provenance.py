@@ -25,7 +25,8 @@ from neuro_caduceus.provenance import (
 
 def _vcf_counts(vcf: Path, gtf: Path) -> list[dict]:
     from neuro_caduceus.genome.annotation import read_genes
-    from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+    from neuro_caduceus.genome.genotype_counts import genotype_counts_from_vcf
+    from neuro_caduceus.genome.personalize import vcf_samples
     from neuro_caduceus.genome.regions import RegionSpec, build_regions
 
     regions = build_regions(read_genes(str(gtf)), RegionSpec(mode="gene_body"))

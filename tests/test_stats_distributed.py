@@ -9,9 +9,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from helpers import covariates, oracle_design, spectrum_data
 from sklearn.decomposition import PCA as SkPCA
-from test_stats_pca import spectrum_data
-from test_stats_residualize import covariates, oracle_design
 
 from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
 from neuro_caduceus.stats import features_io as fio

@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import polars as pl
-from test_logo_docs import bash_commands
-from test_stats_subject_matrix import write_shards
+from helpers import bash_commands, write_shards
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app

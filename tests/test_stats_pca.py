@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import spectrum_data
 from sklearn.decomposition import PCA as SkPCA
 
 from neuro_caduceus.stats.pca import PCA
-
-
-def spectrum_data(n: int, d: int, seed: int = 0, offset: float = 50.0) -> np.ndarray:
-    """Rows with a distinct, decaying spectrum (well separated eigenvalues) and a large mean."""
-    rng = np.random.default_rng(seed)
-    rot = np.linalg.qr(rng.normal(size=(d, d)))[0]
-    return (rng.normal(size=(n, d)) * np.geomspace(10, 0.2, d)) @ rot + offset
 
 
 def assert_matches_sklearn(model: PCA, X: np.ndarray, k: int, whiten: bool = False) -> None:

@@ -5,25 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from helpers import covariates, oracle_design
 
 from neuro_caduceus.stats.residualize import CovariateSpec, Residualizer
-
-
-def covariates(n: int, seed: int = 0, batches=("b0", "b1", "b2")) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    data = {"subject_id": [f"S{i:05d}" for i in range(n)], "age": rng.integers(40, 70, n).astype(float),
-            "sex": rng.integers(0, 2, n)}
-    data |= {f"PC{i}": rng.normal(scale=0.1, size=n) for i in range(1, 11)}
-    data["batch"] = [batches[i % len(batches)] for i in rng.permutation(n)]
-    return pl.DataFrame(data)
-
-
-def oracle_design(cov: pl.DataFrame, ref: str = "b0") -> np.ndarray:
-    """Intercept, age, sex, PC1..PC10, one-hot batch without the reference level: built independently."""
-    cols = [np.ones(cov.height), cov["age"].to_numpy(), cov["sex"].to_numpy().astype(float)]
-    cols += [cov[f"PC{i}"].to_numpy() for i in range(1, 11)]
-    cols += [(cov["batch"] == lv).to_numpy().astype(float) for lv in sorted(set(cov["batch"])) if lv != ref]
-    return np.column_stack(cols)
 
 
 def features(cov: pl.DataFrame, q: int, seed: int = 1) -> np.ndarray:

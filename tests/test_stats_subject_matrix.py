@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import DIM, GENES, write_shards
 from sklearn.decomposition import PCA as SkPCA
 from typer.testing import CliRunner
 
@@ -16,31 +17,6 @@ from neuro_caduceus.cli import app
 from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix
-
-GENES = ["ENSG3", "ENSG1", "ENSG2"]  # gene-set order, deliberately not sorted
-NAMES = {"ENSG1": "APOE", "ENSG2": "TREM2", "ENSG3": "SORL1"}
-DIM = 4
-
-
-def write_shards(folder, subjects: list[str], skip: dict[str, set[str]] | None = None,
-                 dup: tuple[str, str] | None = None) -> dict[tuple[str, str], np.ndarray]:
-    """One shard per gene in the embedding job's layout; returns the (subject, gene) -> vector oracle."""
-    recipe = {"recipe_id": "genetics_gene_fm_pca512_v1", "gene_list": GENES}
-    meta = {RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()}
-    rng = np.random.default_rng(0)
-    truth = {}
-    (folder / "shards").mkdir(parents=True)
-    for gene in sorted(GENES):
-        subs = [s for s in subjects if s not in (skip or {}).get(gene, set())]
-        if dup and dup[1] == gene:
-            subs.append(dup[0])
-        emb = rng.normal(size=(len(subs), DIM)).astype(np.float32)
-        truth |= {(s, gene): e for s, e in zip(subs, emb, strict=True)}
-        n = len(subs)
-        table = pa.table({"subject_id": subs, "gene_id": [gene] * n, "gene_name": [NAMES[gene]] * n,
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), DIM)})
-        pq.write_table(table.replace_schema_metadata(meta), folder / "shards" / f"{gene}.parquet")
-    return truth
 
 
 def read_matrix(folder) -> dict[str, np.ndarray]:

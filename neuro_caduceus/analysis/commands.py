@@ -9,7 +9,7 @@ import typer
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE
 from neuro_caduceus.analysis.subjects import SubjectFilter
 from neuro_caduceus.cohort.config import load_config
-from neuro_caduceus.io import check_output_not_input, output_dir
+from neuro_caduceus.io import OVERWRITE_HELP, check_output_not_input, output_dir
 
 CATEGORICAL_HELP = ("comma-separated covariate columns to one-hot code (e.g. batch,centre,sex); types are "
                     "never guessed: a text column not listed is an error")
@@ -45,20 +45,24 @@ def logo(
     features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
     keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
     keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
-    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP + ", fitted on each training fold"),
+    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP + ", fitted on each training fold", min=0),
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects"),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
+                                           min=0.0, max=0.5),
     unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
-    folds: int = typer.Option(5, help="outer stratified folds"),
-    repeats: int = typer.Option(5, help="repeats of the outer split (per-fold AUCs over repeats x folds)"),
-    inner_folds: int = typer.Option(3, help="inner folds (choose C on the outer-training part)"),
+    folds: int = typer.Option(5, help="outer stratified folds", min=2),
+    repeats: int = typer.Option(5, help="repeats of the outer split (per-fold AUCs over repeats x folds)",
+                                min=1),
+    inner_folds: int = typer.Option(3, help="inner folds (choose C on the outer-training part)", min=2),
     reduce: str = typer.Option("gene", help="gene: PCA per gene block (--k-per-gene each); all: one PCA"),
-    k_per_gene: int = typer.Option(3, help="components per gene block (--reduce gene)"),
-    k: int = typer.Option(32, help="components of the one PCA (--reduce all; capped by the training set)"),
-    n_perm: int = typer.Option(100, help="permutations through the whole nested procedure (0: none)"),
+    k_per_gene: int = typer.Option(3, help="components per gene block (--reduce gene)", min=1),
+    k: int = typer.Option(32, help="components of the one PCA (--reduce all; capped by the training set)",
+                          min=1),
+    n_perm: int = typer.Option(100, help="permutations through the whole nested procedure (0: none)", min=0),
     permute: str = typer.Option("phenotype", help="what the permutation test shuffles: phenotype | block"),
     seed: int = typer.Option(0),
     serial: bool = typer.Option(False, "--serial", help="run in this process instead of Ray tasks"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Leave-one-gene-out ΔAUC with repeated nested CV and a permutation test (every step fitted in folds)."""
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files, smallest_p
@@ -66,8 +70,8 @@ def logo(
     config = LogoConfig(n_folds=folds, inner_folds=inner_folds, n_repeats=repeats, reduce=reduce,  # type: ignore[arg-type]
                         k_per_gene=k_per_gene, k=k, genetic_pcs=genetic_pcs, n_perm=n_perm,
                         permute=permute, seed=seed, parallel=not serial)  # type: ignore[arg-type]
-    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects]):
-        r = logo_from_files(features, phenotype, covariates, out, phenotype_column,
+    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects], overwrite) as tmp:
+        r = logo_from_files(features, phenotype, covariates, tmp, phenotype_column,
                             _columns(covariate_columns), config, _columns(categorical_covariates),
                             kinship, kinship_threshold, unrelated, _columns(numeric_covariates),
                             features_kind, _subject_filter(keep_subjects, keep_where))
@@ -92,18 +96,21 @@ def gene_test(
     features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
     keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
     keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
-    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP),
+    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP, min=0),
     kinship: Path = typer.Option(None, help="UK Biobank relatedness file: a maximal unrelated set is tested"),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects"),
-    k_per_gene: int = typer.Option(3, help="principal components per gene block"),
-    alpha: float = typer.Option(0.05, help="level for the significant_fwer / significant_fdr columns"),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
+                                           min=0.0, max=0.5),
+    k_per_gene: int = typer.Option(3, help="principal components per gene block", min=1),
+    alpha: float = typer.Option(0.05, help="level for the significant_fwer / significant_fdr columns",
+                                min=0.0, max=1.0),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Per-gene score test against the phenotype given the covariates (one null fit; thousands of genes)."""
     from neuro_caduceus.analysis.gene_test import GeneTestConfig, gene_test_from_files
 
     config = GeneTestConfig(k_per_gene=k_per_gene, genetic_pcs=genetic_pcs, alpha=alpha)
-    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects]):
-        r = gene_test_from_files(features, phenotype, covariates, out, phenotype_column,
+    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects], overwrite) as tmp:
+        r = gene_test_from_files(features, phenotype, covariates, tmp, phenotype_column,
                                  _columns(covariate_columns), config, _columns(categorical_covariates),
                                  _columns(numeric_covariates), features_kind,
                                  _subject_filter(keep_subjects, keep_where), kinship, kinship_threshold)
@@ -126,15 +133,18 @@ def cca(
     keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
     keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects"),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
+                                           min=0.0, max=0.5),
     unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
     gene_matrix: Path = typer.Option(None, help="subject matrix with gene blocks (structure coefs)"),
-    n_perm: int = typer.Option(200, help="permutations (brain side; Freedman-Lane with covariates)"),
-    folds: int = typer.Option(5),
-    reduce_dims: int = typer.Option(20, help="PCA dims per side before CCA (fitted on training folds)"),
-    components: int = typer.Option(5, help="canonical components reported"),
+    n_perm: int = typer.Option(200, help="permutations (brain side; Freedman-Lane with covariates)", min=0),
+    folds: int = typer.Option(5, min=2),
+    reduce_dims: int = typer.Option(20, help="PCA dims per side before CCA (fitted on training folds)",
+                                    min=1),
+    components: int = typer.Option(5, help="canonical components reported", min=1),
     seed: int = typer.Option(0),
     serial: bool = typer.Option(False, "--serial", help="run permutations in this process instead of Ray"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Gene-brain CCA: held-out canonical correlations, permutation p-values, gene structure coefficients."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
@@ -143,8 +153,8 @@ def cca(
                        seed=seed, parallel=not serial,
                        categorical=tuple(_columns(categorical_covariates) or ()),
                        numeric=tuple(_columns(numeric_covariates) or ()))
-    with output_dir(out, [genetic, brain, covariates, gene_matrix, kinship, keep_subjects]):
-        r = cca_from_files(genetic, brain, out, config, covariates, _columns(covariate_columns), gene_matrix,
+    with output_dir(out, [genetic, brain, covariates, gene_matrix, kinship, keep_subjects], overwrite) as tmp:
+        r = cca_from_files(genetic, brain, tmp, config, covariates, _columns(covariate_columns), gene_matrix,
                            kinship, kinship_threshold, unrelated, features_kind,
                            _subject_filter(keep_subjects, keep_where))
     typer.echo(f"n={r.n} matched ({r.extra['join']['unmatched']} unmatched); outputs in {out}")
@@ -157,18 +167,19 @@ def pilot(
     config: Path = typer.Option(..., help="a cohort job config (inputs, regions, strategy, QC, model)"),
     out: Path = typer.Option(..., help="output folder"),
     variants: Path = typer.Option(None, help="VCF of candidate variants (sites; effects of each ALT alone)"),
-    local_flank: int = typer.Option(768, help="bases each side of a variant for the local effect"),
+    local_flank: int = typer.Option(768, help="bases each side of a variant for the local effect", min=0),
     strand_check: bool = typer.Option(True, help="PS: rerun minus-strand genes in the other orientation"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
     from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
 
-    with output_dir(out, [config, variants]):
+    with output_dir(out, [config, variants], overwrite) as tmp:
         cfg = load_config(config)
         given = cfg.inputs
         check_output_not_input([out], [cfg.model.checkpoint, given.matrix_table, given.haplotypes_parquet,
                                        given.vcf, given.reference_fasta, given.gtf, given.gene_set])
-        result = run_pilot(cfg, out, str(variants) if variants else None, local_flank, strand_check)
+        result = run_pilot(cfg, tmp, str(variants) if variants else None, local_flank, strand_check)
     typer.echo(f"{pilot_summary_line(result)}; outputs in {out} (report.md)")
 
 

@@ -16,7 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neuro_caduceus.io import (
+    FEATURES_FORMAT,
+    FORMAT_KEY,
+    SHARD_FORMAT,
     STAGES_KEY,
+    check_format,
     metadata_json,
     parquet_files,
     recipe_from_metadata,
@@ -56,7 +60,10 @@ def _parquet_files(path: str | Path) -> list[str]:
 
 
 def _last_stage(schema, source: str) -> dict | None:
-    """The last stats stage record (gene blocks exist only if it is the subject matrix), or None."""
+    """The last stats stage record (gene blocks exist only if it is the subject matrix), or None; checks
+    the file's format version on the way."""
+    meta = schema.metadata or {}
+    check_format(meta.get(FORMAT_KEY), FEATURES_FORMAT if STAGES_KEY in meta else SHARD_FORMAT, source)
     stages = metadata_json(schema.metadata, STAGES_KEY, source)
     return stages[-1] if stages else None
 
@@ -111,14 +118,21 @@ def read_features(path: str | Path, features: str = "pcs") -> FeatureMatrix:
     shards (one row per subject and gene) are pivoted into the same layout, genes in recipe order (else in
     order of first appearance). `features` picks each gene's block: `pcs` (the embedding, reduced to
     components by the analyses), `deviation` (the shards' per-gene deviation from the reference, one
-    column), `both`, or `auto` (both when the input has a deviation column, else pcs).
+    column), `both`, or `auto` (both when the input has a deviation column, else pcs). Rows are sorted by
+    subject id, so folds and permutations drawn from a seed give the same numbers whatever order the files
+    hold the rows in.
     """
     if features not in FEATURE_KINDS:
         raise ValueError(f"--features-kind must be one of {', '.join(FEATURE_KINDS)}; got {features!r}")
+    matrix = _read_unsorted(path, features)
+    return matrix.subset(np.argsort(np.array(matrix.subject_ids, dtype=object), kind="stable"))
+
+
+def _read_unsorted(path: str | Path, features: str) -> FeatureMatrix:
     files = _parquet_files(path)
     tables = [pq.read_table(f) for f in files]
-    recipe = recipe_from_metadata(tables[0].schema.metadata, files[0])
     last = _last_stage(tables[0].schema, files[0])
+    recipe = recipe_from_metadata(tables[0].schema.metadata, files[0])
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     cols = set(table.column_names)
     if "subject_id" not in cols:
@@ -229,9 +243,9 @@ class JoinReport:
 
 
 def join_order(named_ids: dict[str, list[str]]) -> tuple[list[str], JoinReport]:
-    """Subjects present in every input (in the first input's order) and the unmatched count per input."""
+    """Subjects present in every input, sorted by id (one order whatever the inputs' row order), and the
+    unmatched count per input."""
     sets = {k: set(v) for k, v in named_ids.items()}
     common = set.intersection(*sets.values())
-    first = next(iter(named_ids.values()))
-    order = [s for s in first if s in common]
+    order = sorted(common)
     return order, JoinReport(len(order), {k: len(s - common) for k, s in sets.items()})

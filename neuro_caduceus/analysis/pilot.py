@@ -1,5 +1,5 @@
-"""The variant pilot end to end: the embedding job (`cohort.pilot`), masked-LM scores beside its distances,
-and its files (`analysis.pilot_report`).
+"""The variant pilot end to end: the embedding job (`cohort.pilot_job`), masked-LM scores beside its
+distances, and its files (`analysis.pilot_report`).
 
 Why two modules: the embeddings are a Ray job on the cohort job's actor pool (cohort layer); the zero-shot
 scores run in this process on the pilot's few variants, and the report is analysis output.
@@ -13,7 +13,7 @@ from pathlib import Path
 from neuro_caduceus.analysis.pilot_report import write_outputs
 from neuro_caduceus.analysis.variant_scores import add_llr_scores
 from neuro_caduceus.cohort.config import CohortConfig
-from neuro_caduceus.cohort.pilot import LOCAL_FLANK, PilotResult, run_pilot_job
+from neuro_caduceus.cohort.pilot_job import LOCAL_FLANK, PilotResult, run_pilot_job
 from neuro_caduceus.model import from_pretrained
 
 
@@ -22,7 +22,8 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     """Run the pilot for a cohort config and write variants/subjects Parquet, plots, report and summary."""
     t0 = time.time()
     result = run_pilot_job(cfg, variants_vcf, local_flank, strand_check)
-    model = from_pretrained(cfg.model.checkpoint)  # the masked-LM scores run in this process (pilot-sized)
+    # the masked-LM scores run in this process (pilot-sized)
+    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
     result.variants, llr_floor = add_llr_scores(result.variants, model, cfg, result.genes,
                                                   local_flank)
     result.summary.update(llr_noise_floor=llr_floor, seconds=round(time.time() - t0, 1))

@@ -1,4 +1,7 @@
-"""The Ray Data cohort embedding job: unique haplotypes -> distinct windows -> actors -> Parquet shards."""
+"""The Ray Data cohort embedding job: unique haplotypes -> distinct windows -> actors -> Parquet shards.
+
+Exposes `run_embed_cohort` (the job; loads Ray on first call), `CohortConfig` and `load_config`.
+"""
 
 from __future__ import annotations
 

@@ -14,28 +14,6 @@ import numpy as np
 import pyarrow as pa
 
 
-def single_variant_embeddings(
-    sums: np.ndarray, lengths: np.ndarray, ref_slots: np.ndarray,
-    variant_repl: Sequence[Sequence[tuple[int, int]]],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(e_ref [d], e_v [n_variants, d]) in float64 by the window rule.
-
-    `sums` [n_slots, d] and `lengths` [n_slots] are pooled window sums; `ref_slots[k]` is the slot of
-    reference window k; `variant_repl[v]` lists (window k, slot) pairs: the windows variant v changes and
-    their content.
-    """
-    ref_sum = sums[ref_slots].sum(axis=0)
-    ref_len = int(lengths[ref_slots].sum())
-    out = np.empty((len(variant_repl), sums.shape[1]))
-    for v, repl in enumerate(variant_repl):
-        total, n = ref_sum.copy(), ref_len
-        for window, slot in repl:
-            total += sums[slot] - sums[ref_slots[window]]
-            n += int(lengths[slot] - lengths[ref_slots[window]])
-        out[v] = total / n
-    return ref_sum / ref_len, out
-
-
 def additive_embeddings(e_ref: np.ndarray, e_var: np.ndarray, subject: np.ndarray, variant: np.ndarray,
                         dosage: np.ndarray, n_subjects: int) -> np.ndarray:
     """float64 [n_subjects, d]: e_ref + sum over (subject, variant, dosage) triples of dosage x delta_v."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from neuro_caduceus.cohort import preflight
+from neuro_caduceus.cohort import submit
 from neuro_caduceus.cohort.config import load_config
 
 IMPORT_ADVICE = ("run it in the project's environment (source .venv/bin/activate; for a Ray job, start the "
@@ -38,11 +38,11 @@ def embed_cohort(
         typer.echo(f"error: {sys.executable} cannot import the project ({err}); {IMPORT_ADVICE}", err=True)
         raise typer.Exit(2) from None
 
-    package = preflight.ray_package_dir()
+    package = submit.ray_package_dir()
     try:
-        cfg = preflight.relocate_for_cluster(load_config(config), package, client_dir)
+        cfg = submit.relocate_for_cluster(load_config(config), package, client_dir)
         with ray_session():
-            code = preflight.run_on_cluster(cfg, dry_run, overwrite)
+            code = submit.run_on_cluster(cfg, dry_run, overwrite)
     except FileNotFoundError as err:
         where = " (not in the uploaded working directory?)" if package and str(config) in str(err) else ""
         typer.echo(f"error: {err}{where}", err=True)

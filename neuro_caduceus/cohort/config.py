@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,10 @@ class Regions(_Strict):
 
 class ModelSection(_Strict):
     checkpoint: str = Field(..., description="HF-layout Caduceus checkpoint folder or URL")
+    checkpoint_sha256: str | None = Field(
+        None, pattern="^[0-9a-fA-F]{64}$",
+        description="sha256 of the weights file; a checkpoint that does not match is refused (the recipe "
+                    "records the sha either way)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="bfloat16/float16 run under CUDA autocast (the scan stays fp32); CPU: float32")
@@ -110,6 +115,18 @@ class RCCheck(_Strict):
     tolerance: float = Field(1e-3, gt=0, description="max |e(s) - e(rc(s))| allowed; above it the job stops")
 
 
+@dataclass(frozen=True)
+class ActorPlacement:
+    """Where the model runs in the job (embedding actors, the RC check): its GPU share (0: CPU) and device."""
+
+    gpus: float
+    device: str
+
+    def resources(self, cpus: float) -> dict[str, float]:
+        """Ray resources of one such task or actor: its GPU share, else `cpus` cores."""
+        return {"num_gpus": self.gpus} if self.gpus > 0 else {"num_cpus": cpus}
+
+
 class CohortConfig(_Strict):
     inputs: Inputs = Field(..., description="the cohort's genotypes, reference, annotation and gene set")
     regions: Regions = Field(Regions(), description="which bases of each gene are embedded, and their strand")
@@ -141,11 +158,21 @@ class CohortConfig(_Strict):
         """Where pooled window results live: output.window_store, or window_store/ under output.dir."""
         return self.output.window_store or f"{self.output.dir.rstrip('/')}/{DEFAULT_STORE}"
 
+    def actor_placement(self, cluster_gpus: float) -> ActorPlacement:
+        """compute.gpus_per_actor (unset: 1 when the cluster has GPUs, else 0), and model.device (auto: cuda
+        when the actor holds a GPU share)."""
+        gpus = self.compute.gpus_per_actor
+        if gpus is None:
+            gpus = 1.0 if cluster_gpus > 0 else 0.0
+        device = self.model.device if self.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+        return ActorPlacement(gpus, device)
+
     def result_hash(self) -> str:
         """Hash of every setting that changes the embeddings (compute and output location excluded)."""
         body = self.model_dump(mode="json", exclude={"compute": True, "output": {"dir", "window_store"},
                                                      "rc_check": True})
         body["model"].pop("device", None)
+        body["model"].pop("checkpoint_sha256", None)  # a pin, not a setting: the identity holds the sha
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

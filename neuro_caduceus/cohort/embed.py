@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.config import ActorPlacement, CohortConfig
 from neuro_caduceus.cohort.plan import content_key, open_reference
 from neuro_caduceus.cohort.store import WindowStore
 from neuro_caduceus.cohort.window_jobs import job_window
@@ -37,16 +37,15 @@ def model_recipe(cfg: CohortConfig) -> dict:
     Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
     model's identity is needed here, the actors build the real one.
     """
-    embedder = Embedder(from_pretrained(cfg.model.checkpoint), device="cpu", window=cfg.model.window,
+    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
+    embedder = Embedder(model, device="cpu", window=cfg.model.window,
                         stride=cfg.model.effective_stride)
     return {**embedder.recipe(), "dtype": cfg.model.dtype}
 
 
-def gpus_per_actor(cfg: CohortConfig) -> float:
-    """compute.gpus_per_actor, or 1 when the cluster has GPUs (0: CPU actors)."""
-    if cfg.compute.gpus_per_actor is not None:
-        return cfg.compute.gpus_per_actor
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+def actor_placement(cfg: CohortConfig) -> ActorPlacement:
+    """The embedding actors' GPU share and device on the connected cluster."""
+    return cfg.actor_placement(ray.cluster_resources().get("GPU", 0))
 
 
 class EmbedWindows:
@@ -58,7 +57,8 @@ class EmbedWindows:
 
         torch.set_num_threads(max(1, threads))
         self.embedder = Embedder(
-            from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=window_batch_size
+            from_pretrained(checkpoint, identity.get("checkpoint_sha256")),  # what the driver loaded
+            device=device, dtype=dtype, batch_size=window_batch_size
         )
         self.reference_fasta = reference_fasta
         self.store = WindowStore(store_url, identity)
@@ -80,12 +80,13 @@ class EmbedWindows:
         """Each job's window built from the reference and its variants; checked against the content key."""
         reference = open_reference(self.reference_fasta)
         seqs = []
-        for one in jobs:
-            window, variants = job_window(one)
+        for window_job in jobs:
+            window, variants = job_window(window_job)
             seq = build_sequence(reference, window, variants).sequence
-            if content_key(seq) != one["key"] or len(seq) != one["length"]:
-                raise RuntimeError(f"window {one['gene_id']}#{one['window']}: the rebuilt sequence does not "
-                                   f"match its key {one['key']} (reference {self.reference_fasta} changed?)")
+            if content_key(seq) != window_job["key"] or len(seq) != window_job["length"]:
+                where = f"{window_job['gene_id']}#{window_job['window']}"
+                raise RuntimeError(f"window {where}: the rebuilt sequence does not match its key "
+                                   f"{window_job['key']} (reference {self.reference_fasta} changed?)")
             seqs.append(seq)
         return seqs
 
@@ -93,13 +94,11 @@ class EmbedWindows:
 def embed_window_batches(ds: Any, cfg: CohortConfig, store_url: str, identity: dict) -> Any:
     """Ray Data: window-job batches (BATCH_SCHEMA rows) -> stats rows; pooled results go to the store."""
     compute = cfg.compute
-    gpus = gpus_per_actor(cfg)
-    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
-    resources: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": compute.cpus_per_actor}
+    placement = actor_placement(cfg)
     return ds.map_batches(
         EmbedWindows,
         fn_constructor_kwargs={
-            "checkpoint": cfg.model.checkpoint, "device": device, "dtype": cfg.model.dtype,
+            "checkpoint": cfg.model.checkpoint, "device": placement.device, "dtype": cfg.model.dtype,
             "window_batch_size": compute.window_batch_size, "threads": int(max(1, compute.cpus_per_actor)),
             "reference_fasta": cfg.inputs.reference_fasta, "store_url": store_url, "identity": identity,
         },
@@ -107,5 +106,5 @@ def embed_window_batches(ds: Any, cfg: CohortConfig, store_url: str, identity: d
         # little; Ray Data restarts a dead actor and retries its batches
         compute=ray.data.ActorPoolStrategy(min_size=compute.actors_min, max_size=compute.actors_max,
                                            max_tasks_in_flight_per_actor=2),
-        batch_size=1, batch_format="pyarrow", **resources,
+        batch_size=1, batch_format="pyarrow", **placement.resources(compute.cpus_per_actor),
     )

@@ -16,8 +16,7 @@ must agree on the same names; a file the job writes but `--overwrite` does not k
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -28,59 +27,52 @@ SUBFOLDERS = ("shards", "units", "plans")
 DEFAULT_STORE = "window_store"
 
 
+UNIT_FILES = {  # per unit: kind -> path under the job folder
+    "shard": "shards/{}.parquet", "stats": "units/{}.json", "plan": "plans/{}.parquet",
+    "plan_counts": "plans/{}.counts.parquet",
+}
+
+
 @dataclass(frozen=True)
 class JobFolder:
     """The job folder at `url`; paths are paths on `fs` (`url` itself is for messages and workers)."""
 
     url: str
+    fs: Any = field(init=False, repr=False, compare=False)
+    root: str = field(init=False)
 
-    @cached_property
-    def fs(self) -> Any:
-        return fsspec.core.url_to_fs(self.url)[0]
+    def __post_init__(self) -> None:
+        fs, root = fsspec.core.url_to_fs(self.url)
+        object.__setattr__(self, "fs", fs)
+        object.__setattr__(self, "root", root.rstrip("/"))
 
-    @cached_property
-    def root(self) -> str:
-        return fsspec.core.url_to_fs(self.url)[1].rstrip("/")
+    def path(self, name: str) -> str:
+        """A path under the folder (`_job.json`, `shards`, ...)."""
+        return f"{self.root}/{name}"
 
-    @property
-    def job_file(self) -> str:
-        return f"{self.root}/_job.json"
+    job_file = property(lambda self: self.path("_job.json"))
+    cohort_file = property(lambda self: self.path("_cohort.json"))
+    rc_check = property(lambda self: self.path("_rc_check.json"))
+    manifest = property(lambda self: self.path("manifest.json"))
+    shards_dir = property(lambda self: self.path("shards"))
+    units_dir = property(lambda self: self.path("units"))
+    plans_dir = property(lambda self: self.path("plans"))
 
-    @property
-    def cohort_file(self) -> str:
-        return f"{self.root}/_cohort.json"
-
-    @property
-    def rc_check(self) -> str:
-        return f"{self.root}/_rc_check.json"
-
-    @property
-    def manifest(self) -> str:
-        return f"{self.root}/manifest.json"
-
-    @property
-    def shards_dir(self) -> str:
-        return f"{self.root}/shards"
-
-    @property
-    def units_dir(self) -> str:
-        return f"{self.root}/units"
-
-    @property
-    def plans_dir(self) -> str:
-        return f"{self.root}/plans"
+    def unit_file(self, kind: str, name: str) -> str:
+        """The path of one unit's file of a kind of UNIT_FILES."""
+        return self.path(UNIT_FILES[kind].format(name))
 
     def shard(self, name: str) -> str:
-        return f"{self.shards_dir}/{name}.parquet"
+        return self.unit_file("shard", name)
 
     def unit_stats(self, name: str) -> str:
-        return f"{self.units_dir}/{name}.json"
+        return self.unit_file("stats", name)
 
     def plan(self, name: str) -> str:
-        return f"{self.plans_dir}/{name}.parquet"
+        return self.unit_file("plan", name)
 
     def plan_counts(self, name: str) -> str:
-        return f"{self.plans_dir}/{name}.counts.parquet"
+        return self.unit_file("plan_counts", name)
 
     def job_files(self) -> list[str]:
         """The files of the job as a whole (not of one unit)."""
@@ -93,7 +85,7 @@ class JobFolder:
     def owned_files(self, names: list[str]) -> list[str]:
         """Every file the job writes for the listed units and for itself, existing or not: what `--overwrite`
         deletes (with the units' uncommitted temporary shards)."""
-        per_unit = [p for n in names for p in (*self.unit_files(n), self.plan(n), self.plan_counts(n))]
+        per_unit = [self.unit_file(kind, n) for n in names for kind in UNIT_FILES]
         return [*per_unit, *self.job_files()]
 
     def temp_shards(self, name: str = "*") -> list[str]:
@@ -113,8 +105,8 @@ class JobFolder:
         return sorted(n for n in names if not (default_store and n == DEFAULT_STORE))
 
     def make(self) -> None:
-        for sub in ("", *(f"/{s}" for s in SUBFOLDERS)):
-            self.fs.makedirs(f"{self.root}{sub}", exist_ok=True)
+        for sub in ("", *SUBFOLDERS):
+            self.fs.makedirs(self.path(sub).rstrip("/"), exist_ok=True)
 
     def remove(self, names: list[str]) -> None:
         """Delete the job's own files of the listed units and of itself; subfolders only if left empty."""
@@ -122,6 +114,6 @@ class JobFolder:
             if self.fs.exists(path):
                 self.fs.rm(path)
         for sub in SUBFOLDERS:
-            path = f"{self.root}/{sub}"
+            path = self.path(sub)
             if self.fs.exists(path) and not self.fs.ls(path):
                 self.fs.rmdir(path)

@@ -1,8 +1,9 @@
 """CPU stage: one gene's unique haplotypes -> window jobs for its distinct windows + how to reassemble it.
 
-Why: a gene embedding is sum(window sums) / sum(window lengths) over its windows (INTERFACES.md, the window
-rule), so a haplotype differs from the reference only in the windows that hold one of its variants. The
-reference windows are needed once per gene; a haplotype window is built only where a variant falls, and
+Why: a gene embedding is sum(window sums) / sum(window lengths) over its windows (the window rule,
+cohort/pooling.py), so a haplotype differs from the reference only in the windows that hold one of its
+variants. The reference windows are needed once per gene; a haplotype window is built only where a variant
+falls, and
 identical window contents (two haplotypes with the same variants in that window, or a variant that leaves
 the sequence unchanged) share one content key. The planner builds each window once to hash it and keeps
 only the key and the recipe (window + applied variants); the sequence is rebuilt by the embedding actor.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.window_jobs import job
 from neuro_caduceus.genome.fasta import Reference
-from neuro_caduceus.genome.haplotypes import build_sequence, variants_in
+from neuro_caduceus.genome.haplotypes import VARIANT_OUTCOMES, build_sequence, variants_in
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
-from neuro_caduceus.io import write_parquet
+from neuro_caduceus.io import check_format, write_parquet
 
 
 @dataclass
@@ -63,9 +63,6 @@ class GenePlan:
     hap_variants: list[list[int]] = field(default_factory=list)
 
 
-VARIANT_OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")  # BuildResult fields
-
-
 def content_key(seq: str) -> str:
     """Window content key: identical sequences share one model call and one store entry."""
     return hashlib.sha1(seq.encode()).hexdigest()
@@ -78,25 +75,35 @@ def open_reference(path: str):
 
 
 class KeyedWindows:
-    """Content-key slots of one gene: `slot` returns (slot, new job or None) for a built window."""
+    """Content-key slots of one gene and the window job of each (`jobs[slot]`)."""
 
     def __init__(self, gene_id: str):
-        self.gene_id, self.slot_of, self.keys, self.tokens = gene_id, {}, [], 0
+        self.gene_id, self.slot_of, self.keys, self.jobs, self.tokens = gene_id, {}, [], [], 0
 
-    def slot(self, window: Any, seq: str, applied: list[Variant]) -> tuple[int, dict | None]:
+    def slot(self, window: Any, seq: str, applied: list[Variant]) -> tuple[int, bool]:
+        """(slot of the built window, whether it is new to the gene)."""
         key = content_key(seq)
         if key in self.slot_of:
-            return self.slot_of[key], None
+            return self.slot_of[key], False
         self.slot_of[key] = len(self.keys)
         self.keys.append(key)
+        self.jobs.append(job(key, self.gene_id, window, len(seq), applied))
         self.tokens += len(seq)
-        return self.slot_of[key], job(key, self.gene_id, window, len(seq), applied)
+        return self.slot_of[key], True
+
+
+@dataclass(frozen=True)
+class PlannedGene:
+    """A planning call's whole answer: the gene's plan and the window job of each of its distinct windows."""
+
+    plan: GenePlan
+    jobs: list[dict]  # jobs[slot], slot order (window_jobs.job rows)
 
 
 def single_variant_windows(reference: Any, unit: GeneUnit, slots: KeyedWindows, ref_keys: list[str],
-                           variant: Variant) -> Generator[dict, None, list[tuple[int, int]]]:
-    """Yields the new window jobs of the reference with `variant` alone applied (only the windows it
-    touches); returns its (window index, slot) replacements (windows left equal to the reference omitted)."""
+                           variant: Variant) -> list[tuple[int, int]]:
+    """The (window index, slot) replacements of the reference with `variant` alone applied (only the windows
+    it touches; windows left equal to the reference omitted)."""
     repl = []
     for i, window in enumerate(unit.windows):
         if not variants_in(window, [variant]):
@@ -104,16 +111,14 @@ def single_variant_windows(reference: Any, unit: GeneUnit, slots: KeyedWindows, 
         seq = build_sequence(reference, window, [variant])
         if content_key(seq.sequence) == ref_keys[i]:
             continue
-        slot, new = slots.slot(window, seq.sequence, seq.applied)
-        if new:
-            yield new
+        slot, _ = slots.slot(window, seq.sequence, seq.applied)
         repl.append((i, slot))
     return repl
 
 
-def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
-              additive: bool = False) -> Generator[dict, None, GenePlan]:
-    """Yields a window job per distinct window of the gene; returns its GenePlan (keys, no sequences).
+def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table, additive: bool = False,
+              genotype_counts: pa.Table | None = None) -> PlannedGene:
+    """The gene's GenePlan (keys, no sequences) and a window job per distinct window.
 
     `additive`: the haplotypes' windows are built only for the counts; the jobs are those of each distinct
     variant applied alone (model work bounded by the gene's distinct variants).
@@ -122,9 +127,7 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
     ref_keys, ref_slots, ref_len = [], [], 0
     for w in unit.windows:
         seq = build_sequence(reference, w, []).sequence
-        slot, new = slots.slot(w, seq, [])
-        if new:
-            yield new
+        slot, _ = slots.slot(w, seq, [])
         ref_keys.append(content_key(seq))
         ref_slots.append(slot)
         ref_len += len(seq)
@@ -152,10 +155,7 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
                 windows_same_as_ref += 1
                 continue
             slot, new = slots.slot(window, res.sequence, res.applied)
-            if new:
-                yield new
-            else:
-                windows_dedup += 1
+            windows_dedup += not new
             repl.append((i, slot))
         hap_keys.append(row["haplotype_key"])
         hap_repl.append(repl)
@@ -165,7 +165,7 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
         naive_tokens += len(hap_carriers) * hap_len
     extra = {}
     if additive:
-        extra = yield from _plan_single_variants(reference, unit, slots, ref_keys, rows)
+        extra = _plan_single_variants(reference, unit, slots, ref_keys, rows)
     counts = {
         "windows_per_reference": len(unit.windows),
         "reference_tokens": ref_len,
@@ -181,31 +181,32 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table,
         **{f"variants_{name}": len(outcomes[name]) for name in VARIANT_OUTCOMES},
     }
     ref = np.array(ref_slots, dtype=np.int64)
-    return GenePlan(unit, slots.keys, ref, hap_keys, hap_repl, carriers, counts, **extra)
+    plan = GenePlan(unit, slots.keys, ref, hap_keys, hap_repl, carriers, counts,
+                    genotype_counts=genotype_counts, **extra)
+    return PlannedGene(plan, slots.jobs)
 
 
 def _plan_single_variants(reference: Any, unit: GeneUnit, slots: KeyedWindows, ref_keys: list[str],
-                          rows: list[dict]) -> Generator[dict, None, dict]:
+                          rows: list[dict]) -> dict:
     """The additive fields of a GenePlan; variants carried by nobody are left out, as `dosages` does."""
     keyed = [[(v["chrom"], v["pos"], v["ref"], v["alt"]) for v in row["variants"]] for row in rows]
     variants = sorted({k for row, keys in zip(rows, keyed, strict=True) if row["carriers"] for k in keys})
     index = {k: j for j, k in enumerate(variants)}
-    variant_repl = []
-    for key in variants:
-        repl = yield from single_variant_windows(reference, unit, slots, ref_keys, Variant(*key))
-        variant_repl.append(repl)
+    variant_repl = [single_variant_windows(reference, unit, slots, ref_keys, Variant(*key))
+                    for key in variants]
     hap_variants = [sorted({index[k] for k in keys if k in index}) for keys in keyed]
     return {"variants": variants, "variant_repl": variant_repl, "hap_variants": hap_variants}
 
 
 PLAN_META = b"neuro_caduceus.plan"
+PLAN_FORMAT = 1  # the plan file's layout (its `format_version` in PLAN_META)
 
 
 def write_plan(folder: JobFolder, name: str, plan: GenePlan) -> None:
     """plans/<name>.parquet: one row per haplotype; keys, reference slots and counts in the footer."""
-    meta = {"gene_id": plan.unit.gene_id, "gene_name": plan.unit.gene_name, "keys": plan.keys,
-            "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts, "variants": plan.variants,
-            "variant_repl": plan.variant_repl}
+    meta = {"format_version": PLAN_FORMAT, "gene_id": plan.unit.gene_id, "gene_name": plan.unit.gene_name,
+            "keys": plan.keys, "ref_slots": plan.ref_slots.tolist(), "counts": plan.counts,
+            "variants": plan.variants, "variant_repl": plan.variant_repl}
     table = pa.table({
         "haplotype_key": pa.array(plan.hap_keys, pa.string()),
         "repl": pa.array([[w for pair in r for w in pair] for r in plan.hap_repl], pa.list_(pa.int64())),
@@ -223,6 +224,7 @@ def read_plan(folder: JobFolder, name: str) -> GenePlan:
     with fs.open(folder.plan(name), "rb") as f:
         table = pq.read_table(f)
     meta = json.loads(table.schema.metadata[PLAN_META])
+    check_format(meta.get("format_version"), PLAN_FORMAT, folder.plan(name))
     rows = table.to_pydict()
     repl = [[(r[i], r[i + 1]) for i in range(0, len(r), 2)] for r in rows["repl"]]
     carriers = [list(zip(s, h, strict=True)) for s, h in zip(rows["carrier_subject"], rows["carrier_hap"],

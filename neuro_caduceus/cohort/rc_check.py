@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from neuro_caduceus.cohort.config import ActorPlacement
 from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.genome.annotation import read_genes
 from neuro_caduceus.genome.fasta import Reference
@@ -80,7 +81,7 @@ def check_or_raise(record: dict) -> dict:
     return record
 
 
-def rc_check_for_job(cfg: Any, folder: JobFolder, gene_ids: list[str], gpus: float) -> dict:
+def rc_check_for_job(cfg: Any, folder: JobFolder, gene_ids: list[str], placement: ActorPlacement) -> dict:
     """The cohort job's hook: run once per output folder on the actors' kind of device (a Ray task with
     the actors' GPU share), store `_rc_check.json`, reuse it when resuming; raise RCCheckFailed above the
     tolerance."""
@@ -93,11 +94,9 @@ def rc_check_for_job(cfg: Any, folder: JobFolder, gene_ids: list[str], gpus: flo
     if fs.exists(path):
         with fs.open(path, "r") as f:
             return check_or_raise(json.load(f))
-    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if gpus > 0 else "cpu")
-    resources = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": 1}
-    task = ray.remote(**resources)(run_rc_check)
+    task = ray.remote(**placement.resources(1))(run_rc_check)
     record = ray.get(task.remote(cfg.model.checkpoint, cfg.inputs.reference_fasta, cfg.inputs.gtf, gene_ids,
-                                 cfg.model.window, cfg.model.stride, cfg.model.dtype, device, rc.genes,
-                                 rc.windows, rc.tolerance))
+                                 cfg.model.window, cfg.model.stride, cfg.model.dtype, placement.device,
+                                 rc.genes, rc.windows, rc.tolerance))
     write_atomic(fs, path, json.dumps(record, indent=1))
     return check_or_raise(record)

@@ -18,12 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.additive import additive_embeddings, dosages, single_variant_embeddings
+from neuro_caduceus.cohort.additive import additive_embeddings, dosages
 from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.plan import GenePlan
+from neuro_caduceus.cohort.pooling import window_means
 from neuro_caduceus.genome.genotype_counts import excluded_by_missing, n_missing_of, unit_genotype_stats
 from neuro_caduceus.genome.strategies import n_haps
-from neuro_caduceus.io import atomic_path, recipe_metadata, write_atomic
+from neuro_caduceus.io import SHARD_FORMAT, atomic_path, format_metadata, recipe_metadata, write_atomic
 
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
@@ -38,7 +39,7 @@ def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
     ]
     if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
         fields.append(("n_missing", pa.int32()))
-    return pa.schema(fields, metadata=recipe_metadata(recipe))
+    return pa.schema(fields, metadata={**recipe_metadata(recipe), **format_metadata(SHARD_FORMAT)})
 
 
 def unit_name(gene_id: str) -> str:
@@ -48,18 +49,7 @@ def unit_name(gene_id: str) -> str:
 
 def haplotype_embeddings(plan: GenePlan) -> tuple[np.ndarray, np.ndarray]:
     """(reference embedding [d], haplotype embeddings [n_haps, d]) in float64, exact window pooling."""
-    sums, lengths = plan.sums, plan.lengths
-    ref_sum = sums[plan.ref_slots].sum(axis=0)
-    ref_len = int(lengths[plan.ref_slots].sum())
-    haps = np.empty((len(plan.hap_keys), sums.shape[1]))
-    for h, repl in enumerate(plan.hap_repl):
-        total, n = ref_sum.copy(), ref_len
-        for window, slot in repl:
-            ref_slot = plan.ref_slots[window]
-            total += sums[slot] - sums[ref_slot]
-            n += int(lengths[slot] - lengths[ref_slot])
-        haps[h] = total / n
-    return ref_sum / ref_len, haps
+    return window_means(plan.sums, plan.lengths, plan.ref_slots, plan.hap_repl)
 
 
 def subject_embeddings(
@@ -105,7 +95,7 @@ def write_unit(
     stats.update(unit_genotype_stats(counts, subjects, max_missing))
     excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
     if strategy == "additive":
-        ref, singles = single_variant_embeddings(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
+        ref, singles = window_means(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
     else:
         ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)

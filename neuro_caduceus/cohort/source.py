@@ -24,10 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.cohort.config import Inputs
+from neuro_caduceus.genome.genotype_counts import genotype_counts_from_vcf
 from neuro_caduceus.genome.haplotypes import unique_haplotypes_from_vcf
-from neuro_caduceus.genome.personalize import genotype_counts_from_vcf, vcf_samples
+from neuro_caduceus.genome.personalize import vcf_samples
 from neuro_caduceus.genome.strategies import calls_strategy
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+from neuro_caduceus.io import FilesystemMissing, filesystem
 from neuro_caduceus.variants.export import read_export_samples
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan, read_region_matrix
 from neuro_caduceus.variants.hail_session import init_hail
@@ -37,8 +39,17 @@ from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_
 
 def url_exists(path: str) -> bool:
     """A local path or URL exists (any fsspec filesystem)."""
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = filesystem(path)
     return fs.exists(p)
+
+
+@dataclass(frozen=True)
+class GeneGenotypes:
+    """One gene's HAPLOTYPE_SCHEMA rows and its GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls
+    per subject; None for the reference strategy and for a Parquet export written before the counts)."""
+
+    haplotypes: pa.Table
+    counts: pa.Table | None
 
 
 class HaplotypeSource(ABC):
@@ -47,24 +58,28 @@ class HaplotypeSource(ABC):
     kind: str
     path: str
 
-    def gene_haplotypes(self, region: Any, strategy: str, subjects: list[str] | None = None,
-                        counts_out: list[pa.Table] | None = None) -> pa.Table:
-        """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy).
+    def gene_haplotypes(self, region: Any, strategy: str, subjects: list[str] | None = None) -> pa.Table:
+        """HAPLOTYPE_SCHEMA rows of one gene (empty for the reference strategy)."""
+        return self._gene(region, strategy, subjects, with_counts=False).haplotypes
 
-        When `counts_out` is a list, the gene's GENOTYPE_COUNTS_SCHEMA table (missing and unphased het calls
-        per subject) is appended to it (a Parquet export written before the counts existed has none).
-        """
+    def gene_genotypes(self, region: Any, strategy: str, subjects: list[str] | None = None) -> GeneGenotypes:
+        """The gene's haplotypes and genotype counts."""
+        return self._gene(region, strategy, subjects, with_counts=True)
+
+    def _gene(self, region: Any, strategy: str, subjects: list[str] | None,
+              with_counts: bool) -> GeneGenotypes:
         strategy = calls_strategy(strategy)
         if strategy == "reference":
-            return HAPLOTYPE_SCHEMA.empty_table()
-        parts = self._read_gene(region, strategy, subjects, counts_out)
+            return GeneGenotypes(HAPLOTYPE_SCHEMA.empty_table(), None)
+        parts, counts = self._read_gene(region, strategy, subjects, with_counts)
         parts = [p.select(HAPLOTYPE_SCHEMA.names).cast(HAPLOTYPE_SCHEMA) for p in parts if p.num_rows]
-        return pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table()
+        return GeneGenotypes(pa.concat_tables(parts) if parts else HAPLOTYPE_SCHEMA.empty_table(), counts)
 
     @abstractmethod
     def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
-                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
-        """The gene's haplotype tables for a sequence strategy other than reference."""
+                   with_counts: bool) -> tuple[list[pa.Table], pa.Table | None]:
+        """The gene's haplotype tables for a sequence strategy other than reference, and (`with_counts`) its
+        genotype counts."""
 
     @abstractmethod
     def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
@@ -85,11 +100,13 @@ class MatrixTableSource(HaplotypeSource):
     kind = "matrix_table"
 
     def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
-                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+                   with_counts: bool) -> tuple[list[pa.Table], pa.Table | None]:
         from neuro_caduceus.variants.source import read_region_group  # Ray Data (the datasource's module)
 
-        return list(read_region_group(self.path, [RegionSpan.of(region)], strategy, self.qc,
-                                      sample_sets(self.qc), counts_out=counts_out))
+        counts: list[pa.Table] = []
+        parts = list(read_region_group(self.path, [RegionSpan.of(region)], strategy, self.qc,
+                                       sample_sets(self.qc), counts_out=counts if with_counts else None))
+        return parts, (pa.concat_tables(counts) if counts else None)
 
     def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
         import ray
@@ -102,6 +119,8 @@ class MatrixTableSource(HaplotypeSource):
         try:
             if "GT" not in read_meta(self.path).entry_fields:
                 return [f"inputs.matrix_table: {self.path} has no GT entry field"]
+        except ImportError as err:
+            return [f"inputs.matrix_table: {FilesystemMissing(self.path, err)}"]
         except (OSError, ValueError) as err:
             return [f"inputs.matrix_table: {err}"]
         return []
@@ -131,7 +150,7 @@ class ParquetExportSource(HaplotypeSource):
         return self.path.rstrip("/")
 
     def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
-                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+                   with_counts: bool) -> tuple[list[pa.Table], pa.Table | None]:
         path = f"{self.root}/haplotypes/{region.region_id}.parquet"
         fs, fs_path = fsspec.core.url_to_fs(path)
         if not fs.exists(fs_path):
@@ -141,11 +160,11 @@ class ParquetExportSource(HaplotypeSource):
             )
         with fs.open(fs_path, "rb") as f:
             parts = [pq.read_table(f)]
-        counts_path = fs_path.replace("/haplotypes/", "/genotype_counts/")
-        if counts_out is not None and fs.exists(counts_path):
+        counts_path, counts = fs_path.replace("/haplotypes/", "/genotype_counts/"), None
+        if with_counts and fs.exists(counts_path):
             with fs.open(counts_path, "rb") as f:
-                counts_out.append(pq.read_table(f))
-        return parts
+                counts = pq.read_table(f)
+        return parts, counts
 
     def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
         with fsspec.open(f"{self.root}/qc_summary.json", "rt") as f:
@@ -167,12 +186,13 @@ class VcfSource(HaplotypeSource):
     kind = "vcf"
 
     def _read_gene(self, region: Any, strategy: str, subjects: list[str] | None,
-                   counts_out: list[pa.Table] | None) -> list[pa.Table]:
+                   with_counts: bool) -> tuple[list[pa.Table], pa.Table | None]:
         parts = [unique_haplotypes_from_vcf(self.path, [region], strategy, samples=subjects)]
-        if counts_out is not None:
+        counts = None
+        if with_counts:
             chosen = subjects if subjects is not None else vcf_samples(self.path)
-            counts_out.append(genotype_counts_from_vcf(self.path, [region], chosen))
-        return parts
+            counts = genotype_counts_from_vcf(self.path, [region], chosen)
+        return parts, counts
 
     def subjects_and_qc(self, regions: list) -> tuple[list[str], dict]:
         kept, samples = filter_ids(vcf_samples(self.path), self.qc, sample_sets(self.qc))

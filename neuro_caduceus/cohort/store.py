@@ -4,7 +4,8 @@ Why: a window's pooled result depends only on its sequence and the model identit
 and reused by every gene, run, resumed run, pilot and config that shares the model. Layout (a folder or any
 fsspec URL):
 
-    _identity.json            the model identity the store is valid for (another one is refused)
+    _identity.json            the model identity the store is valid for (another one is refused) and the
+                              store's format version
     batches/<id>.parquet      one committed actor batch: key, length, sum (float64 [d_model])
 
 A batch is written under a hidden temporary name and renamed when complete, with its row count and a
@@ -26,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.io import TEMP_GLOB, write_atomic, write_parquet
+from neuro_caduceus.io import TEMP_GLOB, check_format, write_atomic, write_parquet
 
 IDENTITY_FILE = "_identity.json"
+STORE_FORMAT = 1  # the store's layout (its `format_version` in the identity file)
 ROWS_KEY, CHECKSUM_KEY = b"neuro_caduceus.rows", b"neuro_caduceus.checksum"
 IDENTITY_KEYS = ("checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code")
 _MODEL_CODE = ("modules.py", "scan.py", "embedder.py", "tokenizer.py")
@@ -64,12 +66,21 @@ class WindowStore:
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.root = self.root.rstrip("/")
 
+    def _stored_identity(self) -> dict | None:
+        """The identity the store holds (None: no store there yet); a newer store format is refused."""
+        path = f"{self.root}/{IDENTITY_FILE}"
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "r") as f:
+            stored = json.load(f)
+        check_format(stored.pop("format_version", None), STORE_FORMAT, f"{self.url}/{IDENTITY_FILE}")
+        return stored
+
     def open(self, create: bool = True) -> WindowStore:
         """Check (or record, for a new store) the identity; refuse a store of another model identity."""
         path = f"{self.root}/{IDENTITY_FILE}"
-        if self.fs.exists(path):
-            with self.fs.open(path, "r") as f:
-                stored = json.load(f)
+        stored = self._stored_identity()
+        if stored is not None:
             if stored != self.identity:
                 have, want = json.dumps(stored, sort_keys=True), json.dumps(self.identity, sort_keys=True)
                 raise FileExistsError(
@@ -78,17 +89,16 @@ class WindowStore:
                 )
         elif create:
             self.fs.makedirs(f"{self.root}/batches", exist_ok=True)
-            write_atomic(self.fs, path, json.dumps(self.identity, indent=1, sort_keys=True))
+            body = {**self.identity, "format_version": STORE_FORMAT}
+            write_atomic(self.fs, path, json.dumps(body, indent=1, sort_keys=True))
         return self
 
     def clear_if_other(self) -> None:
         """Delete the store's own files (identity, committed, partial batches) if it holds another model."""
         path = f"{self.root}/{IDENTITY_FILE}"
-        if not self.fs.exists(path):
+        stored = self._stored_identity()
+        if stored is None or stored == self.identity:
             return
-        with self.fs.open(path, "r") as f:
-            if json.load(f) == self.identity:
-                return
         for batch in [*self.batch_files(), *self.fs.glob(f"{self.root}/batches/{TEMP_GLOB}")]:
             self.fs.rm(batch)
         self.fs.rm(path)

@@ -10,7 +10,7 @@ pickles Python objects and a batch never exceeds `tokens_per_batch` bases (a sin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -58,15 +58,22 @@ class BatchPacker:
     def __init__(self, tokens: int):
         self.tokens, self.jobs, self.genes, self.size = tokens, [], [], 0
 
-    def add(self, one: dict[str, Any]) -> Iterator[pa.Table]:
+    def add(self, window_job: dict[str, Any]) -> Iterator[pa.Table]:
         """Add a job; yields the previous batch first when this one would overflow it."""
-        if self.jobs and self.size + one["length"] > self.tokens:
+        if self.jobs and self.size + window_job["length"] > self.tokens:
             yield self._batch()
-        self.jobs.append(one)
-        self.size += one["length"]
+        self.jobs.append(window_job)
+        self.size += window_job["length"]
 
-    def gene_planned(self, note: dict[str, Any]) -> None:
-        self.genes.append(note)
+    def add_gene(self, gene_id: str, jobs: list[dict[str, Any]],
+                 stored: Container[str]) -> Iterator[pa.Table]:
+        """Add a planned gene's jobs not in `stored` (yields batches as they fill), then its planning note
+        (windows planned, new, already stored, new tokens), which travels with the batch that closes it."""
+        new = [window_job for window_job in jobs if window_job["key"] not in stored]
+        for window_job in new:
+            yield from self.add(window_job)
+        self.genes.append({"gene_id": gene_id, "windows": len(jobs), "new": len(new),
+                           "stored": len(jobs) - len(new), "tokens_new": sum(j["length"] for j in new)})
 
     def flush(self) -> Iterator[pa.Table]:
         if self.jobs or self.genes:

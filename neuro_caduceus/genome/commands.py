@@ -27,7 +27,7 @@ def genes(
     fasta: str = typer.Option(..., help="Reference FASTA with .fai (path or fsspec URL)"),
     out: Path = typer.Option(..., help="Output prefix: writes PREFIX.tsv and PREFIX.fa"),
     mode: str = typer.Option("gene_body", help=MODE_HELP),
-    flank: int = typer.Option(0, help="Bases added to the region's outer ends"),
+    flank: int = typer.Option(0, help="Bases added to the region's outer ends", min=0),
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
 ) -> None:
     """Gene set + GTF + FASTA -> regions table (PREFIX.tsv) and reference sequences (PREFIX.fa)."""
@@ -51,17 +51,17 @@ def personalize(
     gtf: Path | None = typer.Option(None, help="GTF, with --genes, instead of --regions"),
     genes: Path | None = typer.Option(None, "--genes", help="Gene set YAML (with --gtf)"),
     strategy: str = typer.Option(..., help="reference | consensus | diploid"),
-    out: Path = typer.Option(..., help="Output FASTA; the summary goes to OUT.summary.json"),
+    out: Path = typer.Option(..., help="Output FASTA (P.fa); the summary goes to P.summary.json"),
     samples: Path | None = typer.Option(
         None, help="File with one sample id per line (default: all, VCF order)"
     ),
     mode: str = typer.Option("gene_body", help=MODE_HELP + " (with --gtf)"),
-    flank: int = typer.Option(0, help="Bases added to the region's outer ends (with --gtf)"),
+    flank: int = typer.Option(0, help="Bases added to the region's outer ends (with --gtf)", min=0),
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
     strict_ref: bool = typer.Option(
         False, "--strict-ref", help="A REF mismatch is an error, not a rejection"
     ),
-    workers: int = typer.Option(1, help="Processes reading the VCF (groups of regions each)"),
+    workers: int = typer.Option(1, help="Processes reading the VCF (groups of regions each)", min=1),
 ) -> None:
     """Each sample's haplotype sequences of each region (bcftools consensus semantics) as FASTA."""
     check_strategy(strategy, name="--strategy")

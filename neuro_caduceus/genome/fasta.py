@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import fsspec
 
+from neuro_caduceus.alphabet import clean_sequence
+
 
 def contig_aliases(name: str) -> list[str]:
     """The name itself, then its other-style spellings (chr1 <-> 1, chrM <-> MT)."""
@@ -167,13 +169,18 @@ class _RemoteFasta:
 
 
 class Reference:
-    """A reference genome: `fetch(chrom, start, end)` (0-based half-open) -> upper-case bases."""
+    """A reference genome: `fetch(chrom, start, end)` (0-based half-open) -> upper-case bases.
+
+    The alphabet policy of `neuro_caduceus.alphabet` applies: IUPAC codes other than N are read as N
+    (counted in `ambiguous_replaced`); any other character is an error naming the FASTA and the region.
+    """
 
     def __init__(self, path_or_url: str, contig_map: dict[str, str] | None = None):
         self.path = str(path_or_url)
         self.contig_map = dict(contig_map or {})
         self._reader = _RemoteFasta(self.path) if "://" in self.path else self._open_local(self.path)
         self._lengths = self._read_lengths()
+        self.ambiguous_replaced = 0
 
     @staticmethod
     def _open_local(path: str):
@@ -215,4 +222,7 @@ class Reference:
         size = self._lengths[name]
         if not 0 <= start <= end <= size:
             raise ValueError(f"{chrom}:{start}-{end} is outside contig {name} (length {size}) of {self.path}")
-        return self._reader.fetch(name, start, end).upper()
+        seq, replaced = clean_sequence(self._reader.fetch(name, start, end),
+                                       f"FASTA {self.path} {name}:{start + 1}-{end}")
+        self.ambiguous_replaced += replaced
+        return seq

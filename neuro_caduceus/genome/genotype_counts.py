@@ -15,6 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuro_caduceus.genome.fasta import ContigNotFound, resolve_contig
+from neuro_caduceus.genome.regions import Region
+from neuro_caduceus.genome.variant_schema import Variant, overlaps
+
 GENOTYPE_COUNTS_SCHEMA = pa.schema(
     [
         ("subject_id", pa.string()),
@@ -108,3 +112,37 @@ def _diploid_warning(n_het: int) -> str:
     return (f"{n_het:,} unphased het calls: under haplotype_strategy diploid each is put on haplotype 2 by "
             "convention, so a subject's hets all land on one chromosome; use phased input, or a phase-free "
             "strategy (consensus)")
+
+
+def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Sequence[str]) -> pa.Table:
+    """Per subject-gene missing and unphased het calls (GENOTYPE_COUNTS_SCHEMA, the Hail path's rows).
+
+    Read with pysam, record by record (one count per VCF record as written, whatever its number of ALTs):
+    missing = no GT or a missing allele; unphased het = a `/` diploid call of two different alleles.
+    """
+    import pysam
+
+    tables = []
+    with pysam.VariantFile(vcf) as vf:
+        vf.subset_samples(list(samples))
+        order = list(vf.header.samples)
+        contigs = set(vf.header.contigs) | set(vf.index or [])
+        for region in regions:
+            n = np.zeros((len(order), 2), dtype=np.int64)
+            try:
+                chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
+            except ContigNotFound:
+                chrom = None
+            start, end = region.segments[0][0], region.segments[-1][1]
+            for rec in vf.fetch(chrom, start, end) if chrom else ():
+                if not overlaps(Variant(rec.chrom, rec.pos, rec.ref or "N", "N"), region.segments):
+                    continue
+                for i, call in enumerate(rec.samples.values()):
+                    gt = call.get("GT") if "GT" in rec.format else None
+                    if not gt or None in gt:
+                        n[i, 0] += 1
+                    elif len(gt) == 2 and gt[0] != gt[1] and not call.phased:
+                        n[i, 1] += 1
+            idx = np.arange(len(order))
+            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1]))
+    return pa.concat_tables(tables) if tables else GENOTYPE_COUNTS_SCHEMA.empty_table()

@@ -61,6 +61,9 @@ class BuildResult(NamedTuple):
     ignored: list[Variant]
 
 
+VARIANT_OUTCOMES = BuildResult._fields[1:]  # what became of each variant a sequence was built with
+
+
 def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
 
@@ -294,6 +297,7 @@ class _CallParts:
     def add(self, records: list[tuple], gt: np.ndarray, segments, whole_calls: bool) -> None:
         """`gt`: int16 [records, samples, 2] alleles as written (-1 missing, -2 haploid end)."""
         first, second = gt[:, :, 0], gt[:, :, 1]
+        check_allele_indices(records, gt)
         haploid = second == -2
         called = (first >= 0) & (haploid | (second >= 0)) if whole_calls else np.ones(first.shape, dtype=bool)
         for k in range(1, max(len(r[3]) for r in records) + 1):
@@ -317,6 +321,19 @@ class _CallParts:
             bits = G0 * g0[rows, cols] + G1 * g1[rows, cols] + PHASED + HAPLOID * haploid[rows, cols]
             self.code.append(bits.astype(np.int64))  # written allele order, as bcftools consensus
         self.n_records += len(records)
+
+
+def check_allele_indices(records: list[tuple], gt: np.ndarray) -> None:
+    """A GT allele index beyond the record's ALTs (`0/3` with one ALT) is an error, never read as REF."""
+    if not gt.size:
+        return
+    n_alts = np.array([len(r[3]) for r in records])
+    over = np.flatnonzero(gt.reshape(len(records), -1).max(axis=1) > n_alts)
+    if len(over):
+        chrom, pos, _, alts = records[over[0]][:4]
+        top = int(gt[over[0]].max())
+        raise ValueError(f"{chrom}:{pos}: a GT calls allele {top} but the record has {len(alts)} ALT(s) "
+                         f"({len(over)} record(s) like this in the chunk); fix the genotypes")
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
@@ -373,13 +390,16 @@ def _read_regions(job: tuple, regions: list) -> pa.Table:
     sample_idx = np.array([position[s] for s in chosen], dtype=np.int64)
     names = np.array(chosen, dtype=object)
     seqnames = set(reader.seqnames)
-    tables = [
-        haplotype_table(
-            r.region_id,
-            _region_calls(reader, seqnames, r, sample_idx, names, strategy == "consensus"),
-            strategy,
-        )
-        for r in regions
-    ]
+    try:
+        tables = [
+            haplotype_table(
+                r.region_id,
+                _region_calls(reader, seqnames, r, sample_idx, names, strategy == "consensus"),
+                strategy,
+            )
+            for r in regions
+        ]
+    except ValueError as err:  # a bad record: name the file
+        raise ValueError(f"VCF {vcf}: {err}") from err
     tables = [t for t in tables if t.num_rows]
     return pa.concat_tables(tables) if tables else HAPLOTYPE_SCHEMA.empty_table()

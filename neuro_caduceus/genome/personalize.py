@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 
 from neuro_caduceus.genome.fasta import ContigNotFound, Reference, resolve_contig
 from neuro_caduceus.genome.gene_regions import check_contigs
-from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA, counts_table
 from neuro_caduceus.genome.haplotypes import (
+    VARIANT_OUTCOMES,
     BuildResult,
     build_sequence,
     edit_of,
@@ -36,8 +36,6 @@ from neuro_caduceus.genome.strategies import check_strategy, n_haps
 from neuro_caduceus.genome.variant_schema import Variant, overlaps
 from neuro_caduceus.genome.vcf_file import check_vcf
 from neuro_caduceus.io import atomic_writer
-
-OUTCOMES = ("applied", "skipped_overlap", "rejected_ref_mismatch", "ignored")
 
 
 @dataclass
@@ -251,40 +249,6 @@ def count_missing_calls(vcf: str, regions: Sequence[Region], samples: Sequence[s
     return records, missing
 
 
-def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Sequence[str]) -> pa.Table:
-    """Per subject-gene missing and unphased het calls (GENOTYPE_COUNTS_SCHEMA, the Hail path's rows).
-
-    Read with pysam, record by record (one count per VCF record as written, whatever its number of ALTs):
-    missing = no GT or a missing allele; unphased het = a `/` diploid call of two different alleles.
-    """
-    import pysam
-
-    tables = []
-    with pysam.VariantFile(vcf) as vf:
-        vf.subset_samples(list(samples))
-        order = list(vf.header.samples)
-        contigs = set(vf.header.contigs) | set(vf.index or [])
-        for region in regions:
-            n = np.zeros((len(order), 2), dtype=np.int64)
-            try:
-                chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
-            except ContigNotFound:
-                chrom = None
-            start, end = region.segments[0][0], region.segments[-1][1]
-            for rec in vf.fetch(chrom, start, end) if chrom else ():
-                if not overlaps(Variant(rec.chrom, rec.pos, rec.ref or "N", "N"), region.segments):
-                    continue
-                for i, call in enumerate(rec.samples.values()):
-                    gt = call.get("GT") if "GT" in rec.format else None
-                    if not gt or None in gt:
-                        n[i, 0] += 1
-                    elif len(gt) == 2 and gt[0] != gt[1] and not call.phased:
-                        n[i, 1] += 1
-            idx = np.arange(len(order))
-            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1]))
-    return pa.concat_tables(tables) if tables else GENOTYPE_COUNTS_SCHEMA.empty_table()
-
-
 @dataclass
 class Summary:
     """What `personalize` did; the counts are over written haplotypes (sample x region x hap)."""
@@ -294,8 +258,8 @@ class Summary:
     regions: int = 0
     vcf_records_in_regions: int = 0
     missing_calls: int = 0
-    variants: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))  # per outcome, over haplotypes
-    distinct_variants: dict = field(default_factory=lambda: {k: set() for k in OUTCOMES})
+    variants: dict = field(default_factory=lambda: dict.fromkeys(VARIANT_OUTCOMES, 0))  # over haplotypes
+    distinct_variants: dict = field(default_factory=lambda: {k: set() for k in VARIANT_OUTCOMES})
     haplotypes_built: int = 0
     haplotypes_written: int = 0
     bases_written: int = 0
@@ -307,7 +271,7 @@ class Summary:
         self.haplotypes_written += int(uses.sum())
         for build, n in zip(rh.builds, uses.tolist(), strict=True):
             self.bases_written += n * len(build.sequence)
-            for outcome in OUTCOMES:
+            for outcome in VARIANT_OUTCOMES:
                 hits = getattr(build, outcome)
                 self.variants[outcome] += n * len(hits)
                 if n:

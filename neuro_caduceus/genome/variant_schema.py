@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from neuro_caduceus.alphabet import check_allele
+
 
 @dataclass(frozen=True, order=True)
 class Variant:
@@ -39,7 +41,11 @@ class Variant:
 
 def variant_of(chrom: str, pos: int, ref: str, alt: str, end: int | None = None, svlen=None) -> Variant:
     """One VCF allele as a Variant; a symbolic `<DEL>` with INFO/END (else SVLEN) deletes POS+1..END and is
-    carried as REF = its first base followed by one N per deleted base, so its REF span is what it deletes."""
+    carried as REF = its first base followed by one N per deleted base, so its REF span is what it deletes.
+
+    REF and ALT must follow the alphabet policy (`check_allele`); an error names the record's position."""
+    check_allele(ref, "REF", f"{chrom}:{pos}")
+    check_allele(alt, "ALT", f"{chrom}:{pos}")
     if alt.upper() == "<DEL>":
         if isinstance(svlen, (tuple, list)):
             svlen = svlen[0] if svlen else None

@@ -33,15 +33,46 @@ def check_bgzf_eof(path: str, what: str = "VCF") -> None:
         )
 
 
-def check_index_fresh(path: str) -> None:
-    """An index (.tbi / .csi) older than its VCF points into data that changed: refuse it."""
-    for suffix in (".tbi", ".csi"):
-        index = f"{path}{suffix}"
-        if os.path.exists(index) and os.path.getmtime(index) < os.path.getmtime(path):
-            raise ValueError(
-                f"index {index} is older than {path} (the VCF changed after it was indexed): "
-                f"re-index it (tabix -f -p vcf {path})"
-            )
+INDEX_SAMPLE_CONTIGS = 8  # contigs of the index whose first record is looked up (a sample of its offsets)
+
+
+def check_index_matches(path: str) -> None:
+    """The index (.tbi / .csi) must describe this file: its first record is found through the index, and
+    each sampled contig of the index leads to a record of that contig.
+
+    Why content, not timestamps: an index of another (newer) file gives "no records in the regions" and
+    every subject the reference, while a copied file whose index is a few microseconds older is fine.
+    """
+    import pysam
+
+    index = next((f"{path}{s}" for s in (".tbi", ".csi") if os.path.exists(f"{path}{s}")), None)
+    if index is None:
+        return
+    problem = None
+    try:
+        with pysam.VariantFile(path) as vf:
+            first = next(iter(vf), None)
+    except (OSError, ValueError):
+        return  # the file itself cannot be read: the readers report that, the index is not to blame
+    try:
+        with pysam.VariantFile(path) as vf:
+            if first is not None and not any(r.pos == first.pos for r in vf.fetch(first.chrom, first.pos - 1,
+                                                                                  first.pos)):
+                problem = f"its first record {first.chrom}:{first.pos} is not found through the index"
+            for contig in list(vf.index or [])[:INDEX_SAMPLE_CONTIGS] if problem is None else []:
+                record = next(vf.fetch(contig), None)
+                if record is not None and record.chrom != contig:
+                    problem = f"the index's contig {contig} leads to a record of {record.chrom}"
+                    break
+    except (OSError, ValueError, StopIteration) as err:
+        problem = f"reading through the index fails: {' '.join(str(err).split())[:200]}"
+    if problem:
+        is_older = os.path.getmtime(index) < os.path.getmtime(path)
+        older = "; the index is older than the file" if is_older else ""
+        raise ValueError(
+            f"index {index} does not match {path} ({problem}{older}): it belongs to another version of the "
+            f"file; re-index it (tabix -f -p vcf {path})"
+        )
 
 
 def header_samples(path: str) -> list[str]:
@@ -84,6 +115,6 @@ def check_vcf(path: str, need_index: bool = False) -> None:
         )
     if _is_gzip(path):
         check_bgzf_eof(path)
-    check_index_fresh(path)
     if not path.endswith(".bcf"):
         header_samples(path)
+    check_index_matches(path)

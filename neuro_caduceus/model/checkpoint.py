@@ -12,6 +12,7 @@ import warnings
 import fsspec
 import torch
 
+from neuro_caduceus.io import filesystem
 from neuro_caduceus.model.config import RANDOM_INIT_FLAG, CaduceusConfig
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
 
@@ -34,11 +35,30 @@ def _unpickler_reason(err: Exception) -> str:
     return "not a plain tensor pickle" if "weights_only" in first else first
 
 
+def check_sha256(data: bytes, where: str, expected: str | None) -> str:
+    """The sha256 of the weight bytes; with `expected` (a pinned checkpoint), a mismatch is refused.
+
+    Why: a damaged or swapped weights file loads and embeds different numbers without any other error.
+    """
+    sha = hashlib.sha256(data).hexdigest()
+    if expected is not None and sha != expected.lower():
+        raise ValueError(f"{where}: sha256 {sha} does not match the pinned {expected} "
+                         "(model.checkpoint_sha256 or --checkpoint-sha256): the weights changed or are "
+                         "damaged; restore the file or update the pin knowingly")
+    return sha
+
+
 def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file; any load error names the file (`name`)."""
     if name.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load as load_safetensors
 
-        return load_safetensors(data)
+        try:
+            return load_safetensors(data)
+        except SafetensorError as e:
+            raise ValueError(f"{name}: not a readable safetensors file ({e}); the file is damaged or "
+                             "truncated: download it again") from e
     # weights_only=True: a pickle that tries to build anything but tensors/containers is refused.
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -47,9 +67,22 @@ def _load_tensors(name: str, data: bytes) -> dict[str, torch.Tensor]:
             f"{name}: refused by torch.load(weights_only=True), the file holds more than tensors "
             f"({_unpickler_reason(e)}); convert the checkpoint to safetensors"
         ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{name}: not a readable torch weights file ({reason}); the file is damaged or "
+                         "truncated: download it again") from e
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{name}: expected a flat dict of tensors (a state_dict)")
     return obj
+
+
+def check_finite(stored: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or infinite values (they embed NaN, or numbers with no meaning)."""
+    for key, tensor in stored.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{where}: tensor {key!r} holds {bad} NaN or infinite value(s); the "
+                             "checkpoint is damaged: download it again")
 
 
 def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,10 +125,15 @@ def _complete_state_dict(model: CaduceusForMaskedLM, stored: dict[str, torch.Ten
     return full
 
 
-def from_pretrained(path_or_url: str | os.PathLike[str]) -> CaduceusForMaskedLM:
-    """Load a Caduceus checkpoint folder (local path or any fsspec URL) in eval mode on CPU, fp32."""
+def from_pretrained(
+    path_or_url: str | os.PathLike[str], expected_sha256: str | None = None
+) -> CaduceusForMaskedLM:
+    """Load a Caduceus checkpoint folder (local path or any fsspec URL) in eval mode on CPU, fp32.
+
+    `expected_sha256`: the pinned sha256 of the weights file; a checkpoint that does not match is refused.
+    """
     url = os.fspath(path_or_url)
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
     root = root.rstrip("/")
     cfg_path = f"{root}/config.json"
     if not fs.exists(cfg_path):
@@ -110,10 +148,12 @@ def from_pretrained(path_or_url: str | os.PathLike[str]) -> CaduceusForMaskedLM:
         raise FileNotFoundError(f"{url}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
     data = _read(fs, f"{root}/{weights}")
     where = f"{url}/{weights}"
-    stored = _normalise_keys(_load_tensors(weights, data))
+    sha = check_sha256(data, where, expected_sha256)
+    stored = _normalise_keys(_load_tensors(where, data))
+    check_finite(stored, where)
     model = CaduceusForMaskedLM(config)
     model.load_state_dict(_complete_state_dict(model, stored, where), strict=True)
-    model.checkpoint_sha256 = hashlib.sha256(data).hexdigest()
+    model.checkpoint_sha256 = sha
     if config.extra.get(RANDOM_INIT_FLAG):
         warnings.warn(f"{url}: this checkpoint has RANDOM weights (made by make-checkpoint); its embeddings "
                       "carry no biological signal", UserWarning, stacklevel=2)

@@ -6,12 +6,17 @@ from pathlib import Path
 
 import typer
 
-from neuro_caduceus.io import check_output_not_input, write_parquet
+from neuro_caduceus.alphabet import clean_sequence
+from neuro_caduceus.io import OVERWRITE_HELP, check_output_not_input, output_dir, write_parquet
 from neuro_caduceus.model.config import preset_config
 from neuro_caduceus.model.rc import RCWindow, check_windows
 
+SHA_HELP = "Pinned sha256 of the weights file: a checkpoint that does not match is refused"
+
 
 def _read_fasta(path: Path) -> list[tuple[str, str]]:
+    """The records (id, sequence) of a FASTA, checked: unique ids, no empty record, the DNA alphabet
+    (IUPAC codes other than N read as N, reported on stderr)."""
     import pysam
 
     if not path.is_file():
@@ -29,21 +34,30 @@ def _read_fasta(path: Path) -> list[tuple[str, str]]:
             raise ValueError(f"{path}: record {n} repeats the id {name!r} of record {seen[name]}; "
                              "FASTA ids must be unique")
         seen[name] = n
-    return records
+    cleaned, replaced = [], 0
+    for n, (name, seq) in enumerate(records, 1):
+        seq, count = clean_sequence(seq, f"{path}: record {n} ({name!r})")
+        cleaned.append((name, seq))
+        replaced += count
+    if replaced:
+        typer.echo(f"note: {path}: {replaced} IUPAC ambiguity code(s) read as N", err=True)
+    return cleaned
 
 
 def make_checkpoint(
     preset: str = typer.Option(..., help="A public checkpoint's name, or tiny-ps / tiny-ph"),
     seed: int = typer.Option(0, help="Seed of the random weights"),
     out: Path = typer.Option(..., help="Output checkpoint folder (HF layout)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science)."""
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.model.saving import save_pretrained
 
     config = preset_config(preset)
-    model = random_model(config, seed)
-    save_pretrained(model, out)
+    with output_dir(out, overwrite=overwrite) as tmp:
+        model = random_model(config, seed)
+        save_pretrained(model, tmp)
     n = sum(p.numel() for p in model.parameters())
     typer.secho(f"WARNING: {out} holds RANDOM weights (preset {preset}, seed {seed}, {n:,} parameters); "
                 "its embeddings carry no biological signal.", fg=typer.colors.RED, err=True)
@@ -53,11 +67,12 @@ def embed_fasta(
     checkpoint: str = typer.Option(..., help="Checkpoint folder or fsspec URL"),
     fasta: Path = typer.Option(..., help="FASTA file"),
     out: Path = typer.Option(..., help="Output Parquet (id, length, embedding)"),
-    window: int | None = typer.Option(None, help="Window length (default: whole sequence)"),
-    stride: int | None = typer.Option(None, help="Window stride (default: window)"),
-    batch_size: int = typer.Option(8, help="Windows per batch (equal lengths only)"),
+    window: int | None = typer.Option(None, help="Window length (default: whole sequence)", min=1),
+    stride: int | None = typer.Option(None, help="Window stride (default: window)", min=1),
+    batch_size: int = typer.Option(8, help="Windows per batch (equal lengths only)", min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
+    checkpoint_sha256: str | None = typer.Option(None, "--checkpoint-sha256", help=SHA_HELP),
 ) -> None:
     """Strand-invariant mean embedding of every FASTA record into a Parquet file."""
     import numpy as np
@@ -71,7 +86,8 @@ def embed_fasta(
         raise ValueError(f"--stride {stride} > --window {window} would leave bases out of every window; "
                          "use a stride <= the window")
     records = _read_fasta(fasta)
-    emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, batch_size=batch_size,
+    emb = Embedder(from_pretrained(checkpoint, checkpoint_sha256), device=device, dtype=dtype,
+                   batch_size=batch_size,
                    window=window, stride=stride)
     vectors = np.stack([emb.embed(seq) for _, seq in records]).astype(np.float32)
     table = pa.table({
@@ -87,11 +103,12 @@ def embed_fasta(
 def verify_rc(
     checkpoint: str = typer.Option(..., help="Checkpoint folder or fsspec URL"),
     fasta: Path = typer.Option(..., help="FASTA file"),
-    tol: float = typer.Option(1e-5, help="Largest allowed |embed(seq) - embed(revcomp(seq))|"),
-    window: int | None = typer.Option(None, help="Window length (default: whole sequence)"),
-    stride: int | None = typer.Option(None, help="Window stride (default: window)"),
+    tol: float = typer.Option(1e-5, help="Largest allowed |embed(seq) - embed(revcomp(seq))|", min=0.0),
+    window: int | None = typer.Option(None, help="Window length (default: whole sequence)", min=1),
+    stride: int | None = typer.Option(None, help="Window stride (default: window)", min=1),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    checkpoint_sha256: str | None = typer.Option(None, "--checkpoint-sha256", help=SHA_HELP),
 ) -> None:
     """Check that embeddings are reverse-complement invariant; exit 1 when a record exceeds --tol.
 
@@ -101,12 +118,14 @@ def verify_rc(
     from neuro_caduceus.model.checkpoint import from_pretrained
     from neuro_caduceus.model.embedder import Embedder, tile
 
+    model = from_pretrained(checkpoint, checkpoint_sha256)
     try:
-        emb = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)
+        emb = Embedder(model, device=device, dtype=dtype, window=window, stride=stride)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    records = _read_fasta(fasta)
     worst = 0.0
-    for name, seq in _read_fasta(fasta):
+    for name, seq in records:
         parts = [RCWindow(name, name, a, seq[a:b]) for a, b in tile(len(seq), window, stride)]
         rec = check_windows(emb, parts)
         dev = rec["max_abs_deviation"]

@@ -1,10 +1,14 @@
 """The CPU selective scan compiled with numba: one pass, no (b, L, E, N) tensors, D skip and z gate fused.
 
 Each (batch row, block of 64 channels) is one parallel job that walks the sequence (forwards or backwards)
-with its (N, 64) state in L1 cache. The inner loop runs over channels, so it vectorizes without any
-reassociation (fastmath stays off): every state is updated in the same order as the per-step reference.
-exp is a Cephes-style polynomial (max error ~1.4 ulp, measured against float64) written in plain float32
-arithmetic so that it vectorizes too; libm's scalar expf would cost ~8x more here.
+with its (N, 64) state in L1 cache. The inner loops run over channels of 1-D row views with non-negative
+loop counters, so they vectorize (16 lanes with AVX-512) with plain loads: indexing a 3-D array with a
+computed channel index instead makes LLVM emit wrap-around arithmetic and gathers, ~3x slower. x and z are
+read in place as channel slices of the in_proj output (no copies). Every state is updated in the same
+order as the per-step reference (no reassociation); only mul-add pairs are contracted to fused
+multiply-adds (one rounding fewer). The decay is 2^(delta * A * log2(e)) with a Cephes polynomial
+(max error ~1.7e-7) in plain float32 arithmetic so that it vectorizes too; libm's scalar expf would cost
+~8x more here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ _L0, _L1, _L2 = _F(7.0376836292e-2), _F(-1.1514610310e-1), _F(1.1676998740e-1)
 _L3, _L4, _L5 = _F(-1.2420140846e-1), _F(1.4249322787e-1), _F(-1.6668057665e-1)
 _L6, _L7, _L8 = _F(2.0000714765e-1), _F(-2.4999993993e-1), _F(3.3333331174e-1)
 _SQRT2, _SOFTPLUS_THRESHOLD = _F(1.41421356), _F(20.0)
+_Q0, _Q1, _Q2 = _F(1.535336188319500e-4), _F(1.339887440266574e-3), _F(9.618437357674640e-3)
+_Q3, _Q4, _Q5 = _F(5.550332471162809e-2), _F(2.402264791363012e-1), _F(6.931472028550421e-1)
+_E2_LO, _E2_HI, _SHIFTER = _F(-126.0), _F(127.0), _F(12582912.0)  # 1.5 * 2^23
 _BLOCK = 64  # channels per job: the (N, 64) fp32 state is 4 KiB for N = 16
 
 
@@ -35,6 +42,19 @@ def _exp32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
     p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + _ONE
     scale = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
     return p * scale if v >= _LO else _ZERO
+
+
+@numba.njit(inline="always")
+def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
+    """2^v of a float32 for the scan's decay: v clamped to [-126, 127] (below, 2^-126 ~ 1e-38 stands for 0);
+    n = round(v) by the 1.5 * 2^23 shifter, whose low bits then hold n for the exponent; p(f) on f = v - n in
+    [-0.5, 0.5] (Cephes exp2f, max error ~1.7e-7). Straight-line float32 arithmetic: it vectorizes."""
+    c = min(max(v, _E2_LO), _E2_HI)
+    k = c + _SHIFTER
+    f = c - (k - _SHIFTER)
+    p = (((((_Q0 * f + _Q1) * f + _Q2) * f + _Q3) * f + _Q4) * f + _Q5) * f + _ONE
+    scale = np.int32((np.float32(k).view(np.int32) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return p * scale
 
 
 @numba.njit(inline="always")
@@ -61,10 +81,11 @@ def _softplus32(v):  # noqa: ANN001, ANN202
     return v if v > _SOFTPLUS_THRESHOLD else lp
 
 
-@numba.njit(parallel=True, cache=True)
-def _conv_silu_kernel(x, wT, bias, reverse, out):  # noqa: ANN001, ANN202
-    """out[t] = silu(bias + sum_k wT[k] * x[t - (K-1) + k]) (reverse: x[t + (K-1) - k]), zero outside."""
-    b, L, E = x.shape
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
+    """out[t] = silu(bias + sum_k wT[k] * x[t - (K-1) + k]) (reverse: x[t + (K-1) - k]), zero outside;
+    x's channels are x[..., c0:c0 + E] (a channel slice of C-contiguous rows: vectorized loads)."""
+    b, L, E = out.shape
     K = wT.shape[0]
     rows = 256
     n_blocks = (L + rows - 1) // rows
@@ -77,43 +98,64 @@ def _conv_silu_kernel(x, wT, bias, reverse, out):  # noqa: ANN001, ANN202
             for k in range(K):
                 src = t + (K - 1) - k if reverse else t - (K - 1) + k
                 if 0 <= src < L:
+                    row, w = x[i, src, c0:c0 + E], wT[k]
                     for e in range(E):
-                        acc[e] += wT[k, e] * x[i, src, e]
+                        acc[e] += w[e] * row[e]
+            o = out[i, t]
             for e in range(E):
-                out[i, t, e] = acc[e] / (_ONE + _exp32(-acc[e]))
+                o[e] = acc[e] / (_ONE + _exp32(-acc[e]))
 
 
-@numba.njit(parallel=True, cache=True)
-def _scan_kernel(x, delta, dt_bias, softplus, At, B, C, D, z, gate, reverse, y):  # noqa: ANN001, ANN202
-    b, L, E = x.shape
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _scan_kernel(x, xc, delta, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, y):  # noqa: ANN001, ANN202
+    """x, z: channel slices [xc:xc + E], [zc:zc + E] of C-contiguous rows. Inner loops index 1-D row views
+    with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no gathers)."""
+    b, L, E = y.shape
     N = At.shape[0]
     n_blocks = (E + _BLOCK - 1) // _BLOCK
     for job in numba.prange(b * n_blocks):
         i, e0 = job // n_blocks, (job % n_blocks) * _BLOCK
         w = min(_BLOCK, E - e0)
-        s = np.zeros((N, _BLOCK), dtype=np.float32)
-        dl = np.empty(_BLOCK, dtype=np.float32)
-        dx = np.empty(_BLOCK, dtype=np.float32)
-        acc = np.empty(_BLOCK, dtype=np.float32)
-        a_t = np.ascontiguousarray(At[:, e0:e0 + w])
+        s = np.zeros((N, w), dtype=np.float32)
+        dl = np.empty(w, dtype=np.float32)
+        dx = np.empty(w, dtype=np.float32)
+        acc = np.empty(w, dtype=np.float32)
+        a2 = np.ascontiguousarray(At[:, e0:e0 + w]) * _LOG2E  # exp(d * a) = 2^(d * a * log2(e))
+        bias, d_skip = dt_bias[e0:e0 + w], D[e0:e0 + w]
         for step in range(L):
             t = L - 1 - step if reverse else step
+            xr, dr = x[i, t, xc + e0:xc + e0 + w], delta[i, t, e0:e0 + w]
             for e in range(w):
-                d = delta[i, t, e0 + e] + dt_bias[e0 + e]
+                d = dr[e] + bias[e]
                 dl[e] = _softplus32(d) if softplus else d
-                dx[e] = dl[e] * x[i, t, e0 + e]
+                dx[e] = dl[e] * xr[e]
                 acc[e] = _ZERO
+            bt, ct = B[i, t], C[i, t]
             for n in range(N):
-                bn, cn = B[i, t, n], C[i, t, n]
+                bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
                 for e in range(w):
-                    s[n, e] = _exp32(dl[e] * a_t[n, e]) * s[n, e] + dx[e] * bn
-                    acc[e] += s[n, e] * cn
+                    sn[e] = _exp2_32(dl[e] * an[e]) * sn[e] + dx[e] * bn
+                    acc[e] += sn[e] * cn
+            yr, zr = y[i, t, e0:e0 + w], z[i, t, zc + e0:zc + e0 + w]
             for e in range(w):
-                out = acc[e] + D[e0 + e] * x[i, t, e0 + e]
+                out = acc[e] + d_skip[e] * xr[e]
                 if gate:
-                    zz = z[i, t, e0 + e]
-                    out = out * (zz / (_ONE + _exp32(-zz)))
-                y[i, t, e0 + e] = out
+                    out = out * (zr[e] / (_ONE + _exp32(-zr[e])))
+                yr[e] = out
+
+
+def _rows(t: torch.Tensor) -> tuple[np.ndarray, int]:
+    """A (b, L, E) fp32 tensor as C-contiguous (b, L, S) rows and the first of its E channels in them: a
+    channel slice (x or z of the in_proj output) is read in place, anything else is copied once."""
+    t = t.detach().float()
+    b, L, E = t.shape
+    s0, s1, s2 = t.stride()
+    off = t.storage_offset()
+    c0 = off % s1 if s1 else 0
+    if (not t.is_contiguous() and s2 == 1 and s0 == L * s1 and c0 + E <= s1
+            and (off - c0 + b * s0) * 4 <= t.untyped_storage().nbytes()):
+        return torch.as_strided(t, (b, L, s1), (s0, s1, 1), off - c0).numpy(), c0
+    return t.contiguous().numpy(), 0
 
 
 def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -126,14 +168,16 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     pre-processing: delta := softplus(delta + delta_bias) when delta_softplus. reverse=True equals
     flip(scan(flip(inputs))) along L, without the copies.
     """
-    x, delta = x.detach().float().contiguous(), delta.detach().float().contiguous()
+    xr, xc = _rows(x)
+    zr, zc = (xr, xc) if z is None else _rows(z)
+    delta = delta.detach().float().contiguous()
     At = A.detach().float().t().contiguous()
-    bias = x.new_zeros(x.shape[-1]) if delta_bias is None else delta_bias.detach().float().contiguous()
-    zf = x if z is None else z.detach().float()
-    y = torch.empty_like(x)
-    Bf, Cf, Df = B.detach().float(), C.detach().float(), D.detach().float().contiguous()
-    _scan_kernel(x.numpy(), delta.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(), Cf.numpy(),
-                 Df.numpy(), zf.numpy(), z is not None, reverse, y.numpy())
+    bias = delta.new_zeros(x.shape[-1]) if delta_bias is None else delta_bias.detach().float().contiguous()
+    y = torch.empty(x.shape, dtype=torch.float32)
+    Bf, Cf = B.detach().float().contiguous(), C.detach().float().contiguous()
+    Df = D.detach().float().contiguous()
+    _scan_kernel(xr, xc, delta.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(), Cf.numpy(),
+                 Df.numpy(), zr, zc, z is not None, reverse, y.numpy())
     return y
 
 
@@ -143,7 +187,7 @@ def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     E = x.shape[-1]
     wT = weight.detach()[:, 0, :].float().t().contiguous()  # (K, E)
     b = x.new_zeros(E) if bias is None else bias.detach().float().contiguous()
-    xf = x.detach().float()
-    out = torch.empty(xf.shape, dtype=torch.float32)
-    _conv_silu_kernel(xf.numpy(), wT.numpy(), b.numpy(), reverse, out.numpy())
+    rows, c0 = _rows(x)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy())
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from neuro_caduceus.io import output_dir
+from neuro_caduceus.io import OVERWRITE_HELP, output_dir
 from neuro_caduceus.stats.jobs import run_pca, run_residualize
 from neuro_caduceus.stats.residualize import CovariateSpec
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix, load_gene_list
@@ -19,14 +19,15 @@ def subject_matrix(
     on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
     block_scaling: str = typer.Option("total_variance", "--block-scaling",
                                       help="total_variance (each gene's block to total variance 1) | none"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
     from neuro_caduceus.ray_session import ensure_ray
 
-    with output_dir(out, [input, genes]):
+    with output_dir(out, [input, genes], overwrite) as tmp:
         gene_list = load_gene_list(str(genes)) if genes else None
         ensure_ray()
-        s = build_subject_matrix(input, str(out), gene_list, on_missing_gene, block_scaling=block_scaling)
+        s = build_subject_matrix(input, str(tmp), gene_list, on_missing_gene, block_scaling=block_scaling)
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
                f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
                f"block scaling {s['block_scaling']}); "
@@ -35,20 +36,22 @@ def subject_matrix(
 
 def pca(
     input: str = typer.Option(..., "--input", help="folder of subject_id + features Parquet"),
-    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n - 1, d))"),
+    n_components: int = typer.Option(512, "--n-components", help="components (capped at min(n - 1, d))",
+                                      min=1),
     out: Path = typer.Option(..., "--out", help="output folder: pca_model.npz, scores/, PNG, summary"),
     whiten: bool = typer.Option(False, "--whiten", help="scale scores to unit variance"),
-    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch", min=1),
     no_statistics: bool = typer.Option(
         False, "--no-statistics",
         help="leave the d x d statistics out of pca_model.npz (no later partial_fit)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Exact distributed PCA (merged float64 moments on Ray) and the subjects' scores."""
     from neuro_caduceus.ray_session import ensure_ray
 
-    with output_dir(out, [input]):
+    with output_dir(out, [input], overwrite) as tmp:
         ensure_ray()
-        s = run_pca(input, str(out), n_components, whiten, batch_size, keep_statistics=not no_statistics)
+        s = run_pca(input, str(tmp), n_components, whiten, batch_size, keep_statistics=not no_statistics)
     typer.echo(f"pca -> {out}: {s['n_samples']} subjects, {s['n_features']} -> {s['n_components']} dims "
                f"(requested {s['n_components_requested']}), "
                f"{s['explained_variance_ratio_total']:.1%} of variance; {s['fit']['n_batches']} batches "
@@ -63,18 +66,19 @@ def residualize(
     categorical_covariates: str | None = typer.Option(
         None, "--categorical-covariates",
         help="columns to one-hot code, e.g. batch,centre (replaces the mapping's categorical)"),
-    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch"),
+    batch_size: int = typer.Option(4096, "--batch-size", help="rows per worker batch", min=1),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """OLS residuals of every feature on intercept + covariates (batch one-hot), fitted on Ray."""
     from neuro_caduceus.ray_session import ensure_ray
 
-    with output_dir(out, [input, covariates, config]):
+    with output_dir(out, [input, covariates, config], overwrite) as tmp:
         spec = CovariateSpec.from_yaml(config) if config else CovariateSpec()
         if categorical_covariates:
             declared = [c.strip() for c in categorical_covariates.split(",") if c.strip()]
             spec = spec.declare_categorical(declared)
         ensure_ray()
-        s = run_residualize(input, str(covariates), str(out), spec, batch_size)
+        s = run_residualize(input, str(covariates), str(tmp), spec, batch_size)
     typer.echo(f"residualize -> {out}: {s['residual_rows']} subjects, {len(s['design_columns'])} covariate "
                f"columns; {s['without_covariates']} without covariates excluded; "
                f"median R² {s['r2_median']:.3f}")

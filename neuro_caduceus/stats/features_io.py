@@ -20,9 +20,14 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from neuro_caduceus.io import (
+    FEATURES_FORMAT,
+    FORMAT_KEY,
+    SHARD_FORMAT,
     STAGES_KEY,
+    check_format,
     commit,
     discard,
+    format_metadata,
     metadata_json,
     parquet_files,
     parquet_metadata,
@@ -47,6 +52,7 @@ def read_metadata(folder: str) -> tuple[dict, list]:
     if not files:
         raise FileNotFoundError(f"{folder}: no Parquet files")
     meta = parquet_metadata(files[0])
+    check_format(meta.get(FORMAT_KEY), FEATURES_FORMAT if STAGES_KEY in meta else SHARD_FORMAT, files[0])
     return recipe_from_metadata(meta, files[0]), metadata_json(meta, STAGES_KEY, files[0]) or []
 
 
@@ -62,7 +68,11 @@ def features_width(folder: str, column: str = "features") -> int:
 
 
 def read_features(folder: str):
-    """ray.data.Dataset of (subject_id, features) from a feature folder (stage subfolders resolved)."""
+    """ray.data.Dataset of (subject_id, features) from a feature folder (stage subfolders resolved).
+
+    A stage writes its parts sorted by subject id and numbered in that order; a consumer whose result
+    depends on row order (folds) still sorts the rows it collects by subject id itself.
+    """
     import ray.data
 
     folder = resolve_features_dir(folder)
@@ -90,7 +100,8 @@ def features_table(ids: list[str], X: np.ndarray, metadata: dict[bytes, bytes] |
 
 
 def stage_metadata(recipe: dict, stages: list, stage: dict) -> dict[bytes, bytes]:
-    return {**recipe_metadata(recipe), STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode()}
+    return {**recipe_metadata(recipe), STAGES_KEY: json.dumps([*stages, stage], sort_keys=True).encode(),
+            **format_metadata(FEATURES_FORMAT)}
 
 
 def write_part(batch: pa.Table, tmp_dir: str, metadata: dict[bytes, bytes]) -> pa.Table:
@@ -105,14 +116,29 @@ def write_part(batch: pa.Table, tmp_dir: str, metadata: dict[bytes, bytes]) -> p
         problems = batch.column("problem").to_pylist()
         batch = batch.filter(pa.compute.is_null(batch.column("problem")))
     bad = [f"{s}: {p}" for s, p in zip(ids, problems, strict=True) if p is not None]
+    name, first = None, None
     if batch.num_rows:
-        table = batch.select(["subject_id", "features"]).replace_schema_metadata(metadata)
+        table = batch.select(["subject_id", "features"]).sort_by("subject_id")
+        table = table.replace_schema_metadata(metadata)
         fs, root = fsspec.core.url_to_fs(tmp_dir)
-        with fs.open(f"{root}/part-{uuid.uuid4().hex}.parquet", "wb") as f:
+        name, first = f"{root}/part-{uuid.uuid4().hex}.parquet", table.column("subject_id")[0].as_py()
+        with fs.open(name, "wb") as f:
             pq.write_table(table, f)
     kinds = collections.Counter(str(p).split(":")[0] for p in problems if p is not None)
     return pa.table({"written": [batch.num_rows], "problems": [len(bad)], "kinds": [json.dumps(kinds)],
-                     "examples": pa.array([bad[:MAX_EXAMPLES]], pa.list_(pa.string()))})
+                     "examples": pa.array([bad[:MAX_EXAMPLES]], pa.list_(pa.string())),
+                     "file": pa.array([name], pa.string()), "first": pa.array([first], pa.string())})
+
+
+def number_parts(fs, stats: list[dict]) -> None:
+    """Rename the part files `part-00000.parquet`, ... in the order of their first subject id.
+
+    Why: each part is sorted by subject id, so a reader that takes the files in name order sees the rows
+    in one defined order whatever order Ray's workers finished in.
+    """
+    parts = sorted((s["first"], s["file"]) for s in stats if s["file"] is not None)
+    for i, (_, name) in enumerate(parts):
+        fs.mv(name, f"{name.rsplit('/', 1)[0]}/part-{i:05d}.parquet")
 
 
 def write_parts(ds, out_dir: str, metadata: dict[bytes, bytes], batch_size: int | None = None) -> dict:
@@ -126,6 +152,7 @@ def write_parts(ds, out_dir: str, metadata: dict[bytes, bytes], batch_size: int 
     fs.makedirs(tmp, exist_ok=True)
     stats = ds.map_batches(write_part, fn_kwargs={"tmp_dir": tmp, "metadata": metadata},
                            batch_format="pyarrow", batch_size=batch_size).take_all()
+    number_parts(fs, stats)
     examples = [e for s in stats for e in s["examples"]]
     kinds: collections.Counter[str] = collections.Counter()
     for s in stats:

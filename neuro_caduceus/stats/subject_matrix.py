@@ -24,7 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neuro_caduceus.genome.genesets import load_gene_set
-from neuro_caduceus.io import RECIPE_KEY, parquet_files, parquet_metadata, write_csv, write_json
+from neuro_caduceus.io import (
+    FORMAT_KEY,
+    RECIPE_KEY,
+    SHARD_FORMAT,
+    check_format,
+    parquet_files,
+    parquet_metadata,
+    write_csv,
+    write_json,
+)
 from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 
@@ -40,8 +49,12 @@ def shard_folder(path: str) -> str:
 
 
 def check_recipes(files: list[str]) -> dict:
-    """The shards' common recipe; differing recipes (mixed runs) are an error naming the files."""
-    recipes = {f: parquet_metadata(f).get(RECIPE_KEY, b"{}") for f in files}
+    """The shards' common recipe; differing recipes (mixed runs) or a shard format this version cannot read
+    are an error naming the files."""
+    metadata = {f: parquet_metadata(f) for f in files}
+    for f, meta in metadata.items():
+        check_format(meta.get(FORMAT_KEY), SHARD_FORMAT, f)
+    recipes = {f: meta.get(RECIPE_KEY, b"{}") for f, meta in metadata.items()}
     first = recipes[files[0]]
     odd = [f for f, r in recipes.items() if r != first]
     if odd:

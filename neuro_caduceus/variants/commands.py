@@ -28,10 +28,10 @@ def register(app: typer.Typer) -> None:
 
 def synth(
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
-    samples: int = typer.Option(200, "--samples", help="Number of subjects."),
-    genes: int = typer.Option(6, "--genes", help="Number of genes."),
+    samples: int = typer.Option(200, "--samples", help="Number of subjects.", min=2),
+    genes: int = typer.Option(6, "--genes", help="Number of genes.", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of the numpy Generator: same arguments, same files."),
-    brain_dim: int = typer.Option(64, "--brain-dim", help="Width of the synthetic brain vectors."),
+    brain_dim: int = typer.Option(64, "--brain-dim", help="Width of the synthetic brain vectors.", min=1),
 ) -> None:
     """Write a deterministic synthetic demo cohort (FASTA, Hail reference, GTF, VCF, covariates, traits)."""
     manifest = make_cohort(out, n_samples=samples, n_genes=genes, seed=seed, brain_dim=brain_dim)
@@ -53,7 +53,7 @@ def import_vcf_cmd(
     contig_recoding: bool = typer.Option(
         False, "--contig-recoding", help="Rename 1..22, X, Y, MT to chr1..chr22, chrX, chrY, chrM on import."
     ),
-    min_partitions: int | None = typer.Option(None, "--min-partitions", help="Hail min_partitions."),
+    min_partitions: int | None = typer.Option(None, "--min-partitions", help="Hail min_partitions.", min=1),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
 ) -> None:
     """Import VCF(s) into a Hail MatrixTable: force_bgz, split_multi_hts, written atomically."""
@@ -91,10 +91,10 @@ def export_cmd(
     gene_set: Path = typer.Option(..., "--gene-set", help="Gene-set YAML (name + genes)."),
     out: Path = typer.Option(..., "--out", help="Output folder (haplotypes/, samples, QC summary)."),
     mode: str = typer.Option("gene_body", "--mode", help="gene_body | exons | cds (canonical transcript)."),
-    flank: int = typer.Option(0, "--flank", help="Bases added to each region's outer ends."),
+    flank: int = typer.Option(0, "--flank", help="Bases added to each region's outer ends.", min=0),
     strategy: str = typer.Option("diploid", "--strategy", help=" | ".join(STRATEGIES)),
     qc: Path | None = typer.Option(None, "--qc", help="QC YAML (the keys of variant-qc --config)."),
-    genes_per_query: int = typer.Option(50, "--genes-per-query", help="Genes per Hail query."),
+    genes_per_query: int = typer.Option(50, "--genes-per-query", help="Genes per Hail query.", min=1),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
 ) -> None:
     """Export each gene's unique haplotypes from a MatrixTable as Parquet (once, where Hail runs).

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
-from neuro_caduceus.io import atomic_path
+from neuro_caduceus.io import check_replaceable, output_dir, remove_leftovers
 from neuro_caduceus.variants.extract import DEFAULT_MAX_REF_LENGTH, RegionSpan
 from neuro_caduceus.variants.hail_session import init_hail
 from neuro_caduceus.variants.qc import QCConfig, filter_ids, qc_summary, sample_sets
@@ -45,13 +45,13 @@ def export_haplotypes(
     {"genes", "rows", "samples", "out"}.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    remove_leftovers(out)
+    check_replaceable(out, overwrite)  # before Hail starts: a refused run writes nothing
     hl = init_hail()
     qc = qc or QCConfig()
     id_sets = sample_sets(qc)
     spans = sorted((RegionSpan.of(r) for r in regions), key=lambda r: (r.chrom, r.segments[0][0]))
-    with atomic_path(out) as tmp:
+    with output_dir(out, [mt_path], overwrite) as tmp:
         n_rows = _write_genes(tmp, mt_path, spans, strategy, qc, id_sets, max_ref_length, genes_per_query)
         mt = hl.read_matrix_table(mt_path)
         summary = qc_summary(mt, qc)

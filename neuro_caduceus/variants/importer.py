@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from neuro_caduceus.genome.vcf_file import check_vcf
-from neuro_caduceus.io import check_output_not_input, check_replaceable, discard, replace_output, temp_name
+from neuro_caduceus.io import (
+    check_output_not_input,
+    check_replaceable,
+    discard,
+    remove_leftovers,
+    replace_output,
+    temp_name,
+)
 from neuro_caduceus.variants.hail_session import init_hail, load_reference
 
 
@@ -62,6 +69,7 @@ def import_vcf(
     out_path = Path(out)
     vcfs = [str(v) for v in vcfs]
     check_output_not_input([out_path], [*vcfs, reference if reference.endswith(".json") else None])
+    remove_leftovers(out_path)  # an interrupted run's temporary folder
     check_replaceable(out_path, overwrite)
     for v in vcfs:
         check_vcf(v)  # truncation, stale index, header: named here, not in a Java stack
@@ -84,7 +92,7 @@ def import_vcf(
     try:
         mt.write(tmp)
         replace_output(tmp, out_path, overwrite)
-    except Exception as err:
+    except BaseException as err:  # Ctrl-C included: no temporary folder left behind
         discard(tmp)
         if type(err).__name__ == "FatalError":  # Hail's Java error: its first line names the problem
             raise ValueError(f"{', '.join(vcfs)}: Hail cannot read the VCF: {_java_reason(err)}") from err

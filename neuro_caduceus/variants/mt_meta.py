@@ -56,7 +56,7 @@ def read_meta(mt_path: str) -> MatrixTableMeta:
     try:
         with fsspec.open(f"{root}/metadata.json.gz", "rb") as fh:
             meta = json.loads(gzip.decompress(fh.read()))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:  # a file given as the folder, too
         raise FileNotFoundError(f"{mt_path}: not a Hail MatrixTable (no metadata.json.gz)") from err
     mtype = meta["matrix_type"]
     entries = tuple(_top_level_fields(_struct_after(mtype, "entry")))

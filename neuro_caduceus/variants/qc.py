@@ -46,6 +46,10 @@ class QCConfig(BaseModel):
     def _ab_range(self) -> QCConfig:
         if self.het_ab is not None and not 0 <= self.het_ab[0] <= self.het_ab[1] <= 1:
             raise ValueError(f"het_ab must be [min, max] with 0 <= min <= max <= 1, got {list(self.het_ab)}")
+        for low, high in (("min_ac", "max_ac"), ("min_af", "max_af")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} {lo} > {high} {hi} would remove every variant; swap them")
         return self
 
     def entry_filters(self) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,8 @@ from neuro_caduceus.cohort.consequence import consequence
 from neuro_caduceus.cohort.embed import embed_window_batches, model_recipe
 from neuro_caduceus.cohort.job import build_units
 from neuro_caduceus.cohort.plan import GeneUnit, KeyedWindows, open_reference
-from neuro_caduceus.cohort.shards import haplotype_embeddings, subject_embeddings
+from neuro_caduceus.cohort.pooling import window_means
+from neuro_caduceus.cohort.shards import subject_embeddings
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.store import WindowStore, key_index, store_identity
 from neuro_caduceus.cohort.window_jobs import BatchPacker
@@ -78,9 +78,7 @@ def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidate
 
     def slot(window: Window, variants: list[Variant]) -> tuple[int, str]:
         built = build_sequence(reference, window, variants)
-        index, job = keyed.slot(window, built.sequence, built.applied)
-        if job:
-            plan.jobs.append(job)
+        index, _ = keyed.slot(window, built.sequence, built.applied)
         return index, built.sequence
 
     ref = [slot(w, []) for w in unit.windows]
@@ -117,7 +115,7 @@ def plan_pilot(reference: Any, unit: GeneUnit, gene: dict, haplotypes, candidate
         plan.allele_count.append(counts[v])
         plan.variant_repl.append(replacements([v]))
         plan.local_slots.append((slot(local, [])[0], slot(local, [v])[0]))
-    plan.keys = keyed.keys
+    plan.keys, plan.jobs = keyed.keys, keyed.jobs
     return plan
 
 
@@ -131,10 +129,8 @@ def distances(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def gene_results(plan: PilotPlan, subjects: list[str], strategy: str) -> tuple[list[dict], list[dict]]:
     """Per variant and per subject rows of one embedded gene plan."""
-    ref, singles = haplotype_embeddings(SimpleNamespace(
-        sums=plan.sums, lengths=plan.lengths, ref_slots=plan.ref_slots, hap_keys=plan.variants,
-        hap_repl=plan.variant_repl))
-    _, haps = haplotype_embeddings(plan)
+    ref, singles = window_means(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
+    _, haps = window_means(plan.sums, plan.lengths, plan.ref_slots, plan.hap_repl)
     n_alleles = max(1, n_haps(strategy) * len(subjects))
     mean = plan.sums / plan.lengths[:, None]
     variant_rows, gene_start = [], plan.gene["start"]
