@@ -12,6 +12,10 @@ Sections (each records its own error instead of stopping the run; the exit statu
              FLOPs and the bytes moved between the model's unfused ops
   cohort     the demo cohort job (synthetic cohort, tiny-ps) with a GPU actor, fp32 and bf16, its shards
              compared with a CPU run's
+  dnabert2   DNABERT-2 through the encoder contract: the golden checkpoint on the device in fp32 (max |diff|
+             to the official outputs), a padded batch of mixed lengths against the unpadded runs, pooled
+             vectors under bf16 vs fp32 and RC invariance, and tokens/s + bases/s of the public 117M shape
+             (random weights) at a few window lengths and batch sizes with peak memory
 
     python benchmarks/gpu_check.py --out gpu_check.json               # on the GPU machine
     python benchmarks/gpu_check.py --cpu-smoke --out smoke.json       # tiny sizes on CPU: the script works
@@ -294,6 +298,76 @@ def section_cohort(device: str, work: Path, samples: int, genes: int, window: in
     return {"samples": samples, "genes": genes, "window": window, "rows": rows, "ok": fp32_ok}
 
 
+def section_dnabert2(device: str, dtypes: list[str], public: bool, windows: list[int], batches: list[int],
+                     budget: float) -> dict[str, Any]:
+    """Golden, padding, precision and speed of the DNABERT-2 encoder on `device`."""
+    from neuro_caduceus.model import from_pretrained, load_encoder
+    from neuro_caduceus.model.dnabert2_config import DnaBert2Config, tiny_dnabert2_config
+    from neuro_caduceus.model.dnabert2_random import random_dnabert2, save_dnabert2
+
+    folder = GOLDEN / "dnabert2_tiny"
+    golden = np.load(folder / "golden.npz")
+    model = from_pretrained(folder / "checkpoint").to(device)
+    rows: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        diff = 0.0
+        for case in ("short", "repeat", "gc_rich", "with_n", "long"):
+            ids = torch.from_numpy(golden[f"{case}/input_ids"])[None].to(device)
+            diff = max(diff, float(np.abs(model.hidden_states(ids)[0].float().cpu().numpy()
+                                          - golden[f"{case}/hidden"]).max()))
+        ids = torch.from_numpy(golden["padded/input_ids"]).to(device)
+        mask = torch.from_numpy(golden["padded/attention_mask"]).to(device)
+        padded = model.hidden_states(ids, mask).float().cpu().numpy()
+        diff = max(diff, float(np.abs(padded - golden["padded/hidden"]).max()))
+    rows.append({"check": "golden fp32 (5 cases + padded batch)", "value": diff, "ok": diff <= 1e-4})
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_dnabert2_"))
+    shape = DnaBert2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                           intermediate_size=3072, vocab_size=4096) if public else tiny_dnabert2_config()
+    save_dnabert2(random_dnabert2(shape, seed=0), work / "ckpt")
+    seqs = _random_seqs(6, max(windows), seed=3)
+    mixed = [s[: max(windows) // (i + 1)] for i, s in enumerate(seqs)]  # six lengths: real padding
+    base = None
+    for dtype in dtypes:
+        enc = load_encoder(work / "ckpt", device=device, dtype=dtype, batch_size=len(mixed))
+        batched = _pooled(enc, mixed)
+        alone = np.concatenate([_pooled(enc, [s]) for s in mixed])
+        rc = _pooled(enc, [_revcomp(s) for s in mixed])
+        scale, tol = np.abs(batched).max(), 1e-5 if dtype == "float32" else 2e-2
+        base = batched if base is None else base
+        for check, other, bound in (("padded batch vs one window per forward", alone, tol),
+                                    ("RC invariance of pooled vectors", rc, tol), ("vs fp32", base, np.inf)):
+            rel = float(np.abs(batched - other).max() / scale)
+            rows.append({"check": f"{dtype}: {check} (rel)", "value": rel, "ok": rel < bound})
+    speed = []
+    t_end = time.perf_counter() + budget
+    for dtype in dtypes:
+        for window in windows:
+            for batch in batches:
+                if time.perf_counter() > t_end:
+                    break
+                enc = load_encoder(work / "ckpt", device=device, dtype=dtype, batch_size=batch, window=window)
+                part = [s[:window] for s in _random_seqs(batch, window, seed=window)]
+                try:
+                    enc.pool_windows(part)  # warm-up
+                    if device == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    enc.pool_windows(part)
+                    _sync(device)
+                    sec = time.perf_counter() - t0
+                except torch.OutOfMemoryError:
+                    speed.append({"dtype": dtype, "window": window, "batch": batch, "note": "out of memory"})
+                    continue
+                tokens = 2 * sum(enc.tokens(s) for s in part)  # both strand passes
+                speed.append({"dtype": dtype, "window": window, "batch": batch, "seconds": sec,
+                              "tokens_per_s": tokens / sec, "bases_per_s": batch * window / sec,
+                              "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                              else None})
+    return {"rows": rows + speed, "ok": all(r.get("ok", True) for r in rows),
+            "shape": "public 117M" if public else "tiny"}
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no rows)"
@@ -332,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="JSON report path")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on CPU (checks the script itself)")
-    ap.add_argument("--sections", default="device,golden,precision,speed,cohort",
+    ap.add_argument("--sections", default="device,golden,precision,speed,cohort,dnabert2",
                     help="comma-separated subset of the sections")
     ap.add_argument("--speed-budget", type=float, default=180.0, help="seconds for the speed section")
     args = ap.parse_args(argv)
@@ -341,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         prec = (2, 64, "ps_d32_l2", None)
         speed = ("tiny-ps", [256], [1, 2], 10.0)
         cohort = (10, 1, 256)
+        bert = (False, [300], [1, 2], 10.0)
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --cpu-smoke on a machine without a GPU", file=sys.stderr)
@@ -349,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         prec = (16, 4096, "ps_d118_l4", D256)
         speed = (D256, [8192, 32768, 131072], [1, 4, 16], args.speed_budget)
         cohort = (200, 6, 1024)
+        bert = (True, [1000, 3000, 10000], [8, 32], 90.0)
     wanted = args.sections.split(",")
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     sections: dict[str, Callable[[], dict[str, Any]]] = {
@@ -357,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": lambda: section_precision(device, prec[0], prec[1], dtypes, prec[2], prec[3]),
         "speed": lambda: section_speed(device, speed[0], speed[1], speed[2], dtypes, speed[3]),
         "cohort": lambda: section_cohort(device, Path(tempfile.mkdtemp(prefix="gpu_check_")), *cohort),
+        "dnabert2": lambda: section_dnabert2(device, ["float32", "bfloat16"] if device == "cuda"
+                                             else ["float32"], *bert),
     }
     t0 = time.perf_counter()
     for name in wanted:

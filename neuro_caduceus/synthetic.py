@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from neuro_caduceus.genome.regions import Region
+from neuro_caduceus.genome.gene_regions import regions_from_gene_set
+from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA
+from neuro_caduceus.genome.regions import Region, RegionSpec
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant, haplotype_key
 from neuro_caduceus.io import atomic_writer, write_atomic, write_csv, write_parquet, write_text
 
@@ -644,10 +646,6 @@ def exome_cohort(out: str | Path, n_samples: int, n_genes: int, seed: int = 0, n
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
-
-    from neuro_caduceus.genome.gene_regions import regions_from_gene_set
-    from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA
-    from neuro_caduceus.genome.regions import RegionSpec
 
     rng = np.random.default_rng(seed)
     out = Path(out)

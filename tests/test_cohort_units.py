@@ -118,7 +118,9 @@ def test_driver_reads_the_model_identity_of_a_cuda_only_config_on_cpu(tmp_path):
     assert recipe["dtype"] == "bfloat16" and recipe["window"] == 128
     assert len(recipe["checkpoint_sha256"]) == 64
     identity = store_identity(recipe)
-    assert set(identity) == {"checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code"}
+    assert set(identity) == {"checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code",
+                             "family", "tokenizer", "tokenizer_sha256", "kmer_size"}
+    assert identity["dtype"] == "bfloat16" and identity["family"] == "caduceus"
 
 
 def test_job_folder_owns_every_file_the_job_writes(tmp_path):

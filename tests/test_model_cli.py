@@ -84,3 +84,31 @@ def test_verify_rc_passes_and_catches_a_broken_model(ckpt: Path, tmp_path: Path)
     args = ["verify-rc", "--checkpoint", str(broken), "--fasta", str(fa), "--device", "cpu"]
     res = runner.invoke(app, args)
     assert res.exit_code == 1 and "FAIL" in res.output
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+def test_tiny_dnabert2_preset_embeds_and_verifies(tmp_path: Path) -> None:
+    from neuro_caduceus.model import load_encoder, load_tokenizer
+
+    out = tmp_path / "bert"
+    res = runner.invoke(app, ["make-checkpoint", "--preset", "tiny-dnabert2", "--out", str(out)])
+    assert res.exit_code == 0 and "RANDOM" in res.output
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert files == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    golden = Path(__file__).parent / "data" / "golden" / "dnabert2_tiny" / "checkpoint"
+    assert load_tokenizer(out).encode("ACGTTGCANNAC") == load_tokenizer(golden).encode("ACGTTGCANNAC")
+    fa = tmp_path / "in.fa"
+    fa.write_text(FASTA)
+    emb_out = tmp_path / "emb.parquet"
+    res = runner.invoke(app, ["embed-fasta", "--checkpoint", str(out), "--fasta", str(fa), "--out",
+                              str(emb_out), "--window", "20", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    with pytest.warns(UserWarning, match="RANDOM"):
+        want = load_encoder(out, device="cpu", window=20)
+    emb = np.array(pq.read_table(emb_out)["embedding"].to_pylist(), dtype=np.float32)
+    assert emb.shape == (2, 64)
+    np.testing.assert_allclose(emb[1], want.embed("acgtxACGTAGCTAGCTAGCTAGCTAGC"), rtol=0, atol=1e-5)
+    assert read_recipe(emb_out)["encoder"]["family"] == "dnabert2"
+    res = runner.invoke(app, ["verify-rc", "--checkpoint", str(out), "--fasta", str(fa), "--device", "cpu",
+                              "--window", "20"])
+    assert res.exit_code == 0 and res.output.count("DNABERT-2 passes differ") == 2, res.output

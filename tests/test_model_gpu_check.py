@@ -28,3 +28,6 @@ def test_gpu_check_cpu_smoke(tmp_path: Path) -> None:
     assert len(cohort) == 2 and all(r["same_keys"] and r["max_abs_diff"] <= 1e-4 for r in cohort)
     assert "| path | dtype | L | batch |" in proc.stdout  # the printed speed table
 
+    bert = report["dnabert2"]["rows"]
+    assert report["dnabert2"]["ok"] and bert[0]["value"] < 1e-4  # golden on the device
+    assert any(r.get("tokens_per_s", 0) > 0 and r.get("bases_per_s", 0) > 0 for r in bert)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import polars as pl
+
 from neuro_caduceus.analysis.pilot_report import write_outputs
-from neuro_caduceus.analysis.variant_scores import add_llr_scores
+from neuro_caduceus.analysis.variant_scores import SCORE_COLUMNS, add_llr_scores
 from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.cohort.pilot_job import LOCAL_FLANK, PilotResult, run_pilot_job
-from neuro_caduceus.model import from_pretrained
+from neuro_caduceus.model import load_encoder
 
 
 def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = None,
@@ -23,12 +25,24 @@ def run_pilot(cfg: CohortConfig, out: str | Path, variants_vcf: str | None = Non
     t0 = time.time()
     result = run_pilot_job(cfg, variants_vcf, local_flank, strand_check)
     # the masked-LM scores run in this process (pilot-sized)
-    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
-    result.variants, llr_floor = add_llr_scores(result.variants, model, cfg, result.genes,
-                                                  local_flank)
+    encoder = load_encoder(cfg.model.checkpoint, device="cpu", expected_sha256=cfg.model.checkpoint_sha256)
+    masked_lm = encoder.masked_lm()
+    if masked_lm is None:
+        result.variants, llr_floor = absent_scores(result.variants, encoder.masked_lm_absent), None
+        result.summary["llr_absent"] = encoder.masked_lm_absent
+    else:
+        result.variants, llr_floor = add_llr_scores(result.variants, masked_lm.model, cfg, result.genes,
+                                                    local_flank)
     result.summary.update(llr_noise_floor=llr_floor, seconds=round(time.time() - t0, 1))
     write_outputs(Path(out), result.variants, result.subjects, result.summary, result.recipe)
     return result
+
+
+def absent_scores(variants: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """The score columns of an encoder without a masked-LM score: NaN, and `llr_method` says why."""
+    nan = pl.lit(float("nan"), pl.Float64)
+    return variants.with_columns(*[nan.alias(c) for c, kind in SCORE_COLUMNS.items() if kind is float],
+                                 pl.lit(f"absent: {reason}").alias("llr_method"))
 
 
 def pilot_summary_line(result: PilotResult) -> str:

@@ -87,7 +87,7 @@ def report_markdown(variants, subjects, summary: dict, recipe: dict, plots: list
           f"{r['allele_frequency']:.4f} | {r['consequence']} | {r['cos_distance']:.3e} | "
           f"{r['l2_distance']:.3e} | {r['local_cos_distance']:.3e} | {r.get('llr', float('nan')):.3f} |"
           for r in top.iter_rows(named=True)],
-        "", *llr_lines(summary.get("llr_noise_floor")),
+        "", *llr_lines(summary.get("llr_noise_floor"), summary.get("llr_absent")),
         "## Subjects per gene", "",
         "| gene | subjects | with variants | median cos distance | max cos distance |",
         "|---|---|---|---|---|",
@@ -100,8 +100,11 @@ def report_markdown(variants, subjects, summary: dict, recipe: dict, plots: list
     return "\n".join(lines)
 
 
-def llr_lines(floor: dict | None) -> list[str]:
-    """The masked-LM LLR section: how the scores were made and their noise floor."""
+def llr_lines(floor: dict | None, absent: str | None = None) -> list[str]:
+    """The masked-LM LLR section: how the scores were made and their noise floor (or why there are none)."""
+    if absent:
+        return ["## Masked-LM log-likelihood ratio (zero-shot)", "", f"Absent for this encoder: {absent}.",
+                ""]
     if not floor:
         return []
     lines = ["## Masked-LM log-likelihood ratio (zero-shot)", "",

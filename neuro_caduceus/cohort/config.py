@@ -57,7 +57,8 @@ class Regions(_Strict):
 
 
 class ModelSection(_Strict):
-    checkpoint: str = Field(..., description="HF-layout Caduceus checkpoint folder or URL")
+    checkpoint: str = Field(..., description="HF-layout checkpoint folder or URL (Caduceus or DNABERT-2: "
+                                             "the family is read from its config.json)")
     checkpoint_sha256: str | None = Field(
         None, pattern="^[0-9a-fA-F]{64}$",
         description="sha256 of the weights file; a checkpoint that does not match is refused (the recipe "
@@ -65,7 +66,8 @@ class ModelSection(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="bfloat16/float16 run under CUDA autocast (the scan stays fp32); CPU: float32")
-    window: int = Field(..., gt=0, description="model window (bases); a gene is tiled into windows")
+    window: int = Field(..., gt=0, description="model window (bases); a gene is tiled into windows; at most "
+                                               "the encoder's limit (DNABERT-2: 10000)")
     stride: int | None = Field(None, gt=0, description="window stride; default = window (no overlap)")
 
     @property
@@ -83,9 +85,12 @@ class Compute(_Strict):
     cpus_per_actor: float = Field(1, gt=0, description="CPU actors (no GPU): cores each")
     genes_per_batch: int = Field(1, ge=1, description="genes per planning task (small genes share batches)")
     tokens_per_batch: int = Field(
-        262_144, ge=1, description="window batch bound: bases of distinct windows handed to an actor at once"
+        262_144, ge=1,
+        description="window batch bound: model tokens of distinct windows handed to an actor at once "
+                    "(counted as bases + each window's special tokens: an upper bound)"
     )
-    window_batch_size: int = Field(8, ge=1, description="windows per model forward (equal lengths)")
+    window_batch_size: int = Field(
+        8, ge=1, description="windows per model forward (Caduceus: equal lengths; DNABERT-2: padded)")
     cpus_per_task: float = Field(1, gt=0, description="CPU stages (plan, verify, assemble+write)")
     stall_warning_s: float = Field(
         600, gt=0, description="seconds without progress before the driver says what it is waiting for"

@@ -1,10 +1,10 @@
-"""The one embedding stage of the code base: window-job batches -> Caduceus actors -> the window store.
+"""The one embedding stage of the code base: window-job batches -> encoder actors -> the window store.
 
 Why a class: loading weights once per actor, not per batch (Ray's batch-inference shape). A batch is one
 Arrow row of window jobs (cohort.window_jobs); the actor rebuilds each window from its own open reference
 and the job's recipe right before the forward, checks it against the content key, pools it with
-`Embedder.pool_windows` (equal-length windows share a forward, no padding, so a window's result does not
-depend on the batch it came in) and commits the batch to the store itself. Only a small stats row per batch
+the encoder's `pool_windows` (its batching rule keeps a window's result independent of the batch it came
+in) and commits the batch to the store itself. Only a small stats row per batch
 leaves the actor. The cohort job and the pilot both call `embed_window_batches`.
 """
 
@@ -24,23 +24,30 @@ from neuro_caduceus.cohort.plan import content_key, open_reference
 from neuro_caduceus.cohort.store import WindowStore
 from neuro_caduceus.cohort.window_jobs import job_window
 from neuro_caduceus.genome.haplotypes import build_sequence
-from neuro_caduceus.model import from_pretrained
-from neuro_caduceus.model.embedder import Embedder
+from neuro_caduceus.model import encoder_class, load_encoder
+from neuro_caduceus.model.encoder import recorded_with_dtype
 
 STATS_SCHEMA = pa.schema([("batch_id", pa.string()), ("actor", pa.string()), ("windows", pa.int64()),
-                          ("tokens", pa.int64()), ("genes_planned", pa.string())])
+                          ("tokens", pa.int64()), ("bases", pa.int64()), ("genes_planned", pa.string())])
+
+
+def check_window(cfg: CohortConfig) -> None:
+    """model.window against the encoder's limits (config.json alone); a clear error before any work."""
+    kind = encoder_class(cfg.model.checkpoint)
+    kind.limits.check(cfg.model.window, kind.family, "model.window")
 
 
 def model_recipe(cfg: CohortConfig) -> dict:
-    """The model part of the recipe (checkpoint sha256, d_model, rcps, pooling, ...), built on CPU in fp32.
+    """The model part of the recipe (checkpoint sha256, d_model, pooling, `encoder`: family, tokenizer and
+    its hash, window, ...), built on CPU in fp32.
 
-    Why not an Embedder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
+    Why not an encoder of the configured dtype: the driver may have no GPU (bfloat16 needs CUDA); only the
     model's identity is needed here, the actors build the real one.
     """
-    model = from_pretrained(cfg.model.checkpoint, cfg.model.checkpoint_sha256)
-    embedder = Embedder(model, device="cpu", window=cfg.model.window,
-                        stride=cfg.model.effective_stride)
-    return {**embedder.recipe(), "dtype": cfg.model.dtype}
+    check_window(cfg)
+    encoder = load_encoder(cfg.model.checkpoint, device="cpu", window=cfg.model.window,
+                           stride=cfg.model.effective_stride, expected_sha256=cfg.model.checkpoint_sha256)
+    return recorded_with_dtype(encoder.recipe(), cfg.model.dtype)
 
 
 def actor_placement(cfg: CohortConfig) -> ActorPlacement:
@@ -56,10 +63,8 @@ class EmbedWindows:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.embedder = Embedder(
-            from_pretrained(checkpoint, identity.get("checkpoint_sha256")),  # what the driver loaded
-            device=device, dtype=dtype, batch_size=window_batch_size
-        )
+        self.encoder = load_encoder(checkpoint, device=device, dtype=dtype, batch_size=window_batch_size,
+                                    expected_sha256=identity["checkpoint_sha256"])  # what the driver loaded
         self.reference_fasta = reference_fasta
         self.store = WindowStore(store_url, identity)
         self.actor = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # new after a restart
@@ -70,10 +75,11 @@ class EmbedWindows:
         for batch_id, jobs, genes in zip(*cols, strict=True):
             seqs = self._sequences(jobs)
             if seqs:
-                sums, lengths = self.embedder.pool_windows(seqs)
+                sums, lengths = self.encoder.pool_windows(seqs)
                 self.store.commit([j["key"] for j in jobs], lengths, sums)
             rows.append({"batch_id": batch_id, "actor": self.actor, "windows": len(seqs),
-                         "tokens": int(sum(len(s) for s in seqs)), "genes_planned": json.dumps(genes)})
+                         "tokens": int(sum(self.encoder.tokens(s) for s in seqs)),
+                         "bases": int(sum(len(s) for s in seqs)), "genes_planned": json.dumps(genes)})
         return pa.Table.from_pylist(rows, schema=STATS_SCHEMA)
 
     def _sequences(self, jobs: list[dict[str, Any]]) -> list[str]:

@@ -57,6 +57,7 @@ from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 from neuro_caduceus.genome.regions import RegionSpec, build_regions, tile_windows
 from neuro_caduceus.io import write_atomic
+from neuro_caduceus.model import encoder_class
 from neuro_caduceus.provenance import cohort_recipe
 from neuro_caduceus.ray_session import ray_session
 
@@ -233,7 +234,8 @@ def _embed_phase(cfg: CohortConfig, folder: JobFolder, source: HaplotypeSource, 
 
 def _planning_stage(cfg: CohortConfig, folder: JobFolder, source: HaplotypeSource) -> PlanningStage:
     return PlanningStage(source, cfg.haplotype_strategy, cfg.inputs.reference_fasta, cfg.model.window,
-                         cfg.model.effective_stride, cfg.window_store, cfg.compute.tokens_per_batch, folder)
+                         cfg.model.effective_stride, cfg.window_store, cfg.compute.tokens_per_batch, folder,
+                         encoder_class(cfg.model.checkpoint).special_tokens)
 
 
 def _assemble_phase(cfg: CohortConfig, folder: JobFolder, pending: list[GeneUnit], subjects_ref: Any,

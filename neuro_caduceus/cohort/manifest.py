@@ -30,7 +30,7 @@ def new_run(damaged: dict) -> dict:
     return {
         "run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "genes_planned": 0, "genes_written": 0, "batches": 0, "windows_new": 0, "store_hits": 0,
-        "windows_embedded": 0, "tokens_embedded": 0, "per_actor": {},
+        "windows_embedded": 0, "tokens_embedded": 0, "bases_embedded": 0, "per_actor": {},
         "damaged_redone": {"shards": len(damaged["shards"]), "store_batches": len(damaged["store_batches"]),
                            "partial_store_batches_removed": damaged["partial_store_batches_removed"],
                            "details": damaged["shards"] + damaged["store_batches"]},
@@ -47,6 +47,7 @@ def count_batch(run: dict, row: dict, genes: list[dict]) -> None:
     run["batches"] += 1
     run["windows_embedded"] += row["windows"]
     run["tokens_embedded"] += row["tokens"]
+    run["bases_embedded"] = run.get("bases_embedded", 0) + row["bases"]
     for g in genes:
         run["genes_planned"] += 1
         run["store_hits"] += g["stored"]
@@ -63,6 +64,15 @@ def earlier_runs(folder: JobFolder) -> list[dict]:
     return manifest.get("runs", [])
 
 
+def model_tokens(recipe: dict, runs: list[dict]) -> dict:
+    """The encoder's tokens beside the bases they cover, over every run (`tokens` above counts bases)."""
+    tokens = sum(r.get("tokens_embedded", 0) for r in runs)
+    bases = sum(r.get("bases_embedded", r.get("tokens_embedded", 0)) for r in runs)
+    encoder = recipe.get("encoder", {})
+    return {"encoder": encoder.get("family"), "tokenizer": encoder.get("tokenizer"), "embedded": tokens,
+            "bases_embedded": bases, "tokens_per_base": tokens / bases if bases else None}
+
+
 def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
                    qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
     per_gene = []
@@ -76,6 +86,7 @@ def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: li
         "seconds": round(seconds, 2),
         "subject_gene_embeddings_per_s": run_rows / seconds if seconds > 0 else None,
         "tokens_per_s": run_tokens / seconds if seconds > 0 else None,
+        "bases_per_s": run["bases_embedded"] / seconds if seconds > 0 else None,
     }
     run = {**run, "genes_written": len(new_stats), "throughput": throughput}
     return {
@@ -109,6 +120,7 @@ def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: li
             "naive": totals["naive_tokens"],
             "reduction": totals["naive_tokens"] / max(1, totals["tokens_embedded"]),
         },
+        "model_tokens": model_tokens(recipe, [*earlier_runs(folder), run]),
         "window_store": {"url": cfg.window_store, "identity": store_identity(recipe)},
         "throughput": throughput,
         "runs": [*earlier_runs(folder), run],

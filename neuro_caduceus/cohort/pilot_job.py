@@ -42,6 +42,7 @@ from neuro_caduceus.genome.haplotypes import build_sequence, overlaps
 from neuro_caduceus.genome.regions import Window
 from neuro_caduceus.genome.strategies import n_haps
 from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA, Variant
+from neuro_caduceus.model import encoder_class
 from neuro_caduceus.provenance import pilot_recipe
 from neuro_caduceus.ray_session import ensure_ray
 
@@ -181,7 +182,8 @@ def embed_plans(cfg: CohortConfig, source: HaplotypeSource, units: list[GeneUnit
                      for u in units])  # in the order of `units`
     stored = key_index(store.url, f"pilot-plan-{time.time()}")
     new = {j["key"]: j for p in plans for j in p.jobs if j["key"] not in stored}
-    packer, batches = BatchPacker(cfg.compute.tokens_per_batch), []
+    packer, batches = BatchPacker(cfg.compute.tokens_per_batch,
+                                  encoder_class(cfg.model.checkpoint).special_tokens), []
     for job in new.values():
         batches.extend(packer.add(job))
     batches.extend(packer.flush())
@@ -263,8 +265,9 @@ def _strand_check(cfg: CohortConfig, source: HaplotypeSource, units: list[GeneUn
                   genes: dict, candidates: dict, local_flank: int, variants, recipe: dict) -> dict:
     """Minus-strand genes again with the other orientation: a PS model must give the same distances."""
     minus = [u.gene_id for u in units if u.region.strand == "-"]
-    if not recipe.get("rcps"):
-        return {"run": False, "reason": "not a PS (RC-equivariant) checkpoint"}
+    if recipe["encoder"]["strand"] != "built_in":
+        return {"run": False, "reason": "strand invariance by averaging two passes, not built in (only an "
+                                        "RC-equivariant model such as Caduceus PS is checked this way)"}
     if not minus:
         return {"run": False, "reason": "no minus-strand gene"}
     other = "reference" if cfg.regions.orient == "transcript" else "transcript"

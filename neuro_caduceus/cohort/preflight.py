@@ -13,29 +13,29 @@ from typing import Any
 
 from neuro_caduceus.cohort.cluster import cluster_shape
 from neuro_caduceus.cohort.config import CohortConfig, Inputs
+from neuro_caduceus.cohort.plan import open_reference
 from neuro_caduceus.cohort.resources import resource_problems
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source, url_exists
+from neuro_caduceus.genome.haplotypes import build_sequence
 from neuro_caduceus.genome.strategies import n_haps
 from neuro_caduceus.io import filesystem
-from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.variants.qc import QCConfig
 
 
 def checkpoint_summary(url: str) -> dict[str, Any]:
     """config.json + the weights' tensor metadata (safetensors header); no model is built, no weights read."""
-    from neuro_caduceus.model.checkpoint import WEIGHT_FILES  # loads torch
+    from neuro_caduceus.model.families import WEIGHT_FILES, describe_checkpoint  # loads torch
 
     fs, root = filesystem(url)
     root = root.rstrip("/")
     if not fs.exists(f"{root}/config.json"):
         raise FileNotFoundError(f"{url}: no config.json in this checkpoint folder")
     with fs.open(f"{root}/config.json", "rb") as f:
-        config = CaduceusConfig.from_dict(json.loads(f.read()))
+        described = describe_checkpoint(json.loads(f.read()))
     weights = next((n for n in WEIGHT_FILES if fs.exists(f"{root}/{n}")), None)
     if weights is None:
         raise FileNotFoundError(f"{url}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
-    out: dict[str, Any] = {"d_model": config.d_model, "n_layer": config.n_layer, "rcps": config.rcps,
-                           "weights": weights, "bytes": fs.size(f"{root}/{weights}")}
+    out: dict[str, Any] = {**described, "weights": weights, "bytes": fs.size(f"{root}/{weights}")}
     if weights.endswith(".safetensors"):
         with fs.open(f"{root}/{weights}", "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -80,6 +80,7 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
     """Every check the job makes before working, and what it would do; `errors` empty = it can start."""
     import ray
 
+    from neuro_caduceus.cohort.embed import check_window
     from neuro_caduceus.cohort.job import build_units  # loads torch: only when a dry run is asked for
     from neuro_caduceus.ray_session import ensure_ray
 
@@ -93,6 +94,11 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
         errors.append(f"model.checkpoint: {err}")
     except Exception as err:  # no filesystem package, no credentials, no network
         errors.append(f"model.checkpoint: could not check: {_one_line(err)}")
+    else:
+        try:
+            check_window(cfg)
+        except ValueError as err:
+            errors.append(str(err))
     ensure_ray()
     if errors:
         return report  # units and subjects need readable inputs
@@ -108,12 +114,23 @@ def dry_run(cfg: CohortConfig) -> dict[str, Any]:
     windows = [w for u in units for w in u.windows]
     subjects, qc = source.subjects_and_qc([u.region for u in units])
     haps = n_haps(cfg.haplotype_strategy)
-    ref_tokens = sum(w.length for w in windows)
+    ref_bases = sum(w.length for w in windows)
+    ref_tokens = reference_tokens(cfg, windows)
     report.update(
         genes=len(units), subjects=len(subjects), samples=qc.get("samples"), reference_windows=len(windows),
-        reference_tokens=ref_tokens, naive_tokens=ref_tokens * len(subjects) * haps,
+        reference_bases=ref_bases, reference_tokens=ref_tokens,
+        naive_tokens=ref_tokens * len(subjects) * haps,
     )
     return report
+
+
+def reference_tokens(cfg: CohortConfig, windows: list) -> int:
+    """The encoder's model tokens over the reference windows (its tokenizer on their sequences)."""
+    from neuro_caduceus.model.families import token_counter
+
+    count = token_counter(cfg.model.checkpoint)
+    reference = open_reference(cfg.inputs.reference_fasta)
+    return sum(count(build_sequence(reference, w, []).sequence) for w in windows)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -121,8 +138,7 @@ def format_report(report: dict[str, Any]) -> str:
     ck = report.get("checkpoint")
     if ck:
         params = f", {ck['parameters']:,} parameters" if "parameters" in ck else ""
-        lines.append(f"  checkpoint: d_model {ck['d_model']}, {ck['n_layer']} layers, "
-                     f"{'PS' if ck['rcps'] else 'PH'}, {ck['weights']} {ck['bytes']:,} bytes{params}")
+        lines.append(f"  checkpoint: {ck['label']}, {ck['weights']} {ck['bytes']:,} bytes{params}")
     lines += [f"  cluster: {c}" for c in report.get("cluster", [])]
     if "gpus_per_actor" in report:
         lines.append(f"  embedding actors: {report['gpus_per_actor']:g} GPU each"
@@ -130,7 +146,8 @@ def format_report(report: dict[str, Any]) -> str:
     if "genes" in report:
         lines.append(f"  genes {report['genes']}, subjects {report['subjects']}, reference windows "
                      f"{report['reference_windows']}")
-        lines.append(f"  tokens: {report['reference_tokens']:,} reference (embedded once) .. "
+        lines.append(f"  model tokens: {report['reference_tokens']:,} reference "
+                     f"({report['reference_bases']:,} bases, embedded once) .. "
                      f"{report['naive_tokens']:,} if every subject haplotype were embedded; the job embeds "
                      "the reference plus the windows that carry variants")
     lines += [f"  ERROR {e}" for e in report["errors"]]

@@ -7,10 +7,10 @@ says nothing about the analysed genes' data) and their reverse complements:
 
 - `max_abs_deviation`: max |e(s) - e(rc(s))| of the pooled strand-invariant embeddings, gated by the
   tolerance (relative to the largest |e(s)| entry as `relative_deviation`, also reported);
-- PH checkpoints: the invariant embedding averages the forward and reverse-complement passes, so it is
-  invariant by construction; the stage also reports `ph_pass_disagreement`, the relative difference of the
-  two passes before averaging (max |f(s) - f(rc(s))| / max |f(s)|), which shows how strand-specific the
-  model is. PS checkpoints report None there.
+- encoders that average two strand passes (Caduceus PH, DNABERT-2): the invariant embedding is invariant by
+  construction; the stage also reports `ph_pass_disagreement`, the relative difference of the two passes
+  before averaging (max |f(s) - f(rc(s))| / max |f(s)|), which shows how strand-specific the model is.
+  Caduceus PS (invariance built in) reports None there.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.genome.annotation import read_genes
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.io import write_atomic
-from neuro_caduceus.model import from_pretrained
-from neuro_caduceus.model.embedder import Embedder
+from neuro_caduceus.model import load_encoder
 from neuro_caduceus.model.rc import RCWindow, check_windows
 
 
@@ -61,12 +60,13 @@ def run_rc_check(checkpoint: str, reference_fasta: str, gtf: str, gene_ids: list
                  stride: int | None, dtype: str, device: str, n_genes: int, n_windows: int,
                  tolerance: float) -> dict:
     """The stage body (runs where the embedding actors run: pass their device); returns the record."""
-    embedder = Embedder(from_pretrained(checkpoint), device=device, dtype=dtype, window=window, stride=stride)
+    encoder = load_encoder(checkpoint, device=device, dtype=dtype, window=window, stride=stride)
     windows, held_out = held_out_windows(Reference(reference_fasta), read_genes(gtf), set(gene_ids), n_genes,
                                          n_windows, window)
-    record = check_windows(embedder, windows)
+    record = check_windows(encoder, windows)
     record.update({"enabled": True, "held_out_genes": held_out, "window": window, "stride": stride or window,
-                   "dtype": dtype, "device": str(embedder.device), "rcps": embedder.rcps,
+                   "dtype": dtype, "device": str(encoder.device), "encoder": encoder.family,
+                   "strand": encoder.strand,
                    "tolerance": tolerance, "passed": record["max_abs_deviation"] <= tolerance})
     return record
 

@@ -38,6 +38,7 @@ class PlanningStage:
     store_url: str
     tokens_per_batch: int
     folder: JobFolder
+    special_tokens: int = 0  # the encoder's per window: the batch bound counts model tokens
 
     def unit_of(self, region_json: str) -> GeneUnit:
         """A GeneUnit from the JSON of its Region (what travels to the planning tasks)."""
@@ -69,7 +70,7 @@ def plan_genes(batch: dict[str, Any], stage: PlanningStage, subjects: Any,
     """CPU stage: genes -> window-job batches (stored keys skipped); each gene's plan goes to plans/."""
     subjects = _subjects(subjects)
     stored = key_index(stage.store_url, store_snapshot)
-    packer = BatchPacker(stage.tokens_per_batch)
+    packer = BatchPacker(stage.tokens_per_batch, stage.special_tokens)
     reference = open_reference(stage.reference_fasta)
     for region_json in batch["region"]:
         unit = stage.unit_of(region_json)

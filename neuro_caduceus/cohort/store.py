@@ -20,7 +20,6 @@ import hashlib
 import json
 import uuid
 from functools import lru_cache
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -32,22 +31,14 @@ from neuro_caduceus.io import TEMP_GLOB, check_format, write_atomic, write_parqu
 IDENTITY_FILE = "_identity.json"
 STORE_FORMAT = 1  # the store's layout (its `format_version` in the identity file)
 ROWS_KEY, CHECKSUM_KEY = b"neuro_caduceus.rows", b"neuro_caduceus.checksum"
-IDENTITY_KEYS = ("checkpoint_sha256", "dtype", "window", "stride", "pooling", "model_code")
-_MODEL_CODE = ("modules.py", "scan.py", "embedder.py", "tokenizer.py")
-
-
-def model_code_version() -> str:
-    """Hash of the model's source files: any change to the forward pass invalidates stored windows."""
-    root = Path(__file__).resolve().parents[1] / "model"
-    digest = hashlib.sha256()
-    for name in _MODEL_CODE:
-        digest.update((root / name).read_bytes())
-    return digest.hexdigest()[:16]
+IDENTITY_KEYS = ("family", "checkpoint_sha256", "tokenizer", "tokenizer_sha256", "kmer_size", "dtype",
+                 "window", "stride", "pooling", "model_code")
 
 
 def store_identity(recipe: dict) -> dict:
-    """The store identity of a model recipe (Embedder.recipe() keys) plus the model-code version."""
-    return {**{k: recipe[k] for k in IDENTITY_KEYS if k != "model_code"}, "model_code": model_code_version()}
+    """The store identity of a model recipe: its encoder's identity (family, checkpoint, tokenizer, window,
+    pooling, dtype, the version of the family's model code), so two encoders never share a store."""
+    return {k: recipe["encoder"][k] for k in IDENTITY_KEYS}
 
 
 def _checksum(table: pa.Table) -> str:

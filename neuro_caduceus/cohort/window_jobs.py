@@ -4,7 +4,8 @@ A job names one distinct window by its content key (sha1 of the sequence) and sa
 window's reference coordinates (contig, segments, orientation) and the variants applied to it. The actor
 rebuilds the sequence from the reference right before the forward and checks it against the key. A batch
 travels as one Arrow row (a list of job structs plus the genes whose planning it closes), so Ray never
-pickles Python objects and a batch never exceeds `tokens_per_batch` bases (a single longer window aside).
+pickles Python objects and a batch never exceeds `tokens_per_batch` model tokens (a single longer window
+aside), a window counted as its bases plus the encoder's special tokens (at most one token per base).
 """
 
 from __future__ import annotations
@@ -53,17 +54,19 @@ def job_window(row: dict[str, Any]) -> tuple[Window, list[Variant]]:
 
 
 class BatchPacker:
-    """Collects jobs and gene-planned notes; hands out batches of at most `tokens` bases as Arrow rows."""
+    """Collects jobs and gene-planned notes; hands out batches of at most `tokens` model tokens as Arrow
+    rows (a window costs its bases + `special_tokens`: the most tokens any tokenizer makes of it)."""
 
-    def __init__(self, tokens: int):
-        self.tokens, self.jobs, self.genes, self.size = tokens, [], [], 0
+    def __init__(self, tokens: int, special_tokens: int = 0):
+        self.tokens, self.special, self.jobs, self.genes, self.size = tokens, special_tokens, [], [], 0
 
     def add(self, window_job: dict[str, Any]) -> Iterator[pa.Table]:
         """Add a job; yields the previous batch first when this one would overflow it."""
-        if self.jobs and self.size + window_job["length"] > self.tokens:
+        cost = window_job["length"] + self.special
+        if self.jobs and self.size + cost > self.tokens:
             yield self._batch()
         self.jobs.append(window_job)
-        self.size += window_job["length"]
+        self.size += cost
 
     def add_gene(self, gene_id: str, jobs: list[dict[str, Any]],
                  stored: Container[str]) -> Iterator[pa.Table]:

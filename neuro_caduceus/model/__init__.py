@@ -1,4 +1,4 @@
-"""Caduceus (PS/PH) in pure PyTorch: official-compatible checkpoints, exact chunked selective scan.
+"""DNA encoders in pure PyTorch: Caduceus (PS/PH, exact chunked selective scan) and DNABERT-2 (ALiBi BERT).
 
 The names below load their module (and torch) on first use, so importing a light part of the package
 (`model.config`, `model.rc`, the CLI's `model.commands`) does not start torch.
@@ -12,7 +12,14 @@ from typing import Any
 _HOME = {
     "CaduceusConfig": "config",
     "CaduceusForMaskedLM": "modules",
-    "from_pretrained": "checkpoint",
+    "DnaBert2Config": "dnabert2_config",
+    "DnaBert2ForMaskedLM": "dnabert2",
+    "describe_checkpoint": "families",
+    "encoder_class": "families",
+    "from_pretrained": "families",
+    "load_encoder": "families",
+    "load_tokenizer": "families",
+    "token_counter": "families",
     "preset_config": "config",
     "save_pretrained": "saving",
 }

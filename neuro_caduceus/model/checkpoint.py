@@ -125,13 +125,8 @@ def _complete_state_dict(model: CaduceusForMaskedLM, stored: dict[str, torch.Ten
     return full
 
 
-def from_pretrained(
-    path_or_url: str | os.PathLike[str], expected_sha256: str | None = None
-) -> CaduceusForMaskedLM:
-    """Load a Caduceus checkpoint folder (local path or any fsspec URL) in eval mode on CPU, fp32.
-
-    `expected_sha256`: the pinned sha256 of the weights file; a checkpoint that does not match is refused.
-    """
+def read_config(path_or_url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str, dict]:
+    """(filesystem, folder, parsed config.json) of a checkpoint folder (local path or any fsspec URL)."""
     url = os.fspath(path_or_url)
     fs, root = filesystem(url)
     root = root.rstrip("/")
@@ -142,19 +137,46 @@ def from_pretrained(
         cfg_dict = json.loads(_read(fs, cfg_path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{url}/config.json: not valid JSON ({e})") from e
-    config = CaduceusConfig.from_dict(cfg_dict)
+    if not isinstance(cfg_dict, dict):
+        raise ValueError(f"{url}/config.json: expected a JSON object")
+    return fs, root, cfg_dict
+
+
+def read_weights(fs: fsspec.AbstractFileSystem, root: str, url: str,
+                 expected_sha256: str | None = None) -> tuple[str, dict[str, torch.Tensor], str]:
+    """(where, tensors, sha256 of the file) of the folder's weights (safetensors first, else the pickle);
+    a pinned `expected_sha256` that does not match, or a non-finite tensor, is refused."""
     weights = next((n for n in WEIGHT_FILES if fs.exists(f"{root}/{n}")), None)
     if weights is None:
         raise FileNotFoundError(f"{url}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
     data = _read(fs, f"{root}/{weights}")
     where = f"{url}/{weights}"
     sha = check_sha256(data, where, expected_sha256)
-    stored = _normalise_keys(_load_tensors(where, data))
-    check_finite(stored, where)
+    tensors = _load_tensors(where, data)
+    check_finite(tensors, where)
+    return where, tensors, sha
+
+
+def warn_if_random(url: str, extra: dict) -> None:
+    if extra.get(RANDOM_INIT_FLAG):
+        warnings.warn(f"{url}: this checkpoint has RANDOM weights (made by make-checkpoint); its embeddings "
+                      "carry no biological signal", UserWarning, stacklevel=3)
+
+
+def from_pretrained(
+    path_or_url: str | os.PathLike[str], expected_sha256: str | None = None
+) -> CaduceusForMaskedLM:
+    """Load a Caduceus checkpoint folder (local path or any fsspec URL) in eval mode on CPU, fp32.
+
+    `expected_sha256`: the pinned sha256 of the weights file; a checkpoint that does not match is refused.
+    """
+    url = os.fspath(path_or_url)
+    fs, root, cfg_dict = read_config(url)
+    config = CaduceusConfig.from_dict(cfg_dict)
+    where, tensors, sha = read_weights(fs, root, url, expected_sha256)
+    stored = _normalise_keys(tensors)
     model = CaduceusForMaskedLM(config)
     model.load_state_dict(_complete_state_dict(model, stored, where), strict=True)
     model.checkpoint_sha256 = sha
-    if config.extra.get(RANDOM_INIT_FLAG):
-        warnings.warn(f"{url}: this checkpoint has RANDOM weights (made by make-checkpoint); its embeddings "
-                      "carry no biological signal", UserWarning, stacklevel=2)
+    warn_if_random(url, config.extra)
     return model.eval()

@@ -10,6 +10,7 @@ from neuro_caduceus.alphabet import clean_sequence
 from neuro_caduceus.io import OVERWRITE_HELP, check_output_not_input, output_dir, write_parquet
 from neuro_caduceus.model.config import preset_config
 from neuro_caduceus.model.rc import RCWindow, check_windows
+from neuro_caduceus.tiling import tile
 
 SHA_HELP = "Pinned sha256 of the weights file: a checkpoint that does not match is refused"
 
@@ -45,19 +46,29 @@ def _read_fasta(path: Path) -> list[tuple[str, str]]:
 
 
 def make_checkpoint(
-    preset: str = typer.Option(..., help="A public checkpoint's name, or tiny-ps / tiny-ph"),
+    preset: str = typer.Option(..., help="A public checkpoint's name, tiny-ps / tiny-ph, or tiny-dnabert2"),
     seed: int = typer.Option(0, help="Seed of the random weights"),
     out: Path = typer.Option(..., help="Output checkpoint folder (HF layout)"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science)."""
+    """Write a checkpoint with RANDOM weights in the hub layout (for tests and dry runs, not for science).
+
+    tiny-dnabert2: a small DNABERT-2 with the real BPE tokenizer (tokenizer.json) beside its weights.
+    """
+    from neuro_caduceus.model.dnabert2_random import PRESETS as DNABERT2_PRESETS
+    from neuro_caduceus.model.dnabert2_random import random_dnabert2, save_dnabert2
     from neuro_caduceus.model.random_init import random_model
     from neuro_caduceus.model.saving import save_pretrained
 
-    config = preset_config(preset)
-    with output_dir(out, overwrite=overwrite) as tmp:
-        model = random_model(config, seed)
-        save_pretrained(model, tmp)
+    if preset in DNABERT2_PRESETS:
+        with output_dir(out, overwrite=overwrite) as tmp:
+            model = random_dnabert2(DNABERT2_PRESETS[preset](), seed)
+            save_dnabert2(model, tmp)
+    else:
+        config = preset_config(preset)
+        with output_dir(out, overwrite=overwrite) as tmp:
+            model = random_model(config, seed)
+            save_pretrained(model, tmp)
     n = sum(p.numel() for p in model.parameters())
     typer.secho(f"WARNING: {out} holds RANDOM weights (preset {preset}, seed {seed}, {n:,} parameters); "
                 "its embeddings carry no biological signal.", fg=typer.colors.RED, err=True)
@@ -69,7 +80,8 @@ def embed_fasta(
     out: Path = typer.Option(..., help="Output Parquet (id, length, embedding)"),
     window: int | None = typer.Option(None, help="Window length (default: whole sequence)", min=1),
     stride: int | None = typer.Option(None, help="Window stride (default: window)", min=1),
-    batch_size: int = typer.Option(8, help="Windows per batch (equal lengths only)", min=1),
+    batch_size: int = typer.Option(8, help="Windows per batch (Caduceus: equal lengths; DNABERT-2: padded)",
+                                   min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (half: CUDA only)"),
     checkpoint_sha256: str | None = typer.Option(None, "--checkpoint-sha256", help=SHA_HELP),
@@ -78,17 +90,15 @@ def embed_fasta(
     import numpy as np
     import pyarrow as pa
 
-    from neuro_caduceus.model.checkpoint import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder
+    from neuro_caduceus.model.families import load_encoder
 
     check_output_not_input([out], [fasta, checkpoint])
     if window is not None and stride is not None and stride > window:
         raise ValueError(f"--stride {stride} > --window {window} would leave bases out of every window; "
                          "use a stride <= the window")
     records = _read_fasta(fasta)
-    emb = Embedder(from_pretrained(checkpoint, checkpoint_sha256), device=device, dtype=dtype,
-                   batch_size=batch_size,
-                   window=window, stride=stride)
+    emb = load_encoder(checkpoint, device=device, dtype=dtype, batch_size=batch_size, window=window,
+                       stride=stride, expected_sha256=checkpoint_sha256)
     vectors = np.stack([emb.embed(seq) for _, seq in records]).astype(np.float32)
     table = pa.table({
         "id": pa.array([name for name, _ in records], pa.string()),
@@ -112,17 +122,18 @@ def verify_rc(
 ) -> None:
     """Check that embeddings are reverse-complement invariant; exit 1 when a record exceeds --tol.
 
-    Columns: name, length, max |e(s) - e(rc(s))|, ok/FAIL and, for PH checkpoints, the relative disagreement
-    of the forward passes on s and rc(s) before they are averaged.
+    Columns: name, length, max |e(s) - e(rc(s))|, ok/FAIL and, for encoders that average two strand passes
+    (Caduceus PH, DNABERT-2), the relative disagreement of the passes on s and rc(s) before averaging.
     """
-    from neuro_caduceus.model.checkpoint import from_pretrained
-    from neuro_caduceus.model.embedder import Embedder, tile
+    from neuro_caduceus.model.families import encoder_class, load_encoder
 
-    model = from_pretrained(checkpoint, checkpoint_sha256)
+    kind = encoder_class(checkpoint)  # config.json: a missing or foreign one fails here, as a load would
     try:
-        emb = Embedder(model, device=device, dtype=dtype, window=window, stride=stride)
+        kind.limits.check(window, kind.family, "--window")
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    emb = load_encoder(checkpoint, device=device, dtype=dtype, window=window, stride=stride,
+                       expected_sha256=checkpoint_sha256)
     records = _read_fasta(fasta)
     worst = 0.0
     for name, seq in records:
@@ -131,7 +142,7 @@ def verify_rc(
         dev = rec["max_abs_deviation"]
         worst = max(worst, dev)
         ph = rec["ph_pass_disagreement"]
-        ph = "" if ph is None else f"\tPH passes differ {ph:.3e}"
+        ph = "" if ph is None else f"\t{emb.label} passes differ {ph:.3e}"
         typer.echo(f"{name}\t{len(seq)}\t{dev:.3e}\t{'ok' if dev <= tol else 'FAIL'}{ph}")
     if worst > tol:
         typer.secho(f"max deviation {worst:.3e} > tolerance {tol:.1e}", fg=typer.colors.RED, err=True)

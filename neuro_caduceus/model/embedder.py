@@ -1,8 +1,10 @@
-"""Strand-invariant pooled embeddings of DNA: windows, equal-length batching, (sum, count) pooling."""
+"""The Caduceus encoder: strand-invariant pooled embeddings, equal-length batching, (sum, count) pooling."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from collections import defaultdict
 from typing import Any
@@ -11,44 +13,40 @@ import numpy as np
 import torch
 
 from neuro_caduceus.model import tokenizer
+from neuro_caduceus.model.encoder import EncoderLimits, MaskedLM, encoder_identity, pass_disagreement
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
+from neuro_caduceus.model.runtime import autocast, check_settings, pick_device
 from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
+CODE_FILES = ("modules.py", "scan.py", "embedder.py", "tokenizer.py")
+_TOKENIZER_SHA256 = hashlib.sha256(json.dumps(tokenizer.VOCAB, sort_keys=True).encode()).hexdigest()
 
 
 class Embedder:
-    """Embeds sequences with a Caduceus model into its d_model-wide strand-invariant space.
+    """The Caduceus `Encoder`: sequences into its d_model-wide strand-invariant space.
 
     PS: per position c = (a + flip_C(b)) / 2 (exactly RC-invariant when pooled); PH: the pooled outputs
     of the sequence and of its reverse complement are averaged. There is no attention mask, so windows are
     never padded: only equal-length windows share a batch, which keeps results independent of batching.
     """
 
+    family = "caduceus"
+    batching = "equal_lengths"
+    special_tokens = 0
+    limits = EncoderLimits(None, "a linear-time scan: any window length")
+    masked_lm_absent = None
+
     def __init__(self, model: CaduceusForMaskedLM, device: str = "auto", dtype: str = "float32",
                  batch_size: int = 8, window: int | None = None, stride: int | None = None) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
-        self.device = _pick_device(device)
-        if dtype != "float32" and self.device.type != "cuda":
-            raise ValueError(f"dtype {dtype!r} needs a CUDA device (half precision runs under CUDA autocast)")
-        if batch_size < 1 or (window is not None and window < 1) or (stride is not None and stride < 1):
-            raise ValueError("batch_size, window and stride must be positive")
+        self.device = pick_device(device)
+        check_settings(self.device, dtype, batch_size, window, stride)
         self.model = model.to(self.device).eval()
         self.dtype, self.batch_size, self.window, self.stride = dtype, batch_size, window, stride
         self.rcps = model.config.rcps
+        self.strand = "built_in" if self.rcps else "averaged"
+        self.label = "PS" if self.rcps else "PH"
         log.info("Embedder: tokenizer %s, kmer_size: 1, window %s, stride %s, device %s, dtype %s",
                  tokenizer.NAME, window, stride, self.device, dtype)
 
@@ -57,9 +55,7 @@ class Embedder:
         return self.model.config.d_model
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=_DTYPES[self.dtype])
+        return autocast(self.dtype)
 
     def _position_sums(self, ids: np.ndarray) -> np.ndarray:
         """(b, L) ids of equal length -> (b, dim) float64 sums over positions of the invariant vector."""
@@ -99,10 +95,53 @@ class Embedder:
         sums, counts = self.pool_windows([seq[a:b] for a, b in spans])
         return (sums.sum(0) / counts.sum()).astype(np.float32)
 
+    def tokens(self, seq: str) -> int:
+        """One token per base (no special tokens in an embedding pass)."""
+        return len(seq)
+
+    def per_base(self, seq: str) -> np.ndarray:
+        """(L, dim) float64 strand-invariant vector of every base (PH: the RC pass flipped onto the bases)."""
+        ids = tokenizer.tokenize(seq)[None]
+        if not self.rcps:
+            ids = np.concatenate([ids, tokenizer.COMPLEMENT_IDS[ids[:, ::-1]]])
+        with torch.inference_mode(), self._autocast():
+            h = self.model.hidden_states(torch.from_numpy(np.ascontiguousarray(ids)).to(self.device))
+        h = h.double().cpu()
+        if self.rcps:
+            d = self.dim
+            return ((h[0, :, :d] + h[0, :, d:].flip(-1)) / 2).numpy()
+        return ((h[0] + h[1].flip(0)) / 2).numpy()
+
+    def pass_disagreement(self, seqs: list[str]) -> list[float] | None:
+        """PH: per window, the forward pass alone on s and on rc(s) before averaging; PS: None (built in)."""
+        if self.rcps:
+            return None
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for s in seqs:
+                fwd = tokenizer.tokenize(s)
+                ids = np.stack([fwd, tokenizer.reverse_complement_ids(fwd)])
+                h = self.model.hidden_states(torch.from_numpy(ids).to(self.device)).float()
+                f, r = h.double().mean(1).cpu().numpy()
+                out.append(pass_disagreement(f, r))
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        return encoder_identity(self.family, self.model.checkpoint_sha256, tokenizer.NAME, _TOKENIZER_SHA256,
+                                1, self.window, self.stride, self._pooling(), self.dtype, CODE_FILES)
+
+    def _pooling(self) -> str:
+        return "mean of (a + flip_C(b))/2" if self.rcps else "mean of fwd and revcomp passes"
+
     def recipe(self) -> dict[str, Any]:
-        """What produced the embeddings (store it next to them)."""
+        """What produced the embeddings (store it next to them); `encoder` holds the contract's identity."""
         return {"tokenizer": tokenizer.NAME, "kmer_size": 1, "window": self.window,
-                "stride": self.stride or self.window,
-                "pooling": "mean of (a + flip_C(b))/2" if self.rcps else "mean of fwd and revcomp passes",
+                "stride": self.stride or self.window, "pooling": self._pooling(),
                 "rcps": self.rcps, "dtype": self.dtype, "d_model": self.dim,
-                "checkpoint_sha256": self.model.checkpoint_sha256}
+                "checkpoint_sha256": self.model.checkpoint_sha256,
+                "encoder": {**self.identity(), "strand": self.strand, "dim": self.dim,
+                            "batching": self.batching}}
+
+    def masked_lm(self) -> MaskedLM:
+        return MaskedLM(self.model, tokenizer.tokenize, tokenizer.reverse_complement_ids,
+                        tokenizer.COMPLEMENT_IDS, tokenizer.VOCAB["[MASK]"])

@@ -234,9 +234,14 @@ class CaduceusForMaskedLM(nn.Module):
             out["lm_head.weight"] = "caduceus.backbone.embeddings.word_embeddings.weight"
         return out
 
-    def hidden_states(self, input_ids: torch.Tensor,
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       collect: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """(b, L) int64 token ids -> last_hidden_state (b, L, 2*d_model for PS, d_model for PH)."""
+        """(b, L) int64 token ids -> last_hidden_state (b, L, 2*d_model for PS, d_model for PH).
+
+        Caduceus has no attention mask: a mask is accepted only when it marks every position real.
+        """
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError("Caduceus has no attention mask: batch only equal-length windows, unpadded")
         return self.caduceus.backbone(input_ids, collect)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -29,3 +29,13 @@ def tokenize(seq: str, add_special_tokens: bool = False) -> np.ndarray:
 def reverse_complement_ids(ids: np.ndarray) -> np.ndarray:
     """Token ids of the reverse complement (specials and [UNK] map to themselves)."""
     return COMPLEMENT_IDS[ids[::-1]]
+
+
+class CharTokenizer:
+    """The Caduceus tokenizer behind the common `encode` interface (see `model.load_tokenizer`)."""
+
+    name = NAME
+    sha256 = NAME  # fixed vocabulary in code: its name identifies it
+
+    def encode(self, seq: str, add_special_tokens: bool = True) -> list[int]:
+        return tokenize(seq, add_special_tokens=add_special_tokens).tolist()

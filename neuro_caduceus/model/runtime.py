@@ -1,0 +1,36 @@
+"""Device and precision choices shared by every encoder (one rule for Caduceus and DNABERT-2)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def check_settings(device: torch.device, dtype: str, batch_size: int, window: int | None,
+                   stride: int | None) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    if dtype != "float32" and device.type != "cuda":
+        raise ValueError(f"dtype {dtype!r} needs a CUDA device (half precision runs under CUDA autocast)")
+    if batch_size < 1 or (window is not None and window < 1) or (stride is not None and stride < 1):
+        raise ValueError("batch_size, window and stride must be positive")
+
+
+def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
