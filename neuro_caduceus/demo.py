@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.errors import INTERRUPTED, debug_requested, report
 from neuro_caduceus.io import discard
 from neuro_caduceus.model.config import preset_config
@@ -113,7 +114,8 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int, 
                         lambda: run_pca(str(stats), str(pca), n_components=512))
     _step(f"7/10 residualize on age, sex, PC1-10, batch -> {resid}", False,
           lambda: run_residualize(str(pca), str(cohort / "covariates.tsv"), str(resid)))
-    shards, pheno, covs = cfg.output.dir, cohort / "phenotype.tsv", cohort / "covariates.tsv"
+    shards = JobFolder(cfg.output.dir).shards_dir
+    pheno, covs = cohort / "phenotype.tsv", cohort / "covariates.tsv"
     logo = _step(f"8/10 leave-one-gene-out ΔAUC (nested CV, {perms} permutations) -> {out / 'logo'}", False,
                  lambda: logo_from_files(shards, pheno, covs, out / "logo",
                                          config=LogoConfig(n_repeats=2, n_perm=perms), categorical=["batch"],
