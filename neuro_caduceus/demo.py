@@ -1,8 +1,9 @@
 """`make demo`: the whole pipeline end to end on the embedded default (local Ray, local Hail, CPU).
 
 synthetic cohort -> RANDOM tiny checkpoint -> Hail MatrixTable -> cohort embedding job on Ray -> subject
-matrix -> exact PCA -> residuals on covariates -> leave-one-gene-out ΔAUC and gene-brain CCA; then the same
-cohort job with a second RANDOM tiny encoder and the comparison of the two (compare-encoders).
+matrix -> exact PCA -> residuals on covariates -> leave-one-gene-out ΔAUC with permutations, the per-gene
+test and gene-brain CCA; then the same cohort job with a second RANDOM tiny encoder and the comparison of the
+two (compare-encoders).
 
 Why a module and not a shell script: one Ray session and one Hail session serve every stage (each costs
 seconds to start), and every step is skipped when its output is already complete, so a re-run after an
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from neuro_caduceus.cohort.config import CohortConfig
+from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.errors import INTERRUPTED, debug_requested, report
 from neuro_caduceus.io import discard
 from neuro_caduceus.model.commands import make_checkpoint
@@ -51,14 +53,15 @@ OUTPUTS = {
     "stats/": "subject matrix: each subject's gene embeddings concatenated in gene-set order",
     "pca/": "exact PCA model and scores (the genetic modality before covariates), scree plot",
     "residuals/": "scores residualized on age, sex, PC1-10 and batch: the modality to fuse with imaging",
-    "logo/": "leave-one-gene-out ΔAUC for mdd: which genes carry the signal (report.md, plot)",
+    "logo/": "leave-one-gene-out ΔAUC for mdd with family-wise permutation p: which genes carry the signal",
+    "gene_test/": "per-gene score test against mdd given the covariates (Holm and BH across genes)",
     "cca/": "held-out gene-brain canonical correlations with permutation p-values (report.md, plot)",
     f"checkpoint_{SECOND_NAME}/": f"the RANDOM {SECOND_PRESET} weights of the second encoder",
     f"embeddings_{SECOND_NAME}/": "the same cohort job with the second encoder (its own window store)",
     "compare/": "the two encoders compared on the same genes and subjects: CKA, spread, carrier shift, cost, "
                 "LOGO and CCA side by side (compare_report.md, plot)",
 }
-STEPS = 12
+STEPS = 13
 
 
 def _step(title: str, done: bool, run: Callable[[], Any]) -> Any:
@@ -87,9 +90,10 @@ def demo_config(config_path: Path, out: Path) -> Any:
     return CohortConfig.model_validate(move(raw))
 
 
-def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) -> dict:
+def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int, perms: int = 39) -> dict:
     """Every stage in order; returns the paths and headline numbers printed at the end."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
+    from neuro_caduceus.analysis.gene_test import gene_test_from_files
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
     from neuro_caduceus.cohort.job import run_embed_cohort
     from neuro_caduceus.model.random_init import random_model
@@ -119,11 +123,17 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
                         lambda: run_pca(str(stats), str(pca), n_components=512))
     _step(f"7/{STEPS} residualize on age, sex, PC1-10, batch -> {resid}", False,
           lambda: run_residualize(str(pca), str(cohort / "covariates.tsv"), str(resid)))
-    logo = _step(f"8/{STEPS} leave-one-gene-out ΔAUC (nested CV) -> {out / 'logo'}", False,
-                 lambda: logo_from_files(stats / "matrix", cohort / "phenotype.tsv",
-                                         cohort / "covariates.tsv", out / "logo",
-                                         config=LogoConfig(n_repeats=2, n_perm=0), categorical=["batch"]))
-    cca = _step(f"9/{STEPS} gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
+    shards = JobFolder(cfg.output.dir).shards_dir
+    pheno, covs = cohort / "phenotype.tsv", cohort / "covariates.tsv"
+    logo = _step(f"8/{STEPS} leave-one-gene-out ΔAUC (nested CV, {perms} permutations) -> {out / 'logo'}",
+                 False,
+                 lambda: logo_from_files(shards, pheno, covs, out / "logo",
+                                         config=LogoConfig(n_repeats=2, n_perm=perms), categorical=["batch"],
+                                         numeric=["age"]))
+    tested = _step(f"9/{STEPS} per-gene score test -> {out / 'gene_test'}", False,
+                   lambda: gene_test_from_files(shards, pheno, covs, out / "gene_test", categorical=["batch"],
+                                                numeric=["age"]))
+    cca = _step(f"10/{STEPS} gene-brain CCA (held-out, permutation test) -> {out / 'cca'}", False,
                 lambda: cca_from_files(resid, cohort / "brain.parquet", out / "cca",
                                        config=CCAConfig(n_perm=50, reduce_dims=10, n_components=3),
                                        gene_matrix=stats / "matrix"))
@@ -131,12 +141,16 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
     planted = json.loads((cohort / "synth_manifest.json").read_text())["planted_gene"]["gene_name"]
     top = logo.table.sort("rank").row(0, named=True)
     overall = compare.similarity.filter(compare.similarity["gene"] == "all genes").row(0, named=True)
+    first = tested.table.row(0, named=True)
     return {
         "embeddings": cfg.output.dir,
         "subjects": (manifest or {}).get("subjects"),
         "pca_components": (pca_summary or {}).get("n_components"),
         "logo_auc_all_genes": round(float(logo.auc_all), 3),
-        "logo_top_gene": f"{top['gene']} (ΔAUC {top['delta_auc']:+.3f}); planted gene: {planted}",
+        "logo_top_gene": f"{top['gene']} (ΔAUC {top['delta_auc']:+.3f}, p (FWER) {top['p_fwer']:.3f}); "
+                         f"features: {logo.extra['feature_kind']}",
+        "gene_test_top_gene": f"{first['gene']} (p {first['p_value']:.3g}, Holm {first['p_holm']:.3g})",
+        "planted_gene_found": _found(planted, top, first),
         "cca_heldout_r1": round(float(cca.table["heldout_r"][0]), 3),
         "cca_p1": float(cca.table["p_value"][0]),
         "compare_cka_all_genes": f"{overall['encoder_a']} vs {overall['encoder_b']}: {overall['cka']:.3f} "
@@ -146,7 +160,7 @@ def run_demo(out: Path, config_path: Path, samples: int, genes: int, seed: int) 
 
 
 def _second_encoder(cfg: CohortConfig, out: Path, cohort: Path) -> Any:
-    """Steps 10-12: the second RANDOM encoder, the same cohort job with it, and the comparison of the two."""
+    """Steps 11-13: the second RANDOM encoder, the same cohort job with it, and the comparison of the two."""
     from neuro_caduceus.analysis.cca import CCAConfig
     from neuro_caduceus.analysis.compare_encoders import CompareConfig, Downstream, run_compare_encoders
     from neuro_caduceus.analysis.logo import LogoConfig
@@ -157,17 +171,28 @@ def _second_encoder(cfg: CohortConfig, out: Path, cohort: Path) -> Any:
     body["model"]["checkpoint"] = str(checkpoint)
     body["output"]["dir"] = str((out / f"embeddings_{SECOND_NAME}").resolve())
     second = CohortConfig.model_validate(body)
-    _step(f"10/{STEPS} RANDOM {SECOND_PRESET} checkpoint (the second encoder) -> {checkpoint}",
+    _step(f"11/{STEPS} RANDOM {SECOND_PRESET} checkpoint (the second encoder) -> {checkpoint}",
           (checkpoint / "config.json").exists(), lambda: make_checkpoint(SECOND_PRESET, 0, checkpoint))
-    _step(f"11/{STEPS} the same cohort job with the second encoder -> {second.output.dir}", False,
+    _step(f"12/{STEPS} the same cohort job with the second encoder -> {second.output.dir}", False,
           lambda: run_embed_cohort(second))
     downstream = Downstream(cohort / "phenotype.tsv", cohort / "brain.parquet", cohort / "covariates.tsv",
-                            categorical=["batch"], logo=LogoConfig(n_repeats=1, n_perm=0),
-                            cca=CCAConfig(n_perm=20, reduce_dims=10, n_components=3, categorical=("batch",)))
-    return _step(f"12/{STEPS} compare the two encoders (CKA, spread, carrier shift, cost, LOGO, CCA) -> "
+                            categorical=["batch"], numeric=["age"], logo=LogoConfig(n_repeats=1, n_perm=0),
+                            cca=CCAConfig(n_perm=20, reduce_dims=10, n_components=3, categorical=("batch",),
+                                          numeric=("age",)))
+    return _step(f"13/{STEPS} compare the two encoders (CKA, spread, carrier shift, cost, LOGO, CCA) -> "
                  f"{out / 'compare'}", False,
                  lambda: run_compare_encoders([cfg.output.dir, second.output.dir], out / "compare",
                                               CompareConfig(n_perm=50), downstream))
+
+
+def _found(planted: str, logo_top: dict, test_top: dict) -> str:
+    """The closing verdict: is the planted gene ranked first with p < 0.05 by each analysis?"""
+    verdicts = []
+    for name, top, p in (("LOGO", logo_top, logo_top["p_fwer"]),
+                         ("per-gene test", test_top, test_top["p_holm"])):
+        hit = top["gene"] == planted and p < 0.05
+        verdicts.append(f"{name}: {'yes' if hit else 'no'} (first {top['gene']}, corrected p {p:.3g})")
+    return f"{planted} ranked first with corrected p < 0.05? " + "; ".join(verdicts)
 
 
 def demo_entries(out: Path) -> list[Path]:
@@ -203,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=positive, default=200)
     parser.add_argument("--genes", type=positive, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--perms", type=positive, default=39,
+                        help="LOGO permutations (smallest family-wise p = 1 / (1 + perms); default 39)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the demo's own outputs in --out first and redo every stage")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
@@ -230,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         for entry in entries:
             discard(entry)
     t0 = time.time()
-    summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed)
+    summary = run_demo(args.out, args.config, args.samples, args.genes, args.seed, args.perms)
     print(f"\n== demo finished in {time.time() - t0:.0f} s", flush=True)
     for key, value in summary.items():
         print(f"   {key}: {value}")

@@ -456,6 +456,29 @@ def read_table(path: str | Path, subject_id: str = "subject_id", hint: str = "")
     return df.sort(subject_id)
 
 
+def read_sample_list(path: str | Path, what: str = "sample list") -> list[str]:
+    """Sample ids, one per line (blank lines and '#' comments skipped; a line's first comma-separated field,
+    so a one-column CSV such as a UK Biobank withdrawal file reads as is). The one reader of sample lists:
+    QC's include/exclude lists and `personalize --samples`. A repeated id is an error naming both lines, and
+    so is a list with no id: either means the file is not the list the user meant."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    ids: dict[str, int] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.split(",")[0].strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in ids:
+            raise ValueError(f"{what} {path} line {n}: {name!r} repeats line {ids[name]}")
+        ids[name] = n
+    if not ids:
+        raise ValueError(f"{what} {path} lists no samples")
+    return list(ids)
+
+
 # ------------------------------------------------------------------------------------------------- YAML
 
 

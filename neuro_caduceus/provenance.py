@@ -49,8 +49,19 @@ ADDITIVE_DEFINITION = (
     "L_k = its length. e_ref = the reference's gene embedding. For each distinct variant v, e_v = the gene "
     "embedding of the reference with v alone applied (only the windows v touches change) and "
     "delta_v = e_v - e_ref. Subject s: e_s = e_ref + sum_v g_sv * delta_v, g_sv in {0, 1, 2} = the number "
-    "of ALT alleles of v the subject carries (phase ignored; haploid call: 1; missing call: 0)."
+    "of ALT alleles of v the subject carries (phase ignored; haploid call: 1; missing call: 0, or its "
+    "expected dosage under missing: impute, see missing_definition)."
 )
+
+MISSING_DEFINITION = {
+    "reference": "a missing call (no GT, a missing allele, or set missing by entry QC) carries no ALT: the "
+                 "subject is treated as reference at that record",
+    "impute": "additive strategy: a subject whose call at variant v's record (POS, REF) is missing gets "
+              "g_sv = 2 * p_v, p_v = AC_v / (2 * N_v), AC_v = the ALT alleles of v observed in the cohort's "
+              "subjects (after QC), N_v = the subjects called at v's record; e_s = e_ref + sum_v g_sv * "
+              "delta_v as for observed calls (a half-missing call keeps its observed allele)",
+}
+
 
 def versions() -> dict[str, str | None]:
     """Installed versions of the project and its heavy dependencies (None when not installed)."""
@@ -227,6 +238,8 @@ def cohort_recipe(cfg: Any, model_recipe: dict, units: list, qc: dict, rc_check:
         **{k: v for k, v in model_recipe.items() if k != "tokenizer"},
         "haplotype_strategy": strategy,
         "subject_embedding": SUBJECT_EMBEDDING[strategy],
+        "missing": cfg.missing,
+        "missing_definition": MISSING_DEFINITION[cfg.missing],
         "qc": qc,
         "config_hash": cfg.result_hash(),
         "package_version": versions()["neuro_caduceus"],

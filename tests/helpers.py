@@ -72,8 +72,11 @@ def bash_commands(page: str) -> list[list[str]]:
 
 
 def write_shards(folder, subjects: list[str], skip: dict[str, set[str]] | None = None,
-                 dup: tuple[str, str] | None = None) -> dict[tuple[str, str], np.ndarray]:
-    """One shard per gene in the embedding job's layout; returns the (subject, gene) -> vector oracle."""
+                 dup: tuple[str, str] | None = None,
+                 n_missing: dict[tuple[str, str], int] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """One shard per gene in the embedding job's layout; returns the (subject, gene) -> vector oracle.
+
+    `n_missing`: add the job's n_missing column (these subject-genes' counts, 0 elsewhere)."""
     recipe = {"recipe_id": "genetics_gene_fm_pca512_v1", "gene_list": GENES}
     meta = {RECIPE_KEY: json.dumps(recipe, sort_keys=True).encode()}
     rng = np.random.default_rng(0)
@@ -88,6 +91,9 @@ def write_shards(folder, subjects: list[str], skip: dict[str, set[str]] | None =
         n = len(subs)
         table = pa.table({"subject_id": subs, "gene_id": [gene] * n, "gene_name": [NAMES[gene]] * n,
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), DIM)})
+        if n_missing is not None:
+            table = table.append_column("n_missing", pa.array([n_missing.get((s, gene), 0) for s in subs],
+                                                              pa.int32()))
         pq.write_table(table.replace_schema_metadata(meta), folder / "shards" / f"{gene}.parquet")
     return truth
 

@@ -174,9 +174,38 @@ def uninterrupted(data, head):
     return out
 
 
+def _check_reference_and_deviation(out: Path, table, data: SimpleNamespace) -> None:
+    """reference.parquet = each gene's reference windows pooled directly; deviation = numpy's norm of the
+    stored embedding minus the stored reference."""
+    import torch
+
+    from neuro_caduceus.cohort.config import load_config
+    from neuro_caduceus.cohort.job import build_units
+    from neuro_caduceus.genome.fasta import Reference
+    from neuro_caduceus.genome.haplotypes import build_sequence
+    from neuro_caduceus.model import from_pretrained
+    from neuro_caduceus.model.embedder import Embedder
+
+    torch.set_num_threads(1)
+    refs = pq.read_table(out / "reference.parquet")
+    ref_of = dict(zip(refs["gene_id"].to_pylist(), np.stack(refs["embedding"].to_numpy(zero_copy_only=False)),
+                      strict=True))
+    genome = Reference(str(data.dir / "genome.fa"))
+    emb = Embedder(from_pretrained(str(data.ckpt)), device="cpu", batch_size=8, window=WINDOW)
+    for unit in build_units(load_config(_config(data, data.dir / "oracle_ref_cfg", vcf=data.vcf))):
+        sums, counts = emb.pool_windows([build_sequence(genome, w, []).sequence for w in unit.windows])
+        np.testing.assert_allclose(ref_of[unit.gene_id], sums.sum(0) / counts.sum(), atol=1e-5)
+    e = np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float64)
+    r = np.stack([ref_of[g] for g in table["gene_id"].to_pylist()]).astype(np.float64)
+    deviation = table["deviation"].to_numpy()
+    np.testing.assert_allclose(deviation, np.linalg.norm(e - r, axis=1), rtol=1e-6, atol=1e-9)
+    assert (deviation > 0).any()
+
+
 def test_job_submit_matches_direct_embedding(uninterrupted, data):
     table = _read_shards(uninterrupted)
     _check_against_oracle(table, data, expected_recipe_genes=3)
+    _check_reference_and_deviation(uninterrupted, table, data)
     manifest = json.loads((uninterrupted / "manifest.json").read_text())
     assert manifest["rows"] == table.num_rows == 30 * 3
     assert manifest["tokens"]["embedded"] < manifest["tokens"]["naive"]

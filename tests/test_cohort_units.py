@@ -12,7 +12,7 @@ import yaml
 
 from neuro_caduceus.cohort.config import load_config
 from neuro_caduceus.cohort.plan import GenePlan, GeneUnit
-from neuro_caduceus.cohort.shards import haplotype_embeddings, subject_embeddings
+from neuro_caduceus.cohort.shards import deviations, haplotype_embeddings, subject_embeddings
 
 BASE = {
     "inputs": {"vcf": "c.vcf.gz", "reference_fasta": "g.fa", "gtf": "g.gtf", "gene_set": "s.yaml"},
@@ -82,6 +82,11 @@ def test_subjects_get_the_mean_of_their_two_haplotypes_and_the_reference_elsewhe
     expect = [ref, (haps[0] + ref) / 2, (haps[1] + haps[0]) / 2, (haps[1] + ref) / 2]
     np.testing.assert_allclose(emb, np.array(expect), rtol=1e-6)
     assert emb.dtype == np.float32
+    # deviation from the reference: numpy's norm of the stored float32 values; exactly 0 for s0 (reference)
+    dev = deviations(emb, ref)
+    want = np.linalg.norm(emb.astype(np.float64) - ref.astype(np.float32).astype(np.float64), axis=1)
+    assert dev.dtype == np.float32 and dev[0] == 0 and (dev[1:] > 0).all()
+    np.testing.assert_allclose(dev, want, rtol=1e-6)
 
 
 def test_cli_reports_a_bad_config_and_exits_2(tmp_path):
@@ -131,6 +136,7 @@ def test_job_folder_owns_every_file_the_job_writes(tmp_path):
     folder.make()
     owned = folder.owned_files(["G1"])
     assert {f"{folder.root}/{n}" for n in ("_job.json", "_cohort.json", "_rc_check.json", "manifest.json",
+                                            "reference.parquet",
                                             "shards/G1.parquet", "units/G1.json", "plans/G1.parquet",
                                             "plans/G1.counts.parquet")} == set(owned)
     for path in [*owned, folder.shard("G2"), f"{folder.shards_dir}/.G1.parquet.tmp-0a1b2c3d"]:

@@ -131,9 +131,10 @@ def compared(jobs) -> SimpleNamespace:
 
     c = jobs.cohort
     downstream = Downstream(c / "phenotype.tsv", c / "brain.parquet", c / "covariates.tsv",
-                            covariate_columns=["age", "sex"],
+                            covariate_columns=["age", "sex"], numeric=["age"],
                             logo=LogoConfig(n_folds=3, inner_folds=2, n_repeats=1, n_perm=0, parallel=False),
-                            cca=CCAConfig(n_folds=3, n_perm=3, reduce_dims=3, n_components=2, parallel=False))
+                            cca=CCAConfig(n_folds=3, n_perm=3, reduce_dims=3, n_components=2, parallel=False,
+                                          numeric=("age",)))
     out = jobs.dir / "compare"
     result = run_compare_encoders(jobs.folders, out, CompareConfig(n_perm=20, seed=3), downstream)
     return SimpleNamespace(result=result, out=out)

@@ -19,7 +19,8 @@ def test_demo_runs_every_stage_and_labels_the_random_checkpoint(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPARK_LOCAL_IP": "127.0.0.1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "neuro_caduceus.demo", "--out", str(out), "--samples", "80", "--genes", "3"],
+        [sys.executable, "-m", "neuro_caduceus.demo", "--out", str(out), "--samples", "80", "--genes", "3",
+         "--perms", "3"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -33,7 +34,9 @@ def test_demo_runs_every_stage_and_labels_the_random_checkpoint(tmp_path):
     assert (manifest["subjects"], manifest["genes"], manifest["rows"]) == (80, 3, 240)
     residuals = pq.read_table(out / "residuals" / "residuals")
     assert residuals.num_rows == 80 and b"neuro_caduceus.recipe" in residuals.schema.metadata
-    for path in ("pca/pca_model.npz", "logo/logo_delta_auc.csv", "cca/cca_summary.json"):
+    assert "ranked first with corrected p < 0.05?" in proc.stdout  # the closing verdict on the planted gene
+    for path in ("pca/pca_model.npz", "logo/logo_delta_auc.csv", "gene_test/gene_test_results.csv",
+                 "cca/cca_summary.json"):
         assert (out / path).stat().st_size > 0, path
     second = json.loads((out / f"embeddings_{SECOND_NAME}" / "manifest.json").read_text())
     assert (second["subjects"], second["genes"]) == (80, 3)

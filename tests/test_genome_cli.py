@@ -265,9 +265,10 @@ def test_genes_command_writes_regions_table_and_fasta(case):
         ("ENSG1", "+", _exons(case["records"], "chr1", 100, 1500, 3)[1:]),
         ("ENSG2", "-", _exons(case["records"], "chr1", 1700, 3600, 4)[1:]),
     ):
-        segments = [list(s) for s in segments]
-        segments[0][0] -= 5
-        segments[-1][1] += 5  # the flank extends the outer ends only
+        # direct computation: every CDS piece widened by the flank on both sides (splice sites of every
+        # internal exon boundary inside the region), read off the + strand, reverse-complemented if minus
+        segments = [[a - 5, b + 5] for a, b in segments]
+        assert all(b < c for (_, b), (c, _) in zip(segments, segments[1:], strict=False))  # none merge here
         seq = "".join(chrom1[a:b] for a, b in segments)
         assert fasta[gene] == (_complement(seq) if strand == "-" else seq)
         row = next(r for r in rows if r[0] == gene)

@@ -181,10 +181,14 @@ def test_regions_modes_flank_and_missing_cds(gtf):
     body = build_regions(genes, RegionSpec("gene_body", flank=150))
     assert body[0].segments == ((0, 1050),)  # start clipped at 0
     exons = build_regions(genes, RegionSpec("exons", flank=10, orient="reference"))
-    assert exons[0].segments == ((90, 200), (500, 610)) and exons[0].length == 220
-    assert exons[1].segments == ((0, 50), (600, 710)) and not exons[1].reverse
+    # the flank applies at every exon boundary (internal splice sites inside the region), start clipped at 0
+    assert exons[0].segments == ((90, 210), (490, 610)) and exons[0].length == 240
+    assert exons[1].segments == ((0, 60), (590, 710)) and not exons[1].reverse
+    wide = build_regions(genes[:1], RegionSpec("exons", flank=150, orient="reference"))
+    assert wide[0].segments == ((0, 750),)  # flanked exons that meet are merged: no base twice
     assert build_regions(genes, RegionSpec("exons"))[1].reverse
     assert build_regions(genes[:1], RegionSpec("cds"))[0].segments == ((150, 200), (500, 550))
+    assert build_regions(genes[:1], RegionSpec("cds", flank=3))[0].segments == ((147, 203), (497, 553))
     with pytest.raises(ValueError, match=r"no CDS in the canonical transcript of GB \(ENSG00000000002\)"):
         build_regions(genes, RegionSpec("cds"))
     with pytest.raises(ValueError, match="regions.mode"):

@@ -68,6 +68,20 @@ def text_oracle(vcf: str, regions) -> dict[tuple[str, str], tuple[int, int]]:
     return {k: (out[(*k, 0)], out[(*k, 1)]) for k in keys}
 
 
+def missing_records_oracle(vcf: str, regions) -> dict[tuple[str, str], set[tuple[int, str]]]:
+    """Independent: per subject-gene, the (POS, REF) of the records whose GT string holds a '.'."""
+    out: dict[tuple[str, str], set[tuple[int, str]]] = {}
+    for samples, fields in _vcf_records(vcf):
+        pos, ref = int(fields[1]), fields[3]
+        for r in regions:
+            if r.chrom != fields[0] or not any(a < pos - 1 + len(ref) and pos - 1 < b for a, b in r.segments):
+                continue
+            for s, field in zip(samples, fields[9:], strict=True):
+                if "." in field.split(":")[0]:
+                    out.setdefault((s, r.region_id), set()).add((pos, ref))
+    return out
+
+
 def _as_dict(table: pa.Table) -> dict[tuple[str, str], tuple[int, int]]:
     return {(r["subject_id"], r["gene_id"]): (r["n_missing"], r["n_unphased_het"]) for r in table.to_pylist()}
 
@@ -93,6 +107,10 @@ def test_hail_and_vcf_counts_are_identical_and_match_the_text(cohort):
     assert pa.concat_tables(exported).to_pylist() == hail.to_pylist()
     expected = text_oracle(cohort.vcf, cohort.regions)
     assert _as_dict(hail) == expected
+    records = missing_records_oracle(cohort.vcf, cohort.regions)  # the missing records themselves
+    got = {(r["subject_id"], r["gene_id"]): {(m["pos"], m["ref"]) for m in r["missing_records"]}
+           for r in hail.to_pylist() if r["missing_records"]}
+    assert got == records and sum(map(len, records.values())) == sum(m for m, _ in expected.values())
     assert sum(m for m, _ in expected.values()) > 0 and sum(h for _, h in expected.values()) > 0
 
 
@@ -141,7 +159,7 @@ def test_max_missing_excludes_and_counts():
     s = m["genotypes"]
     assert (s["missing_calls"], s["unphased_het_calls"], s["excluded_subject_genes"]) == (4, 7, 1)
     assert m["rows"] == 3  # the excluded subject-gene leaves the row count
-    assert "7 unphased het calls" in s["warning"]
+    assert "7 unphased het calls" in s["warning"] and "strategy additive" in s["warning"]
     consensus = apply_genotype_summary({"per_gene": per_gene, "rows": 4}, "consensus", None)
     assert consensus["genotypes"]["warning"] is None
     gene_g = counts.filter(pa.compute.equal(counts.column("gene_id"), "g"))

@@ -18,6 +18,7 @@ from neuro_caduceus.io import (
     metadata_json,
     parquet_files,
     parquet_metadata,
+    read_sample_list,
     read_table,
     read_yaml_model,
     recipe_from_metadata,
@@ -132,3 +133,21 @@ def test_resolve_parquet_folder_prefers_the_named_stage_else_the_only_candidate(
         resolve_parquet_folder(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="none: no such folder"):
         resolve_parquet_folder(tmp_path / "none")
+
+
+def test_read_sample_list_is_the_one_reader_of_sample_lists(tmp_path):
+    good = tmp_path / "ids.txt"
+    good.write_text("# withdrawn\nS1\n\nS2,2026-01-01\n  S3  \n")
+    assert read_sample_list(good) == ["S1", "S2", "S3"]
+    repeated = tmp_path / "rep.txt"
+    repeated.write_text("S1\nS2\nS1\n")
+    with pytest.raises(ValueError, match=r"rep.txt line 3: 'S1' repeats line 1"):
+        read_sample_list(repeated)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody\n\n")
+    with pytest.raises(ValueError, match="lists no samples"):
+        read_sample_list(empty, "samples file")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        read_sample_list(tmp_path)
+    with pytest.raises(FileNotFoundError, match="sample list .* does not exist"):
+        read_sample_list(tmp_path / "missing.txt")

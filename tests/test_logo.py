@@ -174,7 +174,7 @@ def test_api_offers_no_fit_outside_the_training_rows():
         FoldModel(5, 1.0).decision_function(X, None)
     # the entry points take raw features and fold indices, never a fitted transform or transformed data
     assert list(inspect.signature(run_logo).parameters) == ["X", "blocks", "y", "cov", "covariates", "config",
-                                                            "categorical", "groups"]
+                                                            "categorical", "groups", "numeric", "scalar"]
     assert list(inspect.signature(fit_predict_fold).parameters) == ["X", "cov", "y", "train", "test",
                                                                     "settings", "seed", "groups"]
     # what held-out rows contain cannot change the fit: scramble half of the test rows (features and

@@ -27,13 +27,15 @@ def test_documented_analysis_commands_run_as_written(tmp_path, monkeypatch):
     write_matrix(tmp_path / "brain.parquet", ids, Y, None)
     monkeypatch.chdir(tmp_path)
     commands = bash_commands("analyses.md")
-    assert [c[0] for c in commands] == ["logo", "cca"]
+    assert [c[0] for c in commands] == ["logo", "gene-test", "cca"]
     for args in commands:
-        res = CliRunner().invoke(app, [*args, "--serial"])
+        res = CliRunner().invoke(app, [*args] if args[0] == "gene-test" else [*args, "--serial"])
         assert res.exit_code == 0, (args, res.output)
     logo = json.loads((tmp_path / "logo_out" / "logo_summary.json").read_text())
     assert logo["relatedness"]["pairs_used"] == 1 and logo["categorical"] == ["batch"]
     assert logo["genes"][0]["gene"] == "GENE2" and logo["n_perm"] == 4
+    tested = json.loads((tmp_path / "gene_test_out" / "gene_test_summary.json").read_text())
+    assert tested["genes"][0]["gene"] == "GENE2" and tested["numeric"] == ["age"]
     cca = json.loads((tmp_path / "cca_out" / "cca_summary.json").read_text())
     assert cca["permutation"].startswith("Freedman-Lane") and cca["relatedness"]["related_groups"] == 1
     assert np.isfinite([c["p_fwer"] for c in cca["components"]]).all()

@@ -95,7 +95,7 @@ def pilot(run):
 
 
 ARTIFACTS = {
-    "embed_cohort": ["emb/shards"],
+    "embed_cohort": ["emb/shards", "emb/reference.parquet"],
     "subject_matrix": ["stats/matrix", "stats/subject_matrix_summary.json"],
     "pca": ["pca/scores", "pca/pca_model.npz", "pca/pca_summary.json"],
     "residualize": ["resid/residuals", "resid/residualize_summary.json"],
@@ -196,5 +196,5 @@ def test_every_artifact_carries_the_same_keys(run, stats, analyses, pilot):
     shard_keys = set(read_recipe(run[0] / "emb/shards"))
     for stage in ARTIFACTS:
         for rel in ARTIFACTS[stage]:
-            extra = {"lineage", "local_flank", "llr_definition", "_last_stage"}
+            extra = {"lineage", "local_flank", "llr_definition", "block_scaling"}  # stage additions
             assert set(read_recipe(run[0] / rel)) - extra == shard_keys - extra, rel

@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA as SkPCA
 from typer.testing import CliRunner
 
 from neuro_caduceus.cli import app
-from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
+from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata, read_table
 from neuro_caduceus.stats import features_io as fio
 from neuro_caduceus.stats.subject_matrix import build_subject_matrix
 
@@ -38,14 +38,24 @@ def test_genes_concatenated_in_gene_set_order(ray_session, tmp_path):
 
 def test_missing_gene_errors_or_drops(ray_session, tmp_path):
     subjects = [f"S{i:03d}" for i in range(20)]
-    truth = write_shards(tmp_path / "emb", subjects, skip={"ENSG2": {"S004", "S011"}})
+    n_missing = {("S001", "ENSG1"): 3, ("S001", "ENSG2"): 1, ("S007", "ENSG2"): 2, ("S004", "ENSG1"): 5,
+                 ("S002", "ENSG3"): 4}  # ENSG3 is not in the gene set below: not a column
+    truth = write_shards(tmp_path / "emb", subjects, skip={"ENSG2": {"S004", "S011"}}, n_missing=n_missing)
     with pytest.raises(ValueError, match=r"2 subject\(s\) cannot be assembled.*S004.*--on-missing-gene drop"):
         build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"))
     assert not (tmp_path / "out" / "matrix").exists()
     # a gene set given by names (another order) reorders the blocks
     s = build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "out"), genes=["TREM2", "APOE"],
-                             on_missing="drop", block_scaling="none")
+                             on_missing="drop", block_scaling="none", missing_calls=True)
     assert s["subjects_written"] == 18 and s["subjects_dropped"] == 2
+    assert s["dropped_by_reason"] == {"missing": 2} and "qc.max_missing" in s["dropped_examples"][0]
+    # the per-gene missing calls as a covariates table of the matrix's subjects (direct oracle)
+    table = read_table(tmp_path / "out" / "missing_calls.csv")
+    assert table.columns == ["subject_id", "missing_TREM2", "missing_APOE", "missing_total"]
+    assert sorted(table["subject_id"].to_list()) == sorted(set(subjects) - {"S004", "S011"})
+    for row in table.iter_rows(named=True):
+        want = [n_missing.get((row["subject_id"], g), 0) for g in ("ENSG2", "ENSG1")]
+        assert [row["missing_TREM2"], row["missing_APOE"], row["missing_total"]] == [*want, sum(want)]
     got = read_matrix(tmp_path / "out" / "matrix")
     assert set(got) == set(subjects) - {"S004", "S011"}
     want = np.concatenate([truth[("S007", "ENSG2")], truth[("S007", "ENSG1")]])
@@ -113,7 +123,7 @@ def test_gene_list_is_read_from_the_cohort_jobs_gene_set_file(tmp_path):
 
 def test_block_scaling_gives_each_gene_unit_total_variance(ray_session, tmp_path):
     subjects = [f"S{i:03d}" for i in range(50)]
-    write_shards(tmp_path / "emb", subjects)
+    truth = write_shards(tmp_path / "emb", subjects)
     for gene, factor in {"ENSG1": 30.0, "ENSG2": 0.0, "ENSG3": 0.01}.items():  # very different scales
         path = tmp_path / "emb" / "shards" / f"{gene}.parquet"
         t = pq.read_table(path)
@@ -133,5 +143,13 @@ def test_block_scaling_gives_each_gene_unit_total_variance(ray_session, tmp_path
     meta = parquet_metadata(parquet_files(str(tmp_path / "out" / "matrix"))[0])
     stage = json.loads(meta[STAGES_KEY])[-1]
     assert stage["block_scaling"] == "total_variance" and stage["constant_genes"] == 1
+    recorded = json.loads(meta[RECIPE_KEY])["block_scaling"]  # method and per-gene factors in the recipe
+    assert recorded["method"] == "total_variance" and sorted(recorded["scales"]) == sorted(GENES)
+    raw = {g: np.array([t for (sid, gene), t in truth.items() if gene == g]) for g in GENES}
+    for gene, factor in {"ENSG1": 30.0, "ENSG3": 0.01}.items():  # oracle: 1 / sqrt(total variance), numpy
+        emb = (raw[gene] * np.float32(factor) + 1).astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(recorded["scales"][gene], 1 / np.sqrt(emb.var(axis=0, ddof=1).sum()),
+                                   rtol=1e-9)
+    assert recorded["scales"]["ENSG2"] == 1.0
     with pytest.raises(ValueError, match="block_scaling must be"):
         build_subject_matrix(str(tmp_path / "emb"), str(tmp_path / "o2"), block_scaling="unit")

@@ -27,12 +27,14 @@ from neuro_caduceus.analysis.folds import (
     ResamplingSettings,
     cap_components,
     covariate_spec,
+    declared_covariates,
     kfolds,
     single_threaded,
 )
 from neuro_caduceus.analysis.outputs import new_figure, save_figure
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
 from neuro_caduceus.analysis.result_files import report_header, write_result_files
+from neuro_caduceus.analysis.subjects import SubjectFilter, covariate_rows
 from neuro_caduceus.io import read_table
 from neuro_caduceus.provenance import stamp, title
 from neuro_caduceus.ray_session import ensure_ray
@@ -51,6 +53,7 @@ class CCAConfig(ResamplingSettings):
     n_components: int = 5
     ridge: float = 1e-6
     categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()  # integer covariate codes declared as one linear term
 
 
 @dataclass
@@ -190,6 +193,8 @@ def run_cca(X: np.ndarray, Y: np.ndarray, config: CCAConfig | None = None, cov=N
     if len(X) != len(Y):
         raise ValueError(f"genetic and brain rows differ ({len(X)} vs {len(Y)}); join by subject_id first")
     covariates = list(covariates or []) if cov is not None else []
+    if covariates:
+        declared_covariates(cov, covariates, list(config.categorical), list(config.numeric))
     folds = kfolds(len(X), config.n_folds, config.seed, groups)
     with single_threaded():
         xp = _reduce(X, cov, covariates, folds, config.reduce_dims, config.categorical)
@@ -256,14 +261,16 @@ def _structure(X, blocks, folds, xp, models, n_comp):
 def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, config: CCAConfig | None = None,
                    covariates: str | Path | None = None, covariate_columns: list[str] | None = None,
                    gene_matrix: str | Path | None = None, kinship: str | Path | None = None,
-                   kinship_threshold: float | None = None, unrelated: bool = False) -> CCAResult:
-    """Read both sides, join by subject_id (unmatched counts reported), run CCA, write outputs into `out`.
+                   kinship_threshold: float | None = None, unrelated: bool = False,
+                   feature_kind: str = "pcs", subject_filter: SubjectFilter | None = None) -> CCAResult:
+    """Read both sides, join by subject_id (unmatched counts reported), restrict, run CCA, write into `out`.
 
     Gene structure coefficients use the genetic input's gene blocks, or `gene_matrix` (a subject matrix with
-    gene blocks) when the genetic input is PCA scores or residuals.
+    gene blocks) when the genetic input is PCA scores or residuals. `feature_kind` picks the genetic side's
+    features (see read_features: pcs, deviation, both, auto).
     """
     config = config or CCAConfig()
-    g, b = read_features(genetic), read_features(brain)
+    g, b = read_features(genetic, feature_kind), read_features(brain)
     gm = read_features(gene_matrix) if gene_matrix else (g if g.has_gene_blocks else None)
     cov = read_table(covariates) if covariates else None
     named = {"genetic": g.subject_ids, "brain": b.subject_ids}
@@ -272,6 +279,8 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     if gm is not None and gm is not g:
         named["gene_matrix"] = gm.subject_ids
     order, report = join_order(named)
+    subject_filter = subject_filter or SubjectFilter()
+    order, restriction = subject_filter.apply(order, cov)
     order, groups, related = apply_relatedness(order, kinship, kinship_threshold or THIRD_DEGREE, unrelated)
     if len(order) < 2 * config.n_folds:
         raise ValueError(f"only {len(order)} subjects are in every input ({report.unmatched} unmatched); "
@@ -284,15 +293,16 @@ def cca_from_files(genetic: str | Path, brain: str | Path, out: str | Path, conf
     cov_cols: list[str] = []
     cov_rows = None
     if cov is not None:
-        cov_cols = covariate_columns or [c for c in cov.columns if c != "subject_id"]
-        cov_rows = pl.DataFrame({"subject_id": order}).join(cov.select(["subject_id", *cov_cols]),
-                                                            on="subject_id", how="left")
+        skip = ("subject_id", subject_filter.column)
+        cov_cols = covariate_columns or [c for c in cov.columns if c not in skip]
+        cov_rows = covariate_rows(order, cov, cov_cols, covariates)
     block_X = None if gm is None or gm is g else rows(gm)
     blocks = None if gm is None else gm.blocks
     result = run_cca(rows(g), rows(b), config, cov_rows, cov_cols, blocks, block_X, groups)
     recipe = stamp(g.recipe, "cca", [genetic, brain, covariates, gene_matrix, kinship])
     result.extra = {"recipe": recipe, "genetic": str(genetic), "brain": str(brain),
-                    "join": report.__dict__, "covariates": cov_cols, "relatedness": related}
+                    "join": report.__dict__, "covariates": cov_cols, "relatedness": related,
+                    "restriction": restriction, "feature_kind": g.kind}
     write_cca_outputs(result, out)
     return result
 
@@ -316,6 +326,8 @@ def _summary(result: CCAResult) -> dict:
             "genetic": result.extra.get("genetic"), "brain": result.extra.get("brain"), "n": result.n,
             "join": result.extra.get("join"), "relatedness": result.extra.get("relatedness"),
             "covariates": result.extra.get("covariates"), "categorical": list(c.categorical),
+            "numeric": list(c.numeric), "restriction": result.extra.get("restriction"),
+            "feature_kind": result.extra.get("feature_kind", "pcs"),
             "folds": c.n_folds, "seed": c.seed, "n_perm": c.n_perm, "reduce_dims": c.reduce_dims,
             "permutation": ("Freedman-Lane (brain residuals on the covariates permuted)"
                             if result.extra.get("covariates") else "brain rows permuted"),
@@ -324,7 +336,8 @@ def _summary(result: CCAResult) -> dict:
 
 def _report(result: CCAResult, s: dict) -> str:
     lines = [
-        *report_header("Gene-brain CCA", s, f"genetic `{s['genetic']}`, brain `{s['brain']}`",
+        *report_header("Gene-brain CCA", s,
+                       f"genetic `{s['genetic']}` ({s['feature_kind']}), brain `{s['brain']}`",
                        f"{s['n']} matched subjects"),
         f"- {s['folds']}-fold CV, seed {s['seed']}; PCA per side fitted on training folds: "
         f"genetic {s['dims']['genetic_in']} -> {s['dims']['genetic_reduced']}, "

@@ -7,17 +7,30 @@ from pathlib import Path
 import typer
 
 from neuro_caduceus.analysis.relatedness import THIRD_DEGREE
+from neuro_caduceus.analysis.subjects import SubjectFilter
 from neuro_caduceus.cohort.config import load_config
 from neuro_caduceus.io import OVERWRITE_HELP, check_output_not_input, output_dir
 
 CATEGORICAL_HELP = ("comma-separated covariate columns to one-hot code (e.g. batch,centre,sex); types are "
                     "never guessed: a text column not listed is an error")
+NUMERIC_HELP = ("comma-separated integer covariate columns with few values (<= 20) to use as one linear "
+                "term; undeclared, such a column is an error (a batch code is rarely linear)")
+FEATURES_HELP = ("per-gene features: pcs (the embedding, reduced to components), deviation (distance of the "
+                 "subject's gene embedding from the reference's; embedding shards only), both, or auto (both "
+                 "when the input has a deviation column, else pcs)")
+KEEP_SUBJECTS_HELP = "analyse only the subjects listed in this table's subject_id column (e.g. one ancestry)"
+KEEP_WHERE_HELP = "analyse only subjects whose covariates-table COLUMN has one of the values: COLUMN=V1[,V2]"
+GENETIC_PCS_HELP = "add the top N principal components of the genetic features to the covariates (0: none)"
 UNRELATED_HELP = "analyse a maximal unrelated set only (needs --kinship); removed subjects are counted"
 KINSHIP_HELP = "UK Biobank relatedness file (ID1 ID2 HetHet IBS0 Kinship): related subjects share folds"
 
 
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def _subject_filter(keep_subjects: Path | None, keep_where: str | None) -> SubjectFilter:
+    return SubjectFilter(keep_subjects, keep_where)
 
 
 def logo(
@@ -28,6 +41,11 @@ def logo(
     phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
     covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
     categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
+    features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
+    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
+    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
+    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP + ", fitted on each training fold", min=0),
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
     kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
                                            min=0.0, max=0.5),
@@ -36,7 +54,10 @@ def logo(
     repeats: int = typer.Option(5, help="repeats of the outer split (per-fold AUCs over repeats x folds)",
                                 min=1),
     inner_folds: int = typer.Option(3, help="inner folds (choose C on the outer-training part)", min=2),
-    k: int = typer.Option(32, help="PCA components (capped by a third of the smallest training set)", min=1),
+    reduce: str = typer.Option("gene", help="gene: PCA per gene block (--k-per-gene each); all: one PCA"),
+    k_per_gene: int = typer.Option(3, help="components per gene block (--reduce gene)", min=1),
+    k: int = typer.Option(32, help="components of the one PCA (--reduce all; capped by the training set)",
+                          min=1),
     n_perm: int = typer.Option(100, help="permutations through the whole nested procedure (0: none)", min=0),
     permute: str = typer.Option("phenotype", help="what the permutation test shuffles: phenotype | block"),
     seed: int = typer.Option(0),
@@ -44,18 +65,59 @@ def logo(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Leave-one-gene-out ΔAUC with repeated nested CV and a permutation test (every step fitted in folds)."""
-    from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files
+    from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files, smallest_p
 
-    config = LogoConfig(n_folds=folds, inner_folds=inner_folds, n_repeats=repeats, k=k, n_perm=n_perm,
+    config = LogoConfig(n_folds=folds, inner_folds=inner_folds, n_repeats=repeats, reduce=reduce,  # type: ignore[arg-type]
+                        k_per_gene=k_per_gene, k=k, genetic_pcs=genetic_pcs, n_perm=n_perm,
                         permute=permute, seed=seed, parallel=not serial)  # type: ignore[arg-type]
-    with output_dir(out, [features, phenotype, covariates, kinship], overwrite) as tmp:
+    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects], overwrite) as tmp:
         r = logo_from_files(features, phenotype, covariates, tmp, phenotype_column,
                             _columns(covariate_columns), config, _columns(categorical_covariates),
-                            kinship, kinship_threshold, unrelated)
-    typer.echo(f"n={r.n} ({r.n_cases} cases), AUC all genes {r.auc_all:.3f}; outputs in {out}")
+                            kinship, kinship_threshold, unrelated, _columns(numeric_covariates),
+                            features_kind, _subject_filter(keep_subjects, keep_where))
+    low = smallest_p(n_perm, r.table.height)["p_fwer"]
+    typer.echo(f"n={r.n} ({r.n_cases} cases), AUC all genes {r.auc_all:.3f}; smallest attainable p (FWER) "
+               f"{low:.4g}; outputs in {out}")
     for row in r.table.head(10).to_dicts():
         typer.echo(f"  {row['rank']:>3} {row['gene']:<16} ΔAUC {row['delta_auc']:+.4f} "
-                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] p {row['p_value']:.4f}")
+                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] p {row['p_value']:.4f} "
+                   f"p (FWER) {row['p_fwer']:.4f}")
+
+
+def gene_test(
+    features: Path = typer.Option(..., help="subject matrix Parquet (file or folder) or embedding shards"),
+    phenotype: Path = typer.Option(None, help="subject_id + phenotype column (TSV/CSV/Parquet)"),
+    covariates: Path = typer.Option(None, help="covariates table (the null model's terms)"),
+    out: Path = typer.Option(..., help="output folder"),
+    phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
+    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
+    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
+    features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
+    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
+    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
+    genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP, min=0),
+    kinship: Path = typer.Option(None, help="UK Biobank relatedness file: a maximal unrelated set is tested"),
+    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
+                                           min=0.0, max=0.5),
+    k_per_gene: int = typer.Option(3, help="principal components per gene block", min=1),
+    alpha: float = typer.Option(0.05, help="level for the significant_fwer / significant_fdr columns",
+                                min=0.0, max=1.0),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Per-gene score test against the phenotype given the covariates (one null fit; thousands of genes)."""
+    from neuro_caduceus.analysis.gene_test import GeneTestConfig, gene_test_from_files
+
+    config = GeneTestConfig(k_per_gene=k_per_gene, genetic_pcs=genetic_pcs, alpha=alpha)
+    with output_dir(out, [features, phenotype, covariates, kinship, keep_subjects], overwrite) as tmp:
+        r = gene_test_from_files(features, phenotype, covariates, tmp, phenotype_column,
+                                 _columns(covariate_columns), config, _columns(categorical_covariates),
+                                 _columns(numeric_covariates), features_kind,
+                                 _subject_filter(keep_subjects, keep_where), kinship, kinship_threshold)
+    typer.echo(f"n={r.n} ({r.n_cases} cases), {r.table.height} genes; outputs in {out}")
+    for row in r.table.head(10).to_dicts():
+        typer.echo(f"  {row['rank']:>3} {row['gene']:<16} score {row['score']:.3f} (df {row['df']}) "
+                   f"p {row['p_value']:.3g} p (Holm) {row['p_holm']:.3g} q (BH) {row['q_bh']:.3g}")
 
 
 def cca(
@@ -65,6 +127,11 @@ def cca(
     covariates: Path = typer.Option(None, help="covariates table, residualized per fold on both sides"),
     covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
     categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
+    features_kind: str = typer.Option("pcs", "--features-kind", help=FEATURES_HELP.replace(
+        "per-gene features", "genetic side")),
+    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
+    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
     kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
                                            min=0.0, max=0.5),
@@ -84,10 +151,12 @@ def cca(
 
     config = CCAConfig(n_folds=folds, reduce_dims=reduce_dims, n_components=components, n_perm=n_perm,
                        seed=seed, parallel=not serial,
-                       categorical=tuple(_columns(categorical_covariates) or ()))
-    with output_dir(out, [genetic, brain, covariates, gene_matrix, kinship], overwrite) as tmp:
+                       categorical=tuple(_columns(categorical_covariates) or ()),
+                       numeric=tuple(_columns(numeric_covariates) or ()))
+    with output_dir(out, [genetic, brain, covariates, gene_matrix, kinship, keep_subjects], overwrite) as tmp:
         r = cca_from_files(genetic, brain, tmp, config, covariates, _columns(covariate_columns), gene_matrix,
-                           kinship, kinship_threshold, unrelated)
+                           kinship, kinship_threshold, unrelated, features_kind,
+                           _subject_filter(keep_subjects, keep_where))
     typer.echo(f"n={r.n} matched ({r.extra['join']['unmatched']} unmatched); outputs in {out}")
     for row in r.table.to_dicts():
         typer.echo(f"  CC{row['component']}: held-out r {row['heldout_r']:+.3f}  p {row['p_value']:.4f}  "
@@ -123,6 +192,7 @@ def compare_encoders(
     phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
     covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
     categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
+    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
     cka_perm: int = typer.Option(100, help="row permutations for the CKA baseline (0: none)", min=0),
     folds: int = typer.Option(5, help="outer folds of LOGO and folds of CCA", min=2),
     repeats: int = typer.Option(5, help="LOGO repeats of the outer split", min=1),
@@ -142,12 +212,12 @@ def compare_encoders(
     from neuro_caduceus.analysis.compare_encoders import CompareConfig, Downstream, run_compare_encoders
     from neuro_caduceus.analysis.logo import LogoConfig
 
-    categorical = _columns(categorical_covariates)
+    categorical, numeric = _columns(categorical_covariates), _columns(numeric_covariates)
     downstream = Downstream(
-        phenotype, brain, covariates, phenotype_column, _columns(covariate_columns), categorical,
+        phenotype, brain, covariates, phenotype_column, _columns(covariate_columns), categorical, numeric,
         LogoConfig(n_folds=folds, n_repeats=repeats, n_perm=logo_perm, seed=seed, parallel=not serial),
         CCAConfig(n_folds=folds, n_perm=cca_perm, reduce_dims=reduce_dims, seed=seed, parallel=not serial,
-                  categorical=tuple(categorical or ())))
+                  categorical=tuple(categorical or ()), numeric=tuple(numeric or ())))
     with output_dir(out, [*jobs, phenotype, brain, covariates], overwrite) as tmp:
         r = run_compare_encoders(jobs, tmp, CompareConfig(n_perm=cka_perm, seed=seed), downstream)
     overall = r.similarity.filter(r.similarity["gene"] == "all genes")
@@ -158,7 +228,8 @@ def compare_encoders(
                    f"(permutation 95%: {row['null_q95']:.3f})")
 
 
-COMMANDS = {"logo": logo, "cca": cca, "pilot": pilot, "compare-encoders": compare_encoders}
+COMMANDS = {"logo": logo, "gene-test": gene_test, "cca": cca, "pilot": pilot,
+            "compare-encoders": compare_encoders}
 
 
 def register(app: typer.Typer) -> None:

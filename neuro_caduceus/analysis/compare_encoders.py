@@ -149,6 +149,7 @@ class Downstream:
     phenotype_column: str = "mdd"
     covariate_columns: list[str] | None = None
     categorical: list[str] | None = None
+    numeric: list[str] | None = None
     logo: LogoConfig = field(default_factory=LogoConfig)
     cca: CCAConfig = field(default_factory=CCAConfig)
 
@@ -177,7 +178,8 @@ def run_compare_encoders(folders: list[str | Path], out: str | Path, config: Com
 def _logo_side_by_side(jobs: list[EncoderJob], out: Path, d: Downstream) -> tuple[pl.DataFrame, dict]:
     """LOGO per encoder into `logo_<label>/` (same folds: same subjects, phenotype, seed); one long table."""
     results = {j.label: logo_from_files(j.shards, d.phenotype, d.covariates, out / f"logo_{j.label}",
-                                        d.phenotype_column, d.covariate_columns, d.logo, d.categorical)
+                                        d.phenotype_column, d.covariate_columns, d.logo, d.categorical,
+                                        numeric=d.numeric)
                for j in jobs}
     first = next(iter(results.values()))
     same = all(np.array_equal(r.fold_of, first.fold_of) for r in results.values())

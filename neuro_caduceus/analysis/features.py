@@ -40,6 +40,8 @@ class FeatureMatrix:
     blocks: dict[str, slice] = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     source: str = ""
+    scalar_columns: np.ndarray | None = None  # bool per column: a per-gene scalar (deviation), never reduced
+    kind: str = "pcs"  # which features were read: pcs, deviation or both
 
     @property
     def has_gene_blocks(self) -> bool:
@@ -47,7 +49,7 @@ class FeatureMatrix:
 
     def subset(self, rows: np.ndarray) -> FeatureMatrix:
         return FeatureMatrix([self.subject_ids[i] for i in rows], self.X[rows], self.gene_names,
-                             self.blocks, self.recipe, self.source)
+                             self.blocks, self.recipe, self.source, self.scalar_columns, self.kind)
 
 
 def _parquet_files(path: str | Path) -> list[str]:
@@ -57,14 +59,13 @@ def _parquet_files(path: str | Path) -> list[str]:
     return parquet_files(resolve_parquet_folder(path))
 
 
-def _recipe(schema, source: str) -> dict:
+def _last_stage(schema, source: str) -> dict | None:
+    """The last stats stage record (gene blocks exist only if it is the subject matrix), or None; checks
+    the file's format version on the way."""
     meta = schema.metadata or {}
     check_format(meta.get(FORMAT_KEY), FEATURES_FORMAT if STAGES_KEY in meta else SHARD_FORMAT, source)
-    recipe = recipe_from_metadata(schema.metadata, source)
     stages = metadata_json(schema.metadata, STAGES_KEY, source)
-    if stages:  # the stats stages: gene blocks exist only if the last stage is the subject matrix
-        recipe["_last_stage"] = stages[-1]
-    return recipe
+    return stages[-1] if stages else None
 
 
 def _gene_label(entry) -> str:
@@ -77,14 +78,14 @@ def _gene_label(entry) -> str:
     raise ValueError(f"recipe gene_list entry {entry!r} has no gene_name/gene_id")
 
 
-def gene_blocks(recipe: dict, width: int, source: str) -> tuple[list[str], dict[str, slice]]:
+def gene_blocks(recipe: dict, width: int, source: str,
+                last: dict | None = None) -> tuple[list[str], dict[str, slice]]:
     """Gene names and column slices: from the stats `subject_matrix` stage record (genes, dim_per_gene),
     else from the recipe's `gene_list` and per-gene dim; names from the recipe's `gene_names` when unique.
 
-    One block 'all' when a later stage (PCA scores, residuals) made the file, there is no gene list, or the
-    width is not genes x dim.
+    One block 'all' when a later stage (`last`, the file's last stats stage record: PCA scores, residuals)
+    made the file, there is no gene list, or the width is not genes x dim.
     """
-    last = recipe.get("_last_stage")
     if last is not None and last.get("stage") != "subject_matrix":  # PCA scores, residuals
         return ["all"], {"all": slice(0, width)}
     ids = [_gene_label(g) for g in recipe.get("gene_list") or []]
@@ -106,30 +107,44 @@ def gene_blocks(recipe: dict, width: int, source: str) -> tuple[list[str], dict[
     return genes, {g: slice(i * dim, (i + 1) * dim) for i, g in enumerate(genes)}
 
 
-def read_features(path: str | Path) -> FeatureMatrix:
+FEATURE_KINDS = ("auto", "pcs", "deviation", "both")
+DEVIATION = "deviation"  # shard column: L2 norm of (subject gene embedding - reference gene embedding)
+
+
+def read_features(path: str | Path, features: str = "pcs") -> FeatureMatrix:
     """Read a subject matrix (`subject_id`, `features`) or embedding shards (`subject_id`, gene, `embedding`).
 
     A subject matrix's columns are split into gene blocks by the recipe metadata (`gene_list`, per-gene dim);
     shards (one row per subject and gene) are pivoted into the same layout, genes in recipe order (else in
-    order of first appearance). Rows are sorted by subject id, so folds and permutations drawn from a seed
-    give the same numbers whatever order the files hold the rows in.
+    order of first appearance). `features` picks each gene's block: `pcs` (the embedding, reduced to
+    components by the analyses), `deviation` (the shards' per-gene deviation from the reference, one
+    column), `both`, or `auto` (both when the input has a deviation column, else pcs). Rows are sorted by
+    subject id, so folds and permutations drawn from a seed give the same numbers whatever order the files
+    hold the rows in.
     """
-    matrix = _read_unsorted(path)
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"--features-kind must be one of {', '.join(FEATURE_KINDS)}; got {features!r}")
+    matrix = _read_unsorted(path, features)
     return matrix.subset(np.argsort(np.array(matrix.subject_ids, dtype=object), kind="stable"))
 
 
-def _read_unsorted(path: str | Path) -> FeatureMatrix:
+def _read_unsorted(path: str | Path, features: str) -> FeatureMatrix:
     files = _parquet_files(path)
     tables = [pq.read_table(f) for f in files]
-    recipe = _recipe(tables[0].schema, files[0])
+    last = _last_stage(tables[0].schema, files[0])
+    recipe = recipe_from_metadata(tables[0].schema.metadata, files[0])
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     cols = set(table.column_names)
     if "subject_id" not in cols:
         raise ValueError(f"{path}: no `subject_id` column (columns: {sorted(cols)})")
+    kind = ("both" if DEVIATION in cols else "pcs") if features == "auto" else features
+    if kind != "pcs" and DEVIATION not in cols:
+        raise ValueError(f"{path}: --features-kind {features} needs a `{DEVIATION}` column (written by the "
+                         "cohort job into its embedding shards); give the shards or --features-kind pcs")
     if "features" in cols:
-        return _from_matrix(table, recipe, str(path))
+        return _from_matrix(table, recipe, last, str(path))
     if "embedding" in cols and ("gene_name" in cols or "gene_id" in cols):
-        return _from_shards(table, recipe, str(path))
+        return _from_shards(table, recipe, str(path), kind)
     raise ValueError(f"{path}: expected a `features` column (subject matrix) or `embedding` + `gene_name` "
                      f"(embedding shards); got {sorted(cols)}")
 
@@ -155,15 +170,25 @@ def _check_unique(ids: list[str], source: str) -> None:
         raise ValueError(f"{source}: subject_id {dup!r} appears more than once")
 
 
-def _from_matrix(table, recipe: dict, source: str) -> FeatureMatrix:
+def _from_matrix(table, recipe: dict, last: dict | None, source: str) -> FeatureMatrix:
     ids = [str(s) for s in table.column("subject_id").to_pylist()]
     _check_unique(ids, source)
     X = _list_to_numpy(table.column("features"), source)
-    genes, blocks = gene_blocks(recipe, X.shape[1], source)
+    genes, blocks = gene_blocks(recipe, X.shape[1], source, last)
     return FeatureMatrix(ids, X, genes, blocks, recipe, source)
 
 
-def _from_shards(table, recipe: dict, source: str) -> FeatureMatrix:
+def _deviation(table, source: str) -> np.ndarray:
+    col = table.column(DEVIATION)
+    if col.null_count:
+        raise ValueError(f"{source}: {col.null_count} rows have a null `{DEVIATION}`")
+    d = np.asarray(col.to_numpy(), dtype=np.float64)
+    if not np.isfinite(d).all():
+        raise ValueError(f"{source}: `{DEVIATION}` contains NaN or infinite values")
+    return d
+
+
+def _from_shards(table, recipe: dict, source: str, kind: str) -> FeatureMatrix:
     key_col = "gene_id" if "gene_id" in table.column_names else "gene_name"
     keys_row = [str(g) for g in table.column(key_col).to_pylist()]
     ids_row = [str(s) for s in table.column("subject_id").to_pylist()]
@@ -191,15 +216,22 @@ def _from_shards(table, recipe: dict, source: str) -> FeatureMatrix:
         i, j = np.argwhere(counts == 0)[0]
         raise ValueError(f"{source}: subject {subjects[i]!r} has no row for gene {keys[j]!r} "
                          f"({int((counts == 0).sum())} subject-gene pairs missing)")
-    d = E.shape[1]
+    parts = [] if kind == "deviation" else [E]
+    if kind != "pcs":
+        parts.append(_deviation(table, source)[:, None])
+    F = np.hstack(parts)
+    d = F.shape[1]
     X3 = np.empty((len(subjects), len(keys), d))
-    X3[si, gi] = E
+    X3[si, gi] = F
     X = X3.reshape(len(subjects), len(keys) * d)
+    scalar = np.zeros((len(keys), d), dtype=bool)
+    if kind != "pcs":
+        scalar[:, -1] = True  # the deviation: one column per gene, used as is
     names = [label[g] for g in keys]
     if len(set(names)) != len(names):
         names = keys  # gene names are not unique: keep the ids
     blocks = {n: slice(j * d, (j + 1) * d) for j, n in enumerate(names)}
-    return FeatureMatrix(subjects, X, names, blocks, recipe, source)
+    return FeatureMatrix(subjects, X, names, blocks, recipe, source, scalar.reshape(-1), kind)
 
 
 @dataclass

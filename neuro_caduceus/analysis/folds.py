@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuro_caduceus.analysis.gene_blocks import BlockLayout, BlockReducer
 from neuro_caduceus.stats.pca import PCA
 from neuro_caduceus.stats.residualize import CovariateSpec, Residualizer
 
@@ -99,21 +100,36 @@ def cap_components(k: int, n_train: int, n_features: int) -> int:
 
 
 class FeatureTransform:
-    """PCA(k) -> residualize on covariates -> standardize, every step fitted on the rows passed to fit()."""
+    """Reduce -> residualize on covariates -> standardize, every step fitted on the rows passed to fit().
 
-    def __init__(self, k: int, covariates: list[str] | None = None, categorical: list[str] | None = None):
+    Reduce: one PCA(k) over all columns, or with a `layout` PCA(k) per gene block (see gene_blocks). With
+    `genetic_pcs` > 0 the top principal components of the input features themselves (fitted on the same
+    rows) join the covariates: stratification carried by the genetic features is regressed out.
+    """
+
+    def __init__(self, k: int, covariates: list[str] | None = None, categorical: list[str] | None = None,
+                 layout: BlockLayout | None = None, genetic_pcs: int = 0):
         self.k = k
-        self.covariates = covariates
+        self.covariates = list(covariates or [])
         self.categorical = categorical
+        self.layout = layout
+        self.genetic_pcs = genetic_pcs
         self._fitted = False
 
     def fit(self, X: np.ndarray, cov) -> FeatureTransform:
-        """Learn PCA, the covariate regression and the scaling from these (training) rows only."""
-        self.pca_ = PCA(n_components=min(self.k, X.shape[0] - 1, X.shape[1]))
-        Z = self.pca_.fit_transform(X)
+        """Learn the reduction, the covariate regression and the scaling from these (training) rows only."""
+        if self.layout is not None:
+            self.reducer_ = BlockReducer(self.layout, self.k).fit(X)
+        else:
+            self.reducer_ = PCA(n_components=min(self.k, X.shape[0] - 1, X.shape[1])).fit(X)
+        Z = self.reducer_.transform(X)
+        self.genetic_pca_ = None
+        if self.genetic_pcs:
+            self.genetic_pca_ = PCA(n_components=min(self.genetic_pcs, X.shape[0] - 2, X.shape[1])).fit(X)
+        cov, columns = self._covariates(X, cov)
         self.residualizer_ = None
-        if cov is not None and self.covariates:
-            self.residualizer_ = Residualizer(covariate_spec(cov, self.covariates, self.categorical))
+        if columns:
+            self.residualizer_ = Residualizer(covariate_spec(cov, columns, self.categorical))
             self.residualizer_.fit(Z, cov)
             Z = self.residualizer_.transform(Z, cov)
         self.mean_ = Z.mean(axis=0)
@@ -122,12 +138,25 @@ class FeatureTransform:
         self._fitted = True
         return self
 
+    def _covariates(self, X: np.ndarray, cov) -> tuple[object, list[str]]:
+        """The covariate table and columns, with the genetic PCs (gPC1..) added when asked for."""
+        import polars as pl
+
+        columns = list(self.covariates) if cov is not None else []
+        if self.genetic_pca_ is None:
+            return cov, columns
+        S = self.genetic_pca_.transform(X)
+        names = [f"gPC{i + 1}" for i in range(S.shape[1])]
+        pcs = pl.DataFrame({n: S[:, i] for i, n in enumerate(names)})
+        return (pcs if cov is None else pl.concat([cov, pcs], how="horizontal")), [*columns, *names]
+
     def transform(self, X: np.ndarray, cov) -> np.ndarray:
         """Apply the learned steps to any rows (e.g. held-out ones); refuses to run before fit()."""
         if not self._fitted:
             raise RuntimeError("FeatureTransform.transform() before fit(): fit on training rows first")
-        Z = self.pca_.transform(X)
+        Z = self.reducer_.transform(X)
         if self.residualizer_ is not None:
+            cov, _ = self._covariates(X, cov)
             Z = self.residualizer_.transform(Z, cov)
         return (np.asarray(Z, dtype=np.float64) - self.mean_) / self.scale_
 
@@ -136,12 +165,14 @@ class FoldModel:
     """FeatureTransform + L2 logistic regression with a fixed C; fit() sees training rows only."""
 
     def __init__(self, k: int, C: float, covariates: list[str] | None = None,
-                 categorical: list[str] | None = None):
-        self.k, self.C, self.covariates, self.categorical = k, C, covariates, categorical
+                 categorical: list[str] | None = None, layout: BlockLayout | None = None,
+                 genetic_pcs: int = 0):
+        self.C = C
+        self.transform_ = FeatureTransform(k, covariates, categorical, layout, genetic_pcs)
         self._fitted = False
 
     def fit(self, X: np.ndarray, cov, y: np.ndarray) -> FoldModel:
-        self.transform_ = FeatureTransform(self.k, self.covariates, self.categorical).fit(X, cov)
+        self.transform_.fit(X, cov)
         self.clf_ = _logistic(self.C).fit(self.transform_.transform(X, cov), y)
         self._fitted = True
         return self
@@ -156,6 +187,12 @@ def _logistic(C: float):
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=C, solver="lbfgs", max_iter=2000)
+
+
+MAX_CODE_LEVELS = 20  # an integer column with at most this many distinct values may be a code (batch, centre)
+
+
+MAX_CODE_LEVELS = 20  # an integer column with at most this many distinct values may be a code (batch, centre)
 
 
 def covariate_spec(cov, columns: list[str], categorical: list[str] | None = None):
@@ -180,6 +217,31 @@ def covariate_spec(cov, columns: list[str], categorical: list[str] | None = None
                          categorical=[c for c in columns if c in categorical])
 
 
+def declared_covariates(cov, columns: list[str], categorical: list[str] | None = None,
+                        numeric: list[str] | None = None):
+    """covariate_spec for a whole analysis (all its subjects), once, before any fold: beyond text columns,
+    an integer column with 3..MAX_CODE_LEVELS distinct values declared neither categorical nor `numeric` is
+    an error (a batch or centre code taken as one linear term removes almost none of a non-monotone batch
+    effect). A two-valued column needs no declaration: as a number or one-hot it spans the same design."""
+    categorical, numeric = list(categorical or []), list(numeric or [])
+    stray = [c for c in numeric if c not in columns]
+    if stray:
+        raise ValueError(f"--numeric-covariates {stray} are not among the covariate columns {columns}")
+    both = sorted(set(categorical) & set(numeric))
+    if both:
+        raise ValueError(f"covariate column(s) {both} are declared both categorical and numeric; pick one")
+    spec = covariate_spec(cov, columns, categorical)
+    codes = [c for c in columns if c not in categorical and c not in numeric and cov.schema[c].is_integer()
+             and 2 < cov[c].drop_nulls().n_unique() <= MAX_CODE_LEVELS]
+    if codes:
+        levels = [cov[c].drop_nulls().n_unique() for c in codes]
+        raise ValueError(f"covariate column(s) {codes} are integers with few distinct values {levels} (codes "
+                         f"such as batch or centre?); declare them: --categorical-covariates "
+                         f"{','.join(codes)} to one-hot code them, or --numeric-covariates {','.join(codes)} "
+                         "to use them as one linear term")
+    return spec
+
+
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -195,6 +257,12 @@ class FoldSettings:
     inner_folds: int = 3
     covariates: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    layout: BlockLayout | None = None  # per-gene reduction (k components per gene) when set
+    genetic_pcs: int = 0
+
+    def transform(self) -> FeatureTransform:
+        return FeatureTransform(self.k, list(self.covariates), list(self.categorical), self.layout,
+                                self.genetic_pcs)
 
 
 def choose_C(X: np.ndarray, cov, y: np.ndarray, settings: FoldSettings, seed: int,
@@ -205,10 +273,9 @@ def choose_C(X: np.ndarray, cov, y: np.ndarray, settings: FoldSettings, seed: in
     """
     if len(settings.Cs) == 1:
         return float(settings.Cs[0])
-    covs, cats = list(settings.covariates), list(settings.categorical)
     scores = np.zeros(len(settings.Cs))
     for tr, te in stratified_folds(y, settings.inner_folds, seed, groups):
-        t = FeatureTransform(settings.k, covs, cats).fit(X[tr], _rows(cov, tr))
+        t = settings.transform().fit(X[tr], _rows(cov, tr))
         Ztr, Zte = t.transform(X[tr], _rows(cov, tr)), t.transform(X[te], _rows(cov, te))
         for j, C in enumerate(settings.Cs):
             scores[j] += _auc(y[te], _logistic(C).fit(Ztr, y[tr]).decision_function(Zte))
@@ -229,6 +296,6 @@ def fit_predict_fold(X: np.ndarray, cov, y: np.ndarray, train: np.ndarray, test:
     with single_threaded():
         C = choose_C(X[train], _rows(cov, train), y[train], settings, seed,
                      None if groups is None else groups[train])
-        model = FoldModel(settings.k, C, list(settings.covariates), list(settings.categorical)).fit(
-            X[train], _rows(cov, train), y[train])
+        model = FoldModel(settings.k, C, list(settings.covariates), list(settings.categorical),
+                          settings.layout, settings.genetic_pcs).fit(X[train], _rows(cov, train), y[train])
         return model.decision_function(X[test], _rows(cov, test)), C

@@ -16,7 +16,7 @@ Tasks run on Ray (or serially, with bit-identical results).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,26 +24,28 @@ import numpy as np
 import polars as pl
 import ray
 
-from neuro_caduceus.analysis.features import join_order, read_features
 from neuro_caduceus.analysis.folds import (
     DEFAULT_CS,
     FoldSettings,
     ResamplingSettings,
     cap_components,
-    covariate_spec,
+    declared_covariates,
     fit_predict_fold,
     stratified_folds,
 )
+from neuro_caduceus.analysis.gene_blocks import BlockLayout
 from neuro_caduceus.analysis.outputs import new_figure, save_figure
-from neuro_caduceus.analysis.relatedness import THIRD_DEGREE, apply_relatedness, block_permutation
+from neuro_caduceus.analysis.phenotype_inputs import read_analysis_inputs
+from neuro_caduceus.analysis.relatedness import block_permutation
 from neuro_caduceus.analysis.result_files import report_header, write_result_files
-from neuro_caduceus.io import read_table
+from neuro_caduceus.analysis.subjects import SubjectFilter
 from neuro_caduceus.provenance import stamp, title
 from neuro_caduceus.ray_session import ensure_ray
 from neuro_caduceus.stats.residualize import Residualizer
 
 ALL = "__all_genes__"
 Permute = Literal["phenotype", "block"]
+Reduce = Literal["gene", "all"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,10 @@ class LogoConfig(ResamplingSettings):
 
     inner_folds: int = 3
     n_repeats: int = 5
+    reduce: Reduce = "gene"  # PCA per gene block (k_per_gene each) or one PCA(k) over all genes
+    k_per_gene: int = 3
     k: int = 32
+    genetic_pcs: int = 0  # top PCs of the features themselves (per training fold) added to the covariates
     Cs: tuple[float, ...] = DEFAULT_CS
     permute: Permute = "phenotype"
     ci: float = 0.95
@@ -86,6 +91,8 @@ def _seed(*parts: int) -> int:
 
 def _model_fold(X, cols, cov, y, train, test, settings, seed, groups=None):
     """One (model, repeat, fold) task: fit on `train` rows of the kept columns, score `test` rows."""
+    if settings.layout is not None:
+        settings = replace(settings, layout=settings.layout.take(cols))
     return fit_predict_fold(X[:, cols], cov, y, train, test, settings, seed, groups)
 
 
@@ -138,22 +145,25 @@ def _perm_chunk(X, kept, blocks, cov, y, groups, settings, config, auc_without, 
     return out
 
 
-def _covariate_fit(X, cov, covariates, categorical) -> np.ndarray:
+def _covariate_fit(X, cov, covariates, categorical, numeric) -> np.ndarray:
     """Each column's OLS fit on intercept + covariates over all rows (the reduced model of Freedman-Lane)."""
     if cov is None or not covariates:
         return np.broadcast_to(X.mean(axis=0), X.shape).copy()
 
-    return X - Residualizer(covariate_spec(cov, covariates, categorical)).fit_transform(X, cov)
+    return X - Residualizer(declared_covariates(cov, covariates, categorical, numeric)).fit_transform(X, cov)
 
 
 def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
              covariates: list[str] | None = None, config: LogoConfig | None = None,
-             categorical: list[str] | None = None, groups: np.ndarray | None = None) -> LogoResult:
+             categorical: list[str] | None = None, groups: np.ndarray | None = None,
+             numeric: list[str] | None = None, scalar: np.ndarray | None = None) -> LogoResult:
     """LOGO ΔAUC from raw (untransformed) features: `X` subjects x features, `blocks` gene -> column slice.
 
     `cov` is a polars DataFrame in the same row order as `X` (or None), `covariates` the columns of it to
-    residualize on and `categorical` those of them to one-hot code. `groups` labels related subjects (same
-    label = same fold, permuted together). Nothing is fitted outside a fold: no pre-fitted transform is taken.
+    residualize on, `categorical` those of them to one-hot code and `numeric` integer codes declared linear.
+    `groups` labels related subjects (same label = same fold, permuted together). `scalar` marks per-gene
+    scalar columns (the deviation) that the per-gene reduction keeps as they are. Nothing is fitted outside
+    a fold: no pre-fitted transform is taken.
     """
     config = config or LogoConfig()
     y = _binary(y)
@@ -166,19 +176,27 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
         raise ValueError(f"permute must be 'phenotype' or 'block', got {config.permute!r}")
     if config.n_repeats < 1 or config.n_perm < 0:
         raise ValueError(f"need n_repeats >= 1 and n_perm >= 0; got {config.n_repeats}, {config.n_perm}")
+    if config.reduce not in ("gene", "all"):
+        raise ValueError(f"reduce must be 'gene' or 'all', got {config.reduce!r}")
     if cov is not None and covariates:
-        covariate_spec(cov, covariates, categorical)  # fails early on undeclared text columns
+        declared_covariates(cov, covariates, categorical, numeric)  # undeclared text or integer codes
     plan = _plan(y, groups, config)
     n_train = min(len(tr) for folds in plan for tr, _ in folds)
     all_cols = np.arange(X.shape[1])
     kept = {ALL: all_cols}
     for g, sl in blocks.items():
         kept[g] = np.setdiff1d(all_cols, all_cols[sl])
-    k = cap_components(config.k, n_train * (config.inner_folds - 1) // config.inner_folds,
-                       min(len(c) for c in kept.values()))
+    inner_train = n_train * (config.inner_folds - 1) // config.inner_folds
+    layout = None
+    if config.reduce == "gene":
+        layout = BlockLayout.from_blocks(blocks, X.shape[1], scalar)
+        k = cap_components(config.k_per_gene, inner_train, max(sl.stop - sl.start for sl in blocks.values()))
+    else:
+        k = cap_components(config.k, inner_train, min(len(c) for c in kept.values()))
     settings = FoldSettings(k=k, Cs=tuple(config.Cs), inner_folds=config.inner_folds,
                             covariates=tuple(covariates or ()) if cov is not None else (),
-                            categorical=tuple(categorical or ()) if cov is not None else ())
+                            categorical=tuple(categorical or ()) if cov is not None else (),
+                            layout=layout, genetic_pcs=config.genetic_pcs)
     jobs = [(m, r, f) for m in kept for r in range(config.n_repeats) for f in range(config.n_folds)]
     args = [(kept[m], cov, y, plan[r][f][0], plan[r][f][1], settings, _seed(config.seed, r, f), groups)
             for m, r, f in jobs]
@@ -199,7 +217,8 @@ def run_logo(X: np.ndarray, blocks: dict[str, slice], y: np.ndarray, cov=None,
         fold_auc[m][r, f] = float(rank_auc(y[te], s))
 
     chunks = config.permutation_chunks()
-    fitted = _covariate_fit(X, cov, covariates, categorical) if config.permute == "block" and chunks else None
+    fitted = _covariate_fit(X, cov, covariates, categorical, numeric) \
+        if config.permute == "block" and chunks else None
     perm_args = [(kept, blocks, cov, y, groups, settings, config, fold_auc, fitted, ids) for ids in chunks]
     parts = _run_tasks(_perm_chunk, X, perm_args, config.parallel)
     null = np.concatenate(parts) if parts else np.zeros((0, len(blocks)))
@@ -276,6 +295,28 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def max_statistic_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Family-wise p per gene from one set of permutations (single-step max-T, Westfall & Young 1993):
+    (1 + #{permutations whose largest ΔAUC over all genes >= the gene's observed ΔAUC}) / (1 + n_perm).
+
+    Every gene is compared with the same null maximum, so "p_fwer <= alpha" bounds the chance of any false
+    positive among all genes at alpha, and the smallest attainable value is 1 / (1 + n_perm) whatever the
+    number of genes (a Holm or Bonferroni correction of per-gene permutation p needs genes / alpha
+    permutations before any gene can pass).
+    """
+    if not len(null):
+        return np.full(len(observed), np.nan)
+    top = null.max(axis=1)
+    return (1 + (top[:, None] >= np.asarray(observed)[None, :] - 1e-12).sum(axis=0)) / (1 + len(null))
+
+
+def smallest_p(n_perm: int, n_genes: int) -> dict[str, float]:
+    """The smallest p each correction can reach with this many permutations and genes."""
+    if n_perm < 1:
+        return {"p_fwer": float("nan"), "p_holm": float("nan")}
+    return {"p_fwer": 1 / (1 + n_perm), "p_holm": min(1.0, n_genes / (1 + n_perm))}
+
+
 def _delta_table(fold_auc, null, genes, config):
     level = 1 - (1 - config.ci) / (len(genes) if config.simultaneous else 1)
     rows = []
@@ -289,7 +330,8 @@ def _delta_table(fold_auc, null, genes, config):
                      "auc_without": float(fold_auc[g].mean()), "p_value": float(p),
                      "ci_excludes_zero": bool(lo > 0 or hi < 0)})
     table = pl.DataFrame(rows)
-    table = table.with_columns(pl.Series("p_holm", holm(table["p_value"].to_numpy())))
+    table = table.with_columns(pl.Series("p_holm", holm(table["p_value"].to_numpy())),
+                               pl.Series("p_fwer", max_statistic_p(table["delta_auc"].to_numpy(), null)))
     table = table.sort("delta_auc", descending=True, maintain_order=True)
     table = table.with_columns(pl.Series("rank", np.arange(1, len(rows) + 1)))
     a = fold_auc[ALL]
@@ -305,42 +347,16 @@ def logo_from_files(features: str | Path, phenotype: str | Path | None, covariat
                     covariate_columns: list[str] | None = None,
                     config: LogoConfig | None = None, categorical: list[str] | None = None,
                     kinship: str | Path | None = None, kinship_threshold: float | None = None,
-                    unrelated: bool = False) -> LogoResult:
-    """Read, join by subject_id, handle relatedness, run LOGO and write tables, plot and report into `out`."""
+                    unrelated: bool = False, numeric: list[str] | None = None, feature_kind: str = "auto",
+                    subject_filter: SubjectFilter | None = None) -> LogoResult:
+    """Read, join by subject_id, restrict and handle relatedness, run LOGO, write tables, plot and report."""
     config = config or LogoConfig()
-    fm = read_features(features)
-    cov = read_table(covariates) if covariates else None
-    pheno = read_table(phenotype) if phenotype else cov
-    if pheno is None:
-        raise ValueError("give --phenotype (or a --covariates table that holds the phenotype column)")
-    if phenotype_column not in pheno.columns:
-        raise ValueError(f"phenotype column {phenotype_column!r} not found (columns: {pheno.columns}); "
-                         "set --phenotype-column")
-    pheno = pheno.filter(pl.col(phenotype_column).is_not_null())
-    named = {"features": fm.subject_ids, "phenotype": pheno["subject_id"].to_list()}
-    if cov is not None:
-        named["covariates"] = cov["subject_id"].to_list()
-    order, report = join_order(named)
-    order, groups, related = apply_relatedness(order, kinship, kinship_threshold or THIRD_DEGREE, unrelated)
-    pos = {s: i for i, s in enumerate(fm.subject_ids)}
-    rows = np.array([pos[s] for s in order], dtype=np.int64)
-    X = fm.X[rows]
-    order_df = pl.DataFrame({"subject_id": order})
-    y = order_df.join(pheno, on="subject_id", how="left")[phenotype_column].to_numpy()
-    cov_cols: list[str] = []
-    cov_rows = None
-    if cov is not None:
-        cov_cols = covariate_columns or [c for c in cov.columns if c not in ("subject_id", phenotype_column)]
-        cov_rows = order_df.join(cov.select(["subject_id", *cov_cols]), on="subject_id", how="left")
-        nulls = [c for c in cov_cols if cov_rows[c].null_count()]
-        if nulls:
-            raise ValueError(f"{covariates}: covariates {nulls} have missing values for matched subjects; "
-                             "impute them or leave them out with --covariate-columns")
-    result = run_logo(X, fm.blocks, y, cov_rows, cov_cols, config, categorical, groups)
-    recipe = stamp(fm.recipe, "logo", [features, phenotype, covariates, kinship])
-    result.extra = {"recipe": recipe, "features": str(features), "join": report.__dict__,
-                    "covariates": cov_cols, "categorical": list(categorical or []), "relatedness": related,
-                    "subject_ids": order}
+    inputs = read_analysis_inputs(features, phenotype, covariates, phenotype_column, covariate_columns,
+                                  feature_kind, subject_filter, kinship, kinship_threshold, unrelated)
+    result = run_logo(inputs.X, inputs.features.blocks, inputs.y, inputs.cov, inputs.cov_cols, config,
+                      categorical, inputs.groups, numeric, inputs.features.scalar_columns)
+    recipe = stamp(inputs.features.recipe, "logo", [features, phenotype, covariates, kinship])
+    result.extra = {"recipe": recipe, **inputs.report(features, categorical, numeric)}
     write_logo_outputs(result, out)
     return result
 
@@ -375,35 +391,48 @@ def _summary(result: LogoResult) -> dict:
             "join": result.extra.get("join"), "relatedness": result.extra.get("relatedness"),
             "covariates": result.extra.get("covariates"), "categorical": result.extra.get("categorical"),
             "outer_folds": c.n_folds, "inner_folds": c.inner_folds, "repeats": c.n_repeats, "seed": c.seed,
-            "pca_k_requested": c.k, "pca_k_used": result.k_used, "C_grid": list(c.Cs),
+            "reduce": c.reduce, "pca_k_requested": c.k_per_gene if c.reduce == "gene" else c.k,
+            "pca_k_used": result.k_used, "C_grid": list(c.Cs), "genetic_pcs": c.genetic_pcs,
+            "feature_kind": result.extra.get("feature_kind", "pcs"),
+            "restriction": result.extra.get("restriction"), "numeric": result.extra.get("numeric"),
+            "smallest_attainable_p": smallest_p(c.n_perm, len(result.fold_auc) - 1),
             "interval": "Nadeau-Bengio corrected repeated-CV t interval over repeats x folds",
             "ci": c.ci, "simultaneous": c.simultaneous, "n_perm": c.n_perm, "permute": c.permute,
             "p_value": "one-sided permutation p = (1 + #{null mean ΔAUC >= observed}) / (1 + n_perm); "
-                       "p_holm: Holm over genes",
+                       "p_holm: Holm over genes; p_fwer: max ΔAUC over genes per permutation",
             "auc_all": result.auc_all, "auc_all_ci": list(result.auc_all_ci), "chosen_C": result.chosen_C,
             "genes": result.table.to_dicts(), "recipe": recipe}
 
 
 def _report(result: LogoResult, s: dict) -> str:
     perm_what = "phenotype" if s["permute"] == "phenotype" else "gene's block rows"
+    reduced = (f"PCA per gene block, k = {s['pca_k_used']} per gene (requested {s['pca_k_requested']})"
+               if s["reduce"] == "gene" else
+               f"one PCA over all genes, k = {s['pca_k_used']} (requested {s['pca_k_requested']})")
+    low = s["smallest_attainable_p"]
     lines = [
-        *report_header("Leave-one-gene-out ΔAUC", s, f"features `{s['features']}`",
+        *report_header("Leave-one-gene-out ΔAUC", s, f"features `{s['features']}` ({s['feature_kind']})",
                        f"{s['n']} subjects ({s['n_cases']} cases)"),
         f"- {s['repeats']} x outer stratified {s['outer_folds']}-fold, inner {s['inner_folds']}-fold for C "
-        f"in {s['C_grid']}; seed {s['seed']}; PCA k = {s['pca_k_used']} (requested {s['pca_k_requested']})",
+        f"in {s['C_grid']}; seed {s['seed']}; {reduced}"
+        + (f"; top {s['genetic_pcs']} PCs of the genetic features (per training fold) added to the covariates"
+           if s["genetic_pcs"] else ""),
         f"- AUC with all genes (mean of per-fold AUCs): {s['auc_all']:.3f} ({100 * s['ci']:.0f}% interval "
         f"{s['auc_all_ci'][0]:.3f}-{s['auc_all_ci'][1]:.3f})",
         f"- ΔAUC intervals: {s['interval']}; "
         f"{'simultaneous over genes (Bonferroni)' if s['simultaneous'] else 'per gene'}",
         f"- p: {s['n_perm']} permutations of the {perm_what} through the whole nested procedure "
-        "(one-sided, ΔAUC > 0); p_holm adjusts over genes", "",
-        "| rank | gene | ΔAUC | CI low | CI high | AUC without | p | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|",
+        "(one-sided, ΔAUC > 0); p (FWER): each gene against the largest ΔAUC over all genes of each "
+        "permutation; p_holm adjusts the per-gene p over genes",
+        f"- smallest attainable p with {s['n_perm']} permutations: p (FWER) {low['p_fwer']:.4g}, "
+        f"p (Holm) {low['p_holm']:.4g}", "",
+        "| rank | gene | ΔAUC | CI low | CI high | AUC without | p | p (FWER) | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["genes"]:
         lines.append(f"| {r['rank']} | {r['gene']} | {r['delta_auc']:.4f} | {r['ci_low']:.4f} | "
                      f"{r['ci_high']:.4f} | {r['auc_without']:.3f} | {r['p_value']:.4f} | "
-                     f"{r['p_holm']:.4f} |")
+                     f"{r['p_fwer']:.4f} | {r['p_holm']:.4f} |")
     lines += ["", "![ΔAUC per gene](logo_delta_auc.png)", ""]
     return "\n".join(lines)
 

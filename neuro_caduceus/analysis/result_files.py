@@ -44,7 +44,15 @@ def report_header(heading: str, summary: dict, inputs: str, subjects: str) -> li
         f"# {heading}", "", *report_lines(s.get("recipe")),
         f"- recipe: `{s['recipe_id']}` ({inputs})",
         f"- n = {subjects}; join: {s['join']}",
+        f"- restriction: {_restriction(s.get('restriction'))}",
         f"- relatedness: {s['relatedness'] or 'no kinship file (subjects treated as unrelated)'}",
-        f"- covariates residualized within folds: {', '.join(s['covariates'] or []) or 'none'} "
-        f"(categorical: {', '.join(s['categorical'] or []) or 'none'})",
+        f"- covariates: {', '.join(s['covariates'] or []) or 'none'} "
+        f"(categorical: {', '.join(s['categorical'] or []) or 'none'}; "
+        f"integer codes declared numeric: {', '.join(s.get('numeric') or []) or 'none'})",
     ]
+
+
+def _restriction(r: dict | None) -> str:
+    if not r:
+        return "none (every matched subject)"
+    return f"{r['restriction']}: kept {r['after']} of {r['before']} matched subjects ({r['removed']} removed)"

@@ -73,3 +73,22 @@ def make_confounded_pair(n: int, rng: np.random.Generator, rho: float = 0.0):
     X[:, 0] += 2 * rho * shared
     Y[:, 0] += 2 * rho * shared
     return X, Y, cov
+
+
+def make_stratified_cohort(n: int = 400, genes: int = 8, dim: int = 4, seed: int = 0):
+    """A null cohort with fine-scale stratification that the covariates' ancestry PCs do not carry.
+
+    A subpopulation (30% of subjects, absent from PC1-3) has a higher case rate (logit +1.5) and shifts
+    every gene's features a little (so the genetic features' own top principal component tags it); the
+    last gene ("PRIVATE") carries a large subpopulation-specific shift and no effect of its own. Returns
+    (X, blocks, y, covariates, subpopulation 0/1): a test that ignores the subpopulation credits PRIVATE.
+    """
+    rng = np.random.default_rng(seed)
+    cov = make_covariates(n, rng)
+    sub = (rng.random(n) < 0.3).astype(np.int64)
+    names = [f"GENE{g + 1}" for g in range(genes - 1)] + ["PRIVATE"]
+    blocks = {g: slice(i * dim, (i + 1) * dim) for i, g in enumerate(names)}
+    X = rng.normal(size=(n, genes * dim)) + sub[:, None] * rng.normal(0, 0.3, genes * dim)[None, :]
+    X[:, blocks["PRIVATE"]] += 1.5 * sub[:, None]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1.0 + 1.5 * sub)))).astype(np.int64)
+    return X, blocks, y, cov, sub

@@ -51,7 +51,9 @@ class Regions(_Strict):
     mode: Literal["gene_body", "exons", "cds"] = Field(
         "gene_body",
         description="gene_body: the gene's span; exons / cds: the canonical transcript's pieces joined")
-    flank: int = Field(0, ge=0, description="bases added to the region's outer ends")
+    flank: int = Field(
+        0, ge=0, description="bases added on both sides of every exon / CDS piece (gene_body: of the gene), "
+        "so the splice sites of every internal exon boundary are inside the region")
     orient: Literal["transcript", "reference"] = Field(
         "transcript", description="transcript: minus-strand genes reverse-complemented; reference: + strand")
 
@@ -141,11 +143,23 @@ class CohortConfig(_Strict):
         "consensus: one haplotype with every ALT; reference: the reference for everyone; "
         "additive: reference + sum over distinct variants of ALT dosage x the effect of the variant alone "
         "(phase-free; model work bounded by the gene's distinct variants)")
+    missing: Literal["reference", "impute"] = Field(
+        "reference",
+        description="a missing call: reference (carries no ALT) or impute (additive only: its expected "
+        "dosage 2 * p_v, p_v the variant's ALT frequency among the subjects called there)")
     qc: QCConfig = Field(QCConfig(), description="variant, entry and sample QC (every filter off by default)")
     model: ModelSection = Field(..., description="the Caduceus checkpoint and how it runs")
     compute: Compute = Field(Compute(), description="Ray resources (never change the embeddings)")
     output: Output = Field(..., description="where the shards go and the recipe id they carry")
     rc_check: RCCheck = Field(RCCheck(), description="reverse-complement check before scale-out")
+
+    @model_validator(mode="after")
+    def _impute_needs_dosages(self) -> CohortConfig:
+        if self.missing == "impute" and self.haplotype_strategy != "additive":
+            raise ValueError(
+                f"missing: impute needs haplotype_strategy: additive (a {self.haplotype_strategy} sequence "
+                "carries whole alleles, not an expected dosage); set missing: reference or use additive")
+        return self
 
     @model_validator(mode="after")
     def _qc_needs_hail(self) -> CohortConfig:

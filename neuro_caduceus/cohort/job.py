@@ -40,7 +40,7 @@ from neuro_caduceus.cohort.manifest import (
 from neuro_caduceus.cohort.plan import GeneUnit
 from neuro_caduceus.cohort.progress import Progress
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
-from neuro_caduceus.cohort.shards import unit_name
+from neuro_caduceus.cohort.shards import reference_table, unit_name
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.stages import (
     AssemblyStage,
@@ -56,7 +56,7 @@ from neuro_caduceus.genome.annotation import read_genes
 from neuro_caduceus.genome.genesets import load_gene_set, resolve_gene_set
 from neuro_caduceus.genome.genotype_counts import apply_genotype_summary
 from neuro_caduceus.genome.regions import RegionSpec, build_regions, tile_windows
-from neuro_caduceus.io import write_atomic
+from neuro_caduceus.io import write_atomic, write_parquet
 from neuro_caduceus.model import encoder_class
 from neuro_caduceus.provenance import cohort_recipe
 from neuro_caduceus.ray_session import ray_session
@@ -200,6 +200,12 @@ def _run(cfg: CohortConfig, folder: JobFolder, store: WindowStore, units: list[G
             new_stats = _assemble_phase(cfg, folder, pending, subjects_ref, recipe, run["run_id"], progress)
     finally:
         progress.close()
+    references = reference_table(folder, units)
+    if references is None:
+        print(f"warning: {folder.url} holds genes committed without a reference embedding (an older "
+              "version): no reference.parquet; re-run with --overwrite to get it", file=sys.stderr)
+    else:
+        write_parquet(references, folder.reference, recipe, folder.fs)
     manifest = build_manifest(folder, cfg, recipe, units, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0, run)
     manifest["rc_check"] = rc_check
@@ -242,7 +248,7 @@ def _assemble_phase(cfg: CohortConfig, folder: JobFolder, pending: list[GeneUnit
                     recipe: dict, run_id: str, progress: Any) -> list[dict]:
     progress.start_phase("writing shards", len(pending))
     stage = AssemblyStage(folder, cfg.window_store, cfg.haplotype_strategy,
-                          strategies.n_haps(cfg.haplotype_strategy), cfg.qc.max_missing, recipe)
+                          strategies.n_haps(cfg.haplotype_strategy), cfg.qc.max_missing, recipe, cfg.missing)
     items = [{"unit": unit_name(u.gene_id)} for u in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(assemble_genes, batch_size=1, batch_format="numpy",

@@ -8,6 +8,7 @@ must agree on the same names; a file the job writes but `--overwrite` does not k
     _cohort.json              subjects and QC summary (computed once per folder)
     _rc_check.json            the reverse-complement check's record (run once per folder)
     manifest.json             what was embedded, reused, and what it cost
+    reference.parquet         per gene, the reference haplotype's embedding (gene_id, gene_name, embedding)
     shards/<unit>.parquet     one committed shard per gene
     units/<unit>.json         its stats, with the shard's row count, size and sha256
     plans/<unit>.parquet      its reassembly plan (+ plans/<unit>.counts.parquet: its genotype counts)
@@ -58,6 +59,8 @@ class JobFolder:
     units_dir = property(lambda self: self.path("units"))
     plans_dir = property(lambda self: self.path("plans"))
 
+    reference = property(lambda self: self.path("reference.parquet"))
+
     def unit_file(self, kind: str, name: str) -> str:
         """The path of one unit's file of a kind of UNIT_FILES."""
         return self.path(UNIT_FILES[kind].format(name))
@@ -76,7 +79,7 @@ class JobFolder:
 
     def job_files(self) -> list[str]:
         """The files of the job as a whole (not of one unit)."""
-        return [self.job_file, self.cohort_file, self.rc_check, self.manifest]
+        return [self.job_file, self.cohort_file, self.rc_check, self.manifest, self.reference]
 
     def unit_files(self, name: str) -> list[str]:
         """The committed files of one unit (its shard and stats: what verification deletes when damaged)."""

@@ -13,7 +13,7 @@ import uuid
 
 from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.cohort.layout import JobFolder
-from neuro_caduceus.cohort.shards import unit_name
+from neuro_caduceus.cohort.shards import REFERENCE_KEY, unit_name
 from neuro_caduceus.cohort.store import store_identity
 from neuro_caduceus.io import check_format, write_atomic
 
@@ -82,7 +82,9 @@ def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: li
     per_gene = []
     for unit in units:
         with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
-            per_gene.append(json.load(f))
+            stats = json.load(f)
+        stats.pop(REFERENCE_KEY, None)  # a vector: in reference.parquet, not the manifest
+        per_gene.append(stats)
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
     run_tokens = run["tokens_embedded"]

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neuro_caduceus.cohort.additive import additive_embeddings, dosages
+from neuro_caduceus.cohort.additive import additive_embeddings, dosages, imputed_dosages
 from neuro_caduceus.cohort.layout import JobFolder
 from neuro_caduceus.cohort.plan import GenePlan
 from neuro_caduceus.cohort.pooling import window_means
@@ -29,8 +29,12 @@ from neuro_caduceus.io import SHARD_FORMAT, atomic_path, format_metadata, recipe
 SUBJECT_CHUNK = 50_000  # subjects per Parquet row group (bounds the memory of the fan-out)
 
 
+REFERENCE_KEY = "reference_embedding"  # in units/<gene>.json: the gene's reference embedding (float32 values)
+
+
 def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
-    """The shard layout; `n_missing` (the job's shards) adds the subject's missing calls in the gene."""
+    """The shard layout; the job's shards (`n_missing`) add the subject's missing calls in the gene and its
+    `deviation` from the gene's reference embedding (`deviations`)."""
     fields = [
         ("subject_id", pa.string()),
         ("gene_id", pa.string()),
@@ -38,8 +42,33 @@ def shard_schema(dim: int, recipe: dict, n_missing: bool = False) -> pa.Schema:
         ("embedding", pa.list_(pa.float32(), dim)),
     ]
     if n_missing:  # null where the source gave no counts (Parquet export, reference strategy)
-        fields.append(("n_missing", pa.int32()))
+        fields += [("n_missing", pa.int32()), ("deviation", pa.float32())]
     return pa.schema(fields, metadata={**recipe_metadata(recipe), **format_metadata(SHARD_FORMAT)})
+
+
+def deviations(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """float32 [n]: ||e_s - e_ref||_2 per subject, between the float32 values stored (shard row and
+    reference.parquet), computed in float64; exactly 0 for a subject whose embedding is the reference."""
+    diff = embeddings.astype(np.float32).astype(np.float64) - reference.astype(np.float32).astype(np.float64)
+    return np.sqrt((diff * diff).sum(axis=1)).astype(np.float32)
+
+
+def reference_table(folder: JobFolder, units: list) -> pa.Table | None:
+    """gene_id, gene_name, embedding (float32 [d]) of each unit's reference haplotype, pooled exactly as a
+    subject's gene embedding, read from the committed units' stats (in `units` order); None when a unit
+    committed by an older version has none."""
+    rows = []
+    for unit in units:
+        with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
+            embedding = json.load(f).get(REFERENCE_KEY)
+        if embedding is None:
+            return None
+        rows.append((unit.gene_id, unit.gene_name, embedding))
+    dim = len(rows[0][2]) if rows else 0
+    values = np.array([r[2] for r in rows], dtype=np.float32).reshape(-1)
+    return pa.table({"gene_id": pa.array([r[0] for r in rows], pa.string()),
+                     "gene_name": pa.array([r[1] for r in rows], pa.string()),
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), dim)})
 
 
 def unit_name(gene_id: str) -> str:
@@ -68,9 +97,11 @@ def subject_embeddings(
     return table[which].mean(axis=1).astype(np.float32)
 
 
-def additive_subject_embeddings(plan: GenePlan, subjects: list[str], ref: np.ndarray,
-                                singles: np.ndarray) -> np.ndarray:
-    """float32 [n_subjects, d]: e_ref + sum of dosage x (e_v - e_ref), dosages from the plan's carriers."""
+def additive_dosages(plan: GenePlan, subjects: list[str], missing: str = "reference") -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, int]:
+    """(subject index, plan variant index, dosage, imputed pairs) over all `subjects`: the carriers' ALT
+    dosages; with `missing: impute` also 2 * p_v for each subject whose call at v's record is missing
+    (`additive.imputed_dosages`, the frequency over the whole cohort, not a chunk)."""
     names = ("chrom", "pos", "ref", "alt")
     carrier_rows = pa.Table.from_pylist([
         {"variants": [dict(zip(names, plan.variants[j], strict=True)) for j in hap_variants],
@@ -79,23 +110,51 @@ def additive_subject_embeddings(plan: GenePlan, subjects: list[str], ref: np.nda
     ])
     variants, subject, variant, dosage = dosages(carrier_rows, subjects)
     index = {tuple(v): j for j, v in enumerate(plan.variants)}
-    rows = np.array([index[v] for v in variants], dtype=np.int64)
-    return additive_embeddings(ref, singles[rows], subject, variant, dosage, len(subjects)).astype(np.float32)
+    variant = np.array([index[v] for v in variants], dtype=np.int64)[variant]
+    if missing != "impute":
+        return subject, variant, dosage, 0
+    missing_subject, missing_variant = _missing_pairs(plan, subjects)
+    n_observed = len(subject)
+    subject, variant, dosage, _ = imputed_dosages(subject, variant, dosage, len(subjects), missing_subject,
+                                                  missing_variant)
+    return subject, variant, dosage, len(subject) - n_observed
+
+
+def _missing_pairs(plan: GenePlan, subjects: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(subject index, plan variant index) where the subject's call at the variant's record (POS, REF) is
+    missing; an error when the source gave counts without the records (an export written before them)."""
+    counts = plan.genotype_counts
+    if counts is None or "missing_records" not in counts.column_names:
+        raise ValueError(f"gene {plan.unit.gene_id}: missing: impute needs each subject's missing records, "
+                         "which this genotype source did not give (a Parquet export written by an older "
+                         "export-variants: re-export it, or set missing: reference)")
+    sites: dict[tuple[int, str], list[int]] = {}
+    for j, (_, pos, ref, _) in enumerate(plan.variants):
+        sites.setdefault((int(pos), ref), []).append(j)
+    index = {s: i for i, s in enumerate(subjects)}
+    rows = counts.select(["subject_id", "missing_records"]).to_pylist()
+    pairs = [(index[row["subject_id"]], j) for row in rows if row["subject_id"] in index
+             for rec in row["missing_records"] or () for j in sites.get((rec["pos"], rec["ref"]), ())]
+    arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
 
 
 def write_unit(
     plan: GenePlan, subjects: list[str], strategy: str, folder: JobFolder, recipe: dict, stats: dict,
-    max_missing: int | None = None,
+    max_missing: int | None = None, missing: str = "reference",
 ) -> int:
     """Write the unit's shard (temp name), its stats with the shard's checksum, then commit by rename.
 
     Subject-genes with more than `max_missing` missing calls are not written (counted in the stats).
+    `missing: impute` (additive only) replaces each missing call by its expected dosage (counted in the
+    stats as `imputed_calls`).
     """
     counts = plan.genotype_counts
     stats.update(unit_genotype_stats(counts, subjects, max_missing))
     excluded = {s for s, _ in excluded_by_missing(counts, max_missing)}
     if strategy == "additive":
         ref, singles = window_means(plan.sums, plan.lengths, plan.ref_slots, plan.variant_repl)
+        subject, variant, dosage, stats["imputed_calls"] = additive_dosages(plan, subjects, missing)
     else:
         ref, haps = haplotype_embeddings(plan)
     name = unit_name(plan.unit.gene_id)
@@ -106,7 +165,9 @@ def write_unit(
             for start in range(0, len(subjects), SUBJECT_CHUNK):
                 chunk = subjects[start : start + SUBJECT_CHUNK]
                 if strategy == "additive":
-                    emb = additive_subject_embeddings(plan, chunk, ref, singles)
+                    in_chunk = (subject >= start) & (subject < start + len(chunk))
+                    emb = additive_embeddings(ref, singles, subject[in_chunk] - start, variant[in_chunk],
+                                              dosage[in_chunk], len(chunk)).astype(np.float32)
                 else:
                     emb = subject_embeddings(plan, chunk, strategy, ref, haps)
                 n = len(chunk)
@@ -119,13 +180,15 @@ def write_unit(
                             "gene_name": pa.array([plan.unit.gene_name] * n, pa.string()),
                             "embedding": pa.FixedSizeListArray.from_arrays(emb.reshape(-1), emb.shape[1]),
                             "n_missing": n_missing_of(counts, chunk),
+                            "deviation": deviations(emb, ref),
                         },
                         schema=schema,
                     ).filter(keep)
                 )
         size, digest = _file_digest(fs, tmp)
         rows = len(subjects) - stats["excluded_subject_genes"]
-        stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest}}
+        stats = {**stats, "shard": {"rows": rows, "bytes": size, "sha256": digest},
+                 REFERENCE_KEY: ref.astype(np.float32).tolist()}
         write_atomic(fs, folder.unit_stats(name), json.dumps(stats, indent=1, sort_keys=True))
     return rows
 

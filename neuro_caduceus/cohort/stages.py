@@ -51,7 +51,7 @@ class PlanningStage:
 @dataclass(frozen=True)
 class AssemblyStage:
     """What an assembly task needs: the job folder, the window store, the strategy (and its haplotypes per
-    subject), the missing-call limit and the recipe every shard carries."""
+    subject), the missing-call limit, the recipe every shard carries and how a missing call counts."""
 
     folder: JobFolder
     store_url: str
@@ -59,6 +59,7 @@ class AssemblyStage:
     n_haps: int
     max_missing: int | None
     recipe: dict
+    missing: str = "reference"
 
 
 def _subjects(shared: Any) -> list[str]:
@@ -97,7 +98,8 @@ def assemble_genes(batch: dict[str, Any], stage: AssemblyStage, subjects: Any,
         stats["naive_windows"] = len(subjects) * stage.n_haps * stats["windows_per_reference"]
         ref_haps = len(subjects) * stage.n_haps - stats.pop("carrier_subject_haplotypes")
         stats["naive_tokens"] = stats.pop("carrier_haplotype_tokens") + ref_haps * stats["reference_tokens"]
-        write_unit(plan, subjects, stage.strategy, stage.folder, stage.recipe, stats, stage.max_missing)
+        write_unit(plan, subjects, stage.strategy, stage.folder, stage.recipe, stats, stage.max_missing,
+                   stage.missing)
         stats_out.append(json.dumps(stats))
     return {"unit": batch["unit"], "stats": np.array(stats_out, dtype=object)}
 

@@ -190,6 +190,14 @@ def _per_sample_records(sample: np.ndarray, record: np.ndarray) -> tuple[np.ndar
     return np.unique(pairs[:, 0], return_counts=True)
 
 
+def _missing_records(calls: SparseCalls) -> dict[int, set[tuple[int, str]]]:
+    """Per sample index, the (POS, REF) of the records where its call is missing (split rows merged)."""
+    out: dict[int, set[tuple[int, str]]] = {}
+    for s, v in zip(calls.missing_sample.tolist(), calls.missing_var.tolist(), strict=True):
+        out.setdefault(s, set()).add((calls.variants[v].pos, calls.variants[v].ref))
+    return out
+
+
 def genotype_counts(region_id: str, calls: SparseCalls) -> pa.Table:
     """GENOTYPE_COUNTS_SCHEMA rows of one region from its sparse calls, sorted by subject_id."""
     code = calls.code
@@ -197,4 +205,4 @@ def genotype_counts(region_id: str, calls: SparseCalls) -> pa.Table:
     het = ((code & HAPLOID) == 0) & ((code & PHASED) == 0) & (g0 != g1)
     miss_s, miss_n = _per_sample_records(calls.missing_sample, calls.record[calls.missing_var])
     het_s, het_n = _per_sample_records(calls.sample[het], calls.record[calls.var[het]])
-    return counts_table(region_id, calls.samples, miss_s, miss_n, het_s, het_n)
+    return counts_table(region_id, calls.samples, miss_s, miss_n, het_s, het_n, _missing_records(calls))

@@ -11,9 +11,10 @@ from neuro_caduceus.genome import personalize as run
 from neuro_caduceus.genome.fasta import Reference
 from neuro_caduceus.genome.regions import RegionSpec
 from neuro_caduceus.genome.strategies import check_strategy
-from neuro_caduceus.io import check_output_not_input
+from neuro_caduceus.io import check_output_not_input, read_sample_list
 
 MODE_HELP = "gene_body | exons | cds (canonical transcript)"
+FLANK_HELP = "Bases added on both sides of every exon / CDS piece (gene_body: of the gene)"
 ORIENT_HELP = "transcript (minus-strand genes reverse-complemented) | reference (+ strand)"
 
 
@@ -27,7 +28,7 @@ def genes(
     fasta: str = typer.Option(..., help="Reference FASTA with .fai (path or fsspec URL)"),
     out: Path = typer.Option(..., help="Output prefix: writes PREFIX.tsv and PREFIX.fa"),
     mode: str = typer.Option("gene_body", help=MODE_HELP),
-    flank: int = typer.Option(0, help="Bases added to the region's outer ends", min=0),
+    flank: int = typer.Option(0, help=FLANK_HELP, min=0),
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
 ) -> None:
     """Gene set + GTF + FASTA -> regions table (PREFIX.tsv) and reference sequences (PREFIX.fa)."""
@@ -56,7 +57,7 @@ def personalize(
         None, help="File with one sample id per line (default: all, VCF order)"
     ),
     mode: str = typer.Option("gene_body", help=MODE_HELP + " (with --gtf)"),
-    flank: int = typer.Option(0, help="Bases added to the region's outer ends (with --gtf)", min=0),
+    flank: int = typer.Option(0, help=f"{FLANK_HELP}, with --gtf", min=0),
     orient: str = typer.Option("transcript", help=ORIENT_HELP),
     strict_ref: bool = typer.Option(
         False, "--strict-ref", help="A REF mismatch is an error, not a rejection"
@@ -76,7 +77,7 @@ def personalize(
         raise ValueError("--gtf and --genes go together")
     else:
         chosen = gene_regions.regions_from_gene_set(gtf, genes, spec)
-    names = run.read_samples_file(samples) if samples is not None else None
+    names = read_sample_list(samples, "samples file") if samples is not None else None
     summary = run.personalize(fasta, vcf, chosen, strategy, out, names, strict_ref, workers)
     for line in summary.lines():
         typer.echo(line, err=True)

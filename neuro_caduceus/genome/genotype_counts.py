@@ -25,6 +25,7 @@ GENOTYPE_COUNTS_SCHEMA = pa.schema(
         ("gene_id", pa.string()),
         ("n_missing", pa.int32()),
         ("n_unphased_het", pa.int32()),
+        ("missing_records", pa.list_(pa.struct([("pos", pa.int64()), ("ref", pa.string())]))),
     ]
 )
 """Per subject-gene genotype counts (rows only where a count is non-zero; an absent subject-gene has 0, 0).
@@ -32,13 +33,16 @@ GENOTYPE_COUNTS_SCHEMA = pa.schema(
 Both count VCF records (as written, before the multi-allelic split) overlapping the gene's segments:
 `n_missing` = records where the subject's GT is missing (or was set missing by entry QC), `n_unphased_het`
 = records where the subject's GT is an unphased (`/`) diploid call of two different alleles, i.e. the calls
-whose placement on haplotype 1 or 2 under `diploid` is a convention, not an observation.
+whose placement on haplotype 1 or 2 under `diploid` is a convention, not an observation. `missing_records`
+lists the `n_missing` records themselves, as (POS, REF) as written, sorted: what `missing: impute` needs to
+know which variants a subject was not called at.
 """
 
 
 def counts_table(region_id: str, samples: Sequence[str], miss_s: np.ndarray, miss_n: np.ndarray,
-                 het_s: np.ndarray, het_n: np.ndarray) -> pa.Table:
-    """GENOTYPE_COUNTS_SCHEMA rows from per-sample-index counts (shared by the Hail and VCF paths)."""
+                 het_s: np.ndarray, het_n: np.ndarray, missing: dict[int, set[tuple[int, str]]]) -> pa.Table:
+    """GENOTYPE_COUNTS_SCHEMA rows from per-sample-index counts and missing records (POS, REF) (shared by the
+    Hail and VCF paths)."""
     n = np.zeros((len(samples), 2), dtype=np.int64)
     n[miss_s, 0] = miss_n
     n[het_s, 1] = het_n
@@ -52,6 +56,9 @@ def counts_table(region_id: str, samples: Sequence[str], miss_s: np.ndarray, mis
             "gene_id": pa.array([region_id] * len(rows), pa.string()),
             "n_missing": pa.array(n[rows, 0], pa.int32()),
             "n_unphased_het": pa.array(n[rows, 1], pa.int32()),
+            "missing_records": pa.array(
+                [[{"pos": p, "ref": r} for p, r in sorted(missing.get(int(i), ()))] for i in rows],
+                GENOTYPE_COUNTS_SCHEMA.field("missing_records").type),
         },
         schema=GENOTYPE_COUNTS_SCHEMA,
     )
@@ -89,7 +96,8 @@ def unit_genotype_stats(counts: pa.Table | None, subjects: Sequence[str], max_mi
 
 
 def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | None) -> dict:
-    """Add the `genotypes` totals (and the diploid warning) to a cohort manifest; excluded rows leave `rows`.
+    """Add the `genotypes` totals (and the diploid warning) to a cohort manifest; excluded rows leave `rows`;
+    `imputed_calls` counts the (subject, variant) calls `missing: impute` replaced by an expected dosage.
 
     The warning is also printed to stderr, so a job log shows it.
     """
@@ -99,7 +107,8 @@ def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | Non
     excluded = sum(int(g.get("excluded_subject_genes", 0)) for g in genes)
     summary = {"missing_calls": sum(g["missing_calls"] for g in known) if known else None,
                "unphased_het_calls": het if known else None, "genes_with_counts": len(known),
-               "max_missing": max_missing, "excluded_subject_genes": excluded, "warning": None}
+               "max_missing": max_missing, "excluded_subject_genes": excluded,
+               "imputed_calls": sum(int(g.get("imputed_calls", 0)) for g in genes), "warning": None}
     if strategy == "diploid" and het:
         summary["warning"] = _diploid_warning(het)
         print(f"WARNING: {summary['warning']}", file=sys.stderr, flush=True)
@@ -110,8 +119,9 @@ def apply_genotype_summary(manifest: dict, strategy: str, max_missing: int | Non
 
 def _diploid_warning(n_het: int) -> str:
     return (f"{n_het:,} unphased het calls: under haplotype_strategy diploid each is put on haplotype 2 by "
-            "convention, so a subject's hets all land on one chromosome; use phased input, or a phase-free "
-            "strategy (consensus)")
+            "convention, so a subject's hets all land on one chromosome; use phased input, or the "
+            "phase-free, dosage-aware strategy additive (haplotype_strategy: additive, as in "
+            "configs/ukb_wes.yaml)")
 
 
 def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Sequence[str]) -> pa.Table:
@@ -129,6 +139,7 @@ def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Seque
         contigs = set(vf.header.contigs) | set(vf.index or [])
         for region in regions:
             n = np.zeros((len(order), 2), dtype=np.int64)
+            missing: dict[int, set[tuple[int, str]]] = {}
             try:
                 chrom = resolve_contig(region.chrom, contigs, None, "the VCF")
             except ContigNotFound:
@@ -141,8 +152,9 @@ def genotype_counts_from_vcf(vcf: str, regions: Sequence[Region], samples: Seque
                     gt = call.get("GT") if "GT" in rec.format else None
                     if not gt or None in gt:
                         n[i, 0] += 1
+                        missing.setdefault(i, set()).add((rec.pos, rec.ref))
                     elif len(gt) == 2 and gt[0] != gt[1] and not call.phased:
                         n[i, 1] += 1
             idx = np.arange(len(order))
-            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1]))
+            tables.append(counts_table(region.region_id, order, idx, n[:, 0], idx, n[:, 1], missing))
     return pa.concat_tables(tables) if tables else GENOTYPE_COUNTS_SCHEMA.empty_table()

@@ -308,25 +308,6 @@ def vcf_samples(vcf: str) -> list[str]:
         return list(vf.header.samples)
 
 
-def read_samples_file(path: str | Path) -> list[str]:
-    """One sample id per line (blank lines and # comments skipped); repeats are an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"samples file {path} does not exist")
-    out, seen = [], {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        if name in seen:
-            raise ValueError(f"samples file {path} line {n}: {name!r} repeats line {seen[name]}")
-        seen[name] = n
-        out.append(name)
-    if not out:
-        raise ValueError(f"samples file {path} lists no samples")
-    return out
-
-
 def _check_names(samples: Sequence[str], regions: Sequence[Region]) -> None:
     """Sample and region ids must not hold `|` or whitespace, or record names would be ambiguous."""
     bad = [n for n in [*samples, *(r.region_id for r in regions)] if "|" in n or any(c.isspace() for c in n)]

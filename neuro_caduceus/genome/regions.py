@@ -2,8 +2,8 @@
 
 Rules:
 - `gene_body`: [start - flank, end + flank). `exons` / `cds`: the canonical transcript's exons / CDS pieces,
-  concatenated; the flank extends only the region's outer ends (first piece's start, last piece's end).
-  Starts are clipped at 0.
+  each extended by the flank on both sides (so every internal exon boundary keeps its splice sites and the
+  near-intronic bases), pieces that then touch or overlap merged, concatenated. Starts are clipped at 0.
 - `orient: transcript` reverse-complements minus-strand genes; `orient: reference` keeps the + strand.
 - Windows tile the region's concatenated coordinate from its left (reference) end: `window` bases every
   `stride` bases, the last one ending at the region's end (shorter). Windows cover the same reference
@@ -94,11 +94,8 @@ def _segments(gene: dict, spec: RegionSpec) -> list[tuple[int, int]]:
     if spec.mode == "gene_body":
         pieces = [(gene["start"], gene["end"])]
     else:
-        pieces = _merge([(p["start"], p["end"]) for p in gene["exons" if spec.mode == "exons" else "cds"]])
-    if pieces:
-        pieces[0] = (max(0, pieces[0][0] - spec.flank), pieces[0][1])
-        pieces[-1] = (pieces[-1][0], pieces[-1][1] + spec.flank)
-    return _merge(pieces)
+        pieces = [(p["start"], p["end"]) for p in gene["exons" if spec.mode == "exons" else "cds"]]
+    return _merge([(max(0, start - spec.flank), end + spec.flank) for start, end in pieces])
 
 
 def build_regions(genes: pl.DataFrame, spec: RegionSpec) -> list[Region]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as save_safetensors
 
-from neuro_caduceus.io import write_atomic
 from neuro_caduceus.model.config import RANDOM_INIT_FLAG
 from neuro_caduceus.model.dnabert2 import DnaBert2ForMaskedLM
 from neuro_caduceus.model.dnabert2_config import DnaBert2Config, tiny_dnabert2_config
+from neuro_caduceus.model.saving import save_pretrained
 
 PRESETS = {"tiny-dnabert2": tiny_dnabert2_config}
 _DATA = Path(__file__).resolve().parent / "data"
@@ -34,15 +32,5 @@ def random_dnabert2(config: DnaBert2Config, seed: int) -> DnaBert2ForMaskedLM:
 
 def save_dnabert2(model: DnaBert2ForMaskedLM, out_dir: str | os.PathLike[str]) -> Path:
     """config.json (the hub's keys), model.safetensors (official names, decoder tie omitted), tokenizer."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tied = model.tied_keys()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
-    payload = {
-        "config.json": (json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
-        "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
-        **{name: (_DATA / shipped).read_bytes() for name, shipped in TOKENIZER_FILES.items()},
-    }
-    for name, blob in payload.items():
-        write_atomic(None, out / name, blob)
-    return out
+    tokenizer = {name: (_DATA / shipped).read_bytes() for name, shipped in TOKENIZER_FILES.items()}
+    return save_pretrained(model, out_dir, tokenizer)

@@ -16,8 +16,10 @@ from torch import nn
 from neuro_caduceus.io import write_atomic
 
 
-def save_pretrained(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
-    """Write config.json + model.safetensors like the hub (tied aliases omitted); files appear atomically."""
+def save_pretrained(model: nn.Module, out_dir: str | os.PathLike[str],
+                    extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write config.json + model.safetensors like the hub (tied aliases omitted), plus `extra_files` (e.g. a
+    tokenizer) by name; every file appears atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tied = model.tied_keys()
@@ -25,6 +27,7 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
     payload = {
         "config.json": (json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
         "model.safetensors": save_safetensors(tensors, metadata={"format": "pt"}),
+        **(extra_files or {}),
     }
     for name, blob in payload.items():
         write_atomic(None, out / name, blob)

@@ -19,6 +19,10 @@ def subject_matrix(
     on_missing_gene: str = typer.Option("error", "--on-missing-gene", help="error | drop"),
     block_scaling: str = typer.Option("total_variance", "--block-scaling",
                                       help="total_variance (each gene's block to total variance 1) | none"),
+    missing_calls: bool = typer.Option(False, "--missing-calls",
+                                       help="also write missing_calls.csv: per subject, the missing calls in "
+                                            "each gene (missing_<gene>) and in all (missing_total), a "
+                                            "covariates table for logo / cca / gene-test"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Concatenate each subject's gene embeddings (gene-set order) into one feature row."""
@@ -27,11 +31,18 @@ def subject_matrix(
     with output_dir(out, [input, genes], overwrite) as tmp:
         gene_list = load_gene_list(str(genes)) if genes else None
         ensure_ray()
-        s = build_subject_matrix(input, str(tmp), gene_list, on_missing_gene, block_scaling=block_scaling)
+        s = build_subject_matrix(input, str(tmp), gene_list, on_missing_gene, block_scaling=block_scaling,
+                                 missing_calls=missing_calls)
+    why = ", ".join(f"{n} {kind}" for kind, n in sorted(s["dropped_by_reason"].items()))
+    why = f" ({why}: see subject_matrix_summary.json)" if why else ""
     typer.echo(f"subject matrix -> {out}/matrix: {s['subjects_written']} subjects x {s['n_features']} "
                f"features ({len(s['genes'])} genes x {s['dim_per_gene']}, "
                f"block scaling {s['block_scaling']}); "
-               f"dropped {s['subjects_dropped']}")
+               f"dropped {s['subjects_dropped']}{why}")
+    if missing_calls:
+        table = s["missing_calls_table"]
+        typer.echo(f"missing calls -> {out}/{table}" if table else
+                   "missing calls: the shards carry no n_missing counts; no table written")
 
 
 def pca(

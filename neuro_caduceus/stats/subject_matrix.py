@@ -20,6 +20,7 @@ from typing import Literal
 
 import fsspec
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,6 +39,8 @@ from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
 
 OnMissing = Literal["error", "drop"]
+MISSING_WHY = "excluded by the cohort job's qc.max_missing, or not in the shards"
+MISSING_CALLS_FILE = "missing_calls.csv"
 BlockScaling = Literal["total_variance", "none"]
 
 
@@ -91,7 +94,7 @@ def _assemble(group: pa.Table, genes: list[str], dim: int, scales: list[float] |
     if dup:
         problem = f"duplicated: gene(s) {dup[:5]} appear more than once"
     elif missing:
-        problem = f"missing: {len(missing)} gene(s) e.g. {missing[:5]}"
+        problem = f"missing: no row for {len(missing)} gene(s) e.g. {missing[:5]} ({MISSING_WHY})"
     width = len(genes) * dim
     ftype = pa.list_(pa.float32(), width)
     if problem:
@@ -144,11 +147,14 @@ def block_total_variances(ds, genes: list[str], dim: int) -> np.ndarray:
 
 def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None = None,
                          on_missing: OnMissing = "error", batch_size: int = 4096,
-                         block_scaling: BlockScaling = "total_variance") -> dict:
+                         block_scaling: BlockScaling = "total_variance", missing_calls: bool = False) -> dict:
     """Write `out_dir/matrix/` Parquet (subject_id, features) and `out_dir/subject_matrix_summary.json`.
 
     `block_scaling`: `total_variance` (each gene's block scaled to total variance 1; a constant gene is left
-    as is and counted) or `none`. The factors go to the summary and `block_scales.csv`.
+    as is and counted) or `none`. The method and the factors go to the recipe (`block_scaling`), the
+    summary and `block_scales.csv`. Dropped subjects are counted per reason (`dropped_by_reason`).
+    `missing_calls`: also write `missing_calls.csv`, a subject table of the shards' per-gene missing calls
+    (`missing_calls_table`), for the analyses' `--covariates`.
     """
     import ray.data
 
@@ -183,7 +189,9 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
                               batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing,
              "block_scaling": block_scaling, "constant_genes": len(constant)}
-    recipe = stamp(recipe, "subject_matrix", [folder])
+    recipe = {**stamp(recipe, "subject_matrix", [folder]),
+              "block_scaling": {"method": block_scaling,
+                                "scales": None if scales is None else dict(zip(genes, scales, strict=True))}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = fio.write_parts(rows, str(out / "matrix"), fio.stage_metadata(recipe, [], stage), batch_size)
@@ -202,13 +210,48 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     fio.commit_parts(written)
     if scales is not None:
         _write_scales(out / "block_scales.csv", genes, variances, scales)
+    table = missing_calls_table(files, genes, out / "matrix") if missing_calls else None
+    if table is not None:
+        write_csv(table, out / MISSING_CALLS_FILE)
     summary = {**stage, "input": folder, "n_shards": len(files), "subjects_written": written["written"],
                "constant_gene_examples": constant[:10],
-               "block_scale": None if scales is None else dict(zip(genes, scales, strict=True)),
-               "subjects_dropped": written["problems"], "dropped_examples": written["examples"],
+               "block_scale": recipe["block_scaling"]["scales"],
+               "subjects_dropped": written["problems"], "dropped_by_reason": kinds,
+               "dropped_examples": written["examples"],
+               "missing_calls_table": None if table is None else MISSING_CALLS_FILE,
                "n_features": len(genes) * dim, "recipe_id": recipe.get("recipe_id"), "recipe": recipe}
     write_json(out / "subject_matrix_summary.json", summary)
     return summary
+
+
+def missing_calls_table(files: list[str], genes: list[str], matrix_dir: Path) -> pl.DataFrame | None:
+    """Per subject of the matrix: `missing_<gene>` = its missing calls in each gene of the set (the shards'
+    `n_missing`; 0 where a subject-gene has none) and `missing_total` = their sum; None when the shards
+    carry no counts (no `n_missing` column, or only nulls: a source without counts).
+
+    Why counts, not rates: a gene's rate is its count over the gene's VCF records, a constant per gene, so
+    as a linear covariate the count carries the same information.
+    """
+    import pyarrow.dataset as pads
+
+    if "n_missing" not in _shard_columns(files[0]):
+        return None
+    rows = pads.dataset(files, format="parquet").to_table(
+        columns=["subject_id", "gene_id", "gene_name", "n_missing"])
+    rows = _in_gene_set(rows, genes)
+    if rows.column("n_missing").null_count == rows.num_rows:
+        return None
+    subjects = pads.dataset(parquet_files(str(matrix_dir)), format="parquet").to_table(
+        columns=["subject_id"]).column("subject_id").to_pylist()
+    index = {s: i for i, s in enumerate(subjects)}
+    counts = np.zeros((len(subjects), len(genes)), dtype=np.int64)
+    slots = _slots(rows, genes)
+    for sid, slot, n in zip(rows.column("subject_id").to_pylist(), slots,
+                            rows.column("n_missing").to_pylist(), strict=True):
+        if n and sid in index:
+            counts[index[sid], slot] = n
+    columns = {f"missing_{g}": counts[:, j] for j, g in enumerate(genes)}
+    return pl.DataFrame({"subject_id": subjects, **columns, "missing_total": counts.sum(axis=1)})
 
 
 def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
@@ -233,8 +276,6 @@ def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
 
 
 def _write_scales(path: Path, genes: list[str], variances, scales) -> None:
-    import polars as pl
-
     write_csv(pl.DataFrame({"gene": genes, "total_variance": np.asarray(variances, dtype=np.float64),
                             "scale": np.asarray(scales, dtype=np.float64)}), path)
 
@@ -244,6 +285,13 @@ def _partitions(files: list[str]) -> int:
     fs, _ = fsspec.core.url_to_fs(files[0])
     total = sum(fs.size(f) for f in files)
     return int(min(200, max(2, np.ceil(total / 2**27))))
+
+
+def _shard_columns(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as f:
+        return pq.read_schema(f).names
 
 
 def _embedding_width(path: str) -> int:

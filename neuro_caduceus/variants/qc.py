@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from neuro_caduceus.io import read_sample_list
+
 
 class QCConfig(BaseModel):
     """QC thresholds; every key is optional and `None` disables that filter (the default is no QC)."""
@@ -60,18 +62,9 @@ class QCConfig(BaseModel):
         return any(v is not None for v in bounds)
 
 
-def read_id_list(path: Path) -> list[str]:
-    """Subject ids, one per line (blank lines and '#' comments skipped), e.g. a UKB withdrawal file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sample list {path} does not exist")
-    ids = [ln.strip().split(",")[0] for ln in path.read_text().splitlines()]
-    return [i for i in ids if i and not i.startswith("#")]
-
-
 def sample_sets(qc: QCConfig) -> tuple[set[str] | None, set[str]]:
-    include = set(read_id_list(qc.include_samples)) if qc.include_samples else None
-    exclude = set(read_id_list(qc.exclude_samples)) if qc.exclude_samples else set()
+    include = set(read_sample_list(qc.include_samples)) if qc.include_samples else None
+    exclude = set(read_sample_list(qc.exclude_samples)) if qc.exclude_samples else set()
     return include, exclude
 
 
