@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from neuro_caduceus.genome.gene_regions import regions_from_gene_set
 from neuro_caduceus.genome.genotype_counts import GENOTYPE_COUNTS_SCHEMA
@@ -523,7 +525,6 @@ def make_cohort(
 
 
 def _write_brain(path: Path, samples: list[str], brain: np.ndarray) -> None:
-    import pyarrow as pa
 
     flat = pa.array(brain.reshape(-1), type=pa.float32())
     features = pa.FixedSizeListArray.from_arrays(flat, brain.shape[1])
@@ -543,6 +544,22 @@ class ExomeGene:
     haplotypes: object  # pyarrow.Table, HAPLOTYPE_SCHEMA
     sites: int
     singletons: int
+
+
+def _missing_records(rng: np.random.Generator, sites: list[tuple[int, str, str, int]],
+                     n_samples: int) -> tuple[np.ndarray, pa.StructArray]:
+    """Missing calls at `EXOME_MISSING_RATE` per (subject, site), vectorized: per subject the count and, in
+    subject then position order, the records (POS, REF) themselves (what `missing: impute` reads)."""
+    n_sites = len(sites)
+    draws = rng.binomial(n_sites, EXOME_MISSING_RATE, n_samples)
+    subject = np.repeat(np.arange(n_samples, dtype=np.int64), draws)
+    keys = np.unique(subject * n_sites + rng.integers(0, n_sites, subject.size))  # one record once
+    subject, site = keys // n_sites, keys % n_sites
+    pos = np.array([p + 1 for p, _, _, _ in sites], dtype=np.int64)
+    ref = np.array([r for _, r, _, _ in sites], dtype=object)
+    records = pa.StructArray.from_arrays(
+        [pa.array(pos[site], pa.int64()), pa.array(ref[site].tolist(), pa.string())], names=["pos", "ref"])
+    return np.bincount(subject, minlength=n_samples), records
 
 
 def _exome_sites(rng: np.random.Generator, seq: str, exons: list[tuple[int, int]], n_hap: int,
@@ -581,7 +598,6 @@ def exome_gene(out: str | Path, n_samples: int, seed: int = 0, gene_length: int 
     Why: the scale benchmark needs the haplotype diversity of an exome cohort (one distinct haplotype per
     rare-variant carrier, a few common variants combined) without writing or reading a biobank VCF.
     """
-    import pyarrow as pa
     import pysam
 
     rng = np.random.default_rng(seed)
@@ -643,8 +659,6 @@ def exome_cohort(out: str | Path, n_samples: int, n_genes: int, seed: int = 0, n
     `EXOME_MISSING_RATE` missing calls counted in genotype_counts/. Everything is vectorized: no Python
     object per subject or carrier.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import yaml
 
     rng = np.random.default_rng(seed)
@@ -670,12 +684,15 @@ def exome_cohort(out: str | Path, n_samples: int, n_genes: int, seed: int = 0, n
         sites = _exome_sites(rng, seq, list(region.segments), n_hap, min(n_sites, len(captured) // 2), 4)
         table, het, carriers = _exome_haplotypes(rng, region, sites, n_hap, ids)
         pq.write_table(table, export / "haplotypes" / f"{region.region_id}.parquet")
-        missing = rng.binomial(len(sites), EXOME_MISSING_RATE, n_samples)
+        missing, records = _missing_records(rng, sites, n_samples)
         keep = np.flatnonzero((missing > 0) | (het > 0))
+        offsets = np.concatenate([[0], np.cumsum(missing[keep])]).astype(np.int32)
         counts = pa.table({"subject_id": pa.array(ids[keep].tolist(), pa.string()),
                            "gene_id": pa.array([region.region_id] * len(keep), pa.string()),
                            "n_missing": pa.array(missing[keep], pa.int32()),
-                           "n_unphased_het": pa.array(het[keep], pa.int32())}, schema=GENOTYPE_COUNTS_SCHEMA)
+                           "n_unphased_het": pa.array(het[keep], pa.int32()),
+                           "missing_records": pa.ListArray.from_arrays(offsets, records)},
+                          schema=GENOTYPE_COUNTS_SCHEMA)
         pq.write_table(counts, export / "genotype_counts" / f"{region.region_id}.parquet")
         totals["sites"] += len(sites)
         totals["singletons"] += sum(1 for s in sites if s[3] == 1)
@@ -708,7 +725,6 @@ def _exome_haplotypes(rng: np.random.Generator, region: Region, sites: list, n_h
     """HAPLOTYPE_SCHEMA rows of one gene, unphased het calls per subject and the carrier count, grouping
     haplotypes by their variant combination with a 64-bit sum of random site codes (numpy, no loop per
     carrier)."""
-    import pyarrow as pa
 
     hap_parts, site_parts, het = [], [], np.zeros(len(ids), dtype=np.int64)
     for i, (_, _, _, ac) in enumerate(sites):
@@ -748,7 +764,6 @@ def _exome_haplotypes(rng: np.random.Generator, region: Region, sites: list, n_h
 
 
 def _write_exome_covariates(rng: np.random.Generator, path: Path, ids: np.ndarray, n_batches: int) -> None:
-    import pyarrow as pa
 
     n = len(ids)
     cov = {"subject_id": pa.array(ids.tolist(), pa.string()), "age": rng.integers(40, 71, n),

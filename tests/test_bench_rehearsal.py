@@ -28,6 +28,11 @@ def test_rehearsal_small(tmp_path: Path, ray_session) -> None:
     assert len(carriers) < SUBJECTS  # some subjects carry only reference haplotypes
     counts = pq.read_table(export / "genotype_counts")
     assert 0 < sum(counts.column("n_missing").to_pylist()) < 0.01 * SUBJECTS * job["sites"] / GENES * GENES
+    sites = {(v["pos"], v["ref"]) for t in haplotypes for hap in t["variants"].to_pylist() for v in hap}
+    missing = zip(counts["n_missing"].to_pylist(), counts["missing_records"].to_pylist(), strict=True)
+    for n, records in missing:  # each missing call names a distinct record of the export
+        assert len(records) == len({(r["pos"], r["ref"]) for r in records}) == n
+        assert all((r["pos"], r["ref"]) in sites for r in records)
     # naive tokens: both haplotypes of every subject over every gene's captured bases (indels aside)
     captured = 2 * SUBJECTS * GENES * 10 * 180
     assert abs(job["tokens_naive"] - captured) < 0.001 * captured

@@ -73,7 +73,7 @@ def test_every_shipped_config_dry_runs(config, synth, ray_session, tmp_path):
     assert report["checkpoint"]["parameters"] > 0 and report["checkpoint"]["d_model"] > 0
     if cfg.regions.flank == 0 and cfg.regions.mode == "gene_body":
         assert report["reference_tokens"] == gene_bases(synth)
-    haps = 2 if cfg.haplotype_strategy == "diploid" else 1
+    haps = 2 if cfg.haplotype_strategy in ("diploid", "additive") else 1  # additive reads both haplotypes
     assert report["naive_tokens"] == report["reference_tokens"] * N_SAMPLES * haps
     if cfg.model.dtype == "float32":
         assert report["errors"] == [] and "dry run: OK" in text
