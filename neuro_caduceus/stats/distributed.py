@@ -8,7 +8,6 @@ batch by batch and writes part files (see `features_io.write_parts`).
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import numpy as np
@@ -48,9 +47,14 @@ def _pca_batch_moments(batch: pa.Table) -> pa.Table:
 
 
 def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
-    """Merge per-batch summary rows as they arrive; checks NaN/inf and duplicated subject ids."""
+    """Merge per-batch summary rows as they arrive; checks NaN/inf and duplicated subject ids.
+
+    The ids are kept as the batches' Arrow string arrays (a few bytes a subject, no Python object per
+    subject) and checked for duplicates once, at the end."""
+    import polars as pl
+
     total: Moments | None = None
-    seen: collections.Counter[str] = collections.Counter()
+    id_chunks: list[pa.Array] = []
     bad: list[str] = []
     n_batches, max_rows = 0, 0
     for block in stats_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -59,8 +63,8 @@ def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
             m2 = np.frombuffer(block.column("m2")[row].as_buffer(), dtype=np.float64).reshape(d, d)
             mean = np.frombuffer(block.column("mean")[row].as_buffer(), dtype=np.float64)
             part = Moments(block.column("count")[row].as_py(), mean, m2)
-            ids = block.column("ids")[row].as_py()
-            seen.update(ids)
+            ids = block.column("ids")[row].values
+            id_chunks.append(ids)
             bad += block.column("bad")[row].as_py()
             n_batches, max_rows = n_batches + 1, max(max_rows, len(ids))
             total = part if total is None else total.merge(part)
@@ -69,11 +73,12 @@ def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
     if bad:
         raise ValueError(f"{len(bad)} subject(s) have NaN/inf features (e.g. {bad[:MAX_EXAMPLES]}); "
                          "fix or drop them upstream")
-    dups = [s for s, c in seen.items() if c > 1]
-    if dups:
-        raise ValueError(f"{len(dups)} duplicated subject id(s) in the input "
-                         f"(e.g. {sorted(dups)[:MAX_EXAMPLES]}); each subject must appear once")
-    return total, {"n_batches": n_batches, "max_batch_rows": max_rows, "n_rows": sum(seen.values())}
+    ids = pl.Series("id", pa.chunked_array(id_chunks, pa.string()))
+    dups = ids.filter(ids.is_duplicated()).unique().sort()
+    if dups.len():
+        raise ValueError(f"{dups.len()} duplicated subject id(s) in the input "
+                         f"(e.g. {dups.head(MAX_EXAMPLES).to_list()}); each subject must appear once")
+    return total, {"n_batches": n_batches, "max_batch_rows": max_rows, "n_rows": ids.len()}
 
 
 def fit_pca(ds, n_components: int | None = 512, whiten: bool = False,

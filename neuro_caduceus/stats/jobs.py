@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from neuro_caduceus.io import atomic_writer, read_table, write_csv, write_json
 from neuro_caduceus.provenance import stamp
@@ -63,8 +64,9 @@ def check_covariate_columns(cov, spec: CovariateSpec, source: str = "the covaria
                          "map the names with --config")
 
 
-def match_covariates(ids: list[str], cov, spec: CovariateSpec) -> tuple:
-    """(covariate rows of the feature subjects with complete covariates, counts + examples of the rest)."""
+def match_covariates(ids, cov, spec: CovariateSpec) -> tuple:
+    """(covariate rows of the feature subjects with complete covariates, counts + examples of the rest);
+    `ids`: the feature subjects (a list, or an Arrow or polars string column)."""
     import polars as pl
 
     check_covariate_columns(cov, spec)
@@ -75,10 +77,11 @@ def match_covariates(ids: list[str], cov, spec: CovariateSpec) -> tuple:
         raise ValueError(f"{dups.len()} subject id(s) appear more than once in the covariates "
                          f"(e.g. {dups.head(fio.MAX_EXAMPLES).to_list()})")
     complete = cov.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in spec.columns]))
-    subjects = pl.DataFrame({sid: ids})
+    subjects = pl.DataFrame({sid: pl.Series(sid, ids, dtype=pl.Utf8)})
     matched = complete.join(subjects, on=sid, how="semi")
     without = subjects.join(complete, on=sid, how="anti")[sid]
-    counts = {"feature_subjects": len(ids), "matched": matched.height, "without_covariates": without.len(),
+    counts = {"feature_subjects": subjects.height, "matched": matched.height,
+              "without_covariates": without.len(),
               "without_covariates_examples": without.head(fio.MAX_EXAMPLES).to_list(),
               "covariate_rows_unused": cov.height - matched.height}
     return matched, counts
@@ -97,7 +100,7 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     recipe = stamp(recipe, "residualize", [folder, covariates])
     ds = fio.read_features(folder)
     id_batches = ds.select_columns(["subject_id"]).iter_batches(batch_size=None, batch_format="pyarrow")
-    ids = [s for batch in id_batches for s in batch.column("subject_id").to_pylist()]  # O(n) strings only
+    ids = pa.chunked_array([batch.column("subject_id") for batch in id_batches], pa.string())
     matched, counts = match_covariates(ids, cov, spec)
     if counts["without_covariates"] and spec.on_missing == "error":
         raise ValueError(f"{counts['without_covariates']} subject(s) have no complete covariate row in "

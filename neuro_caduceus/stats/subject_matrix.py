@@ -184,7 +184,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
         variances = block_total_variances(ds, genes, dim)
         constant = [g for g, v in zip(genes, variances, strict=True) if v <= 0]
         scales = [float(1 / np.sqrt(v)) if v > 0 else 1.0 for v in variances]
-    grouped = ds.groupby("subject_id", num_partitions=_partitions(files))
+    grouped = ds.groupby("subject_id", num_partitions=_partitions(files, dim))
     rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim, "scales": scales},
                               batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing,
@@ -236,22 +236,21 @@ def missing_calls_table(files: list[str], genes: list[str], matrix_dir: Path) ->
 
     if "n_missing" not in _shard_columns(files[0]):
         return None
-    rows = pads.dataset(files, format="parquet").to_table(
-        columns=["subject_id", "gene_id", "gene_name", "n_missing"])
-    rows = _in_gene_set(rows, genes)
-    if rows.column("n_missing").null_count == rows.num_rows:
+    shards = pads.dataset(files, format="parquet")
+    if not shards.count_rows(filter=pc.field("n_missing").is_valid()):
         return None
-    subjects = pads.dataset(parquet_files(str(matrix_dir)), format="parquet").to_table(
-        columns=["subject_id"]).column("subject_id").to_pylist()
-    index = {s: i for i, s in enumerate(subjects)}
-    counts = np.zeros((len(subjects), len(genes)), dtype=np.int64)
-    slots = _slots(rows, genes)
-    for sid, slot, n in zip(rows.column("subject_id").to_pylist(), slots,
-                            rows.column("n_missing").to_pylist(), strict=True):
-        if n and sid in index:
-            counts[index[sid], slot] = n
+    rows = shards.to_table(columns=["subject_id", "gene_id", "gene_name", "n_missing"],
+                           filter=pc.field("n_missing") > 0)  # only subject-genes with a missing call
+    rows = _in_gene_set(rows, genes)
+    subjects = pads.dataset(parquet_files(str(matrix_dir)), format="parquet").to_table(columns=["subject_id"])
+    calls = pl.DataFrame({"subject_id": rows.column("subject_id"),
+                          "slot": pa.array(_slots(rows, genes), pa.int64()), "n": rows.column("n_missing")})
+    order = pl.from_arrow(subjects).with_row_index("row")
+    calls = calls.join(order, on="subject_id", how="inner")
+    counts = np.zeros((order.height, len(genes)), dtype=np.int64)
+    counts[calls["row"].to_numpy(), calls["slot"].to_numpy()] = calls["n"].to_numpy()
     columns = {f"missing_{g}": counts[:, j] for j, g in enumerate(genes)}
-    return pl.DataFrame({"subject_id": subjects, **columns, "missing_total": counts.sum(axis=1)})
+    return pl.DataFrame({"subject_id": order["subject_id"], **columns, "missing_total": counts.sum(axis=1)})
 
 
 def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
@@ -280,11 +279,17 @@ def _write_scales(path: Path, genes: list[str], variances, scales) -> None:
                             "scale": np.asarray(scales, dtype=np.float64)}), path)
 
 
-def _partitions(files: list[str]) -> int:
-    """Shuffle partitions: about one per 128 MiB of shards (Ray's default of 200 is slow on small inputs)."""
-    fs, _ = fsspec.core.url_to_fs(files[0])
-    total = sum(fs.size(f) for f in files)
-    return int(min(200, max(2, np.ceil(total / 2**27))))
+def _partitions(files: list[str], dim: int) -> int:
+    """Shuffle partitions: about one per 128 MiB of rows as they sit in memory (rows x dim float32 from the
+    footers: shards compress subjects with equal haplotypes many-fold, so file sizes would under-count),
+    at least 2, at most 2,000 (Ray's default of 200 is slow on small inputs)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for path in files:
+        with fsspec.open(path, "rb") as f:
+            rows += pq.ParquetFile(f).metadata.num_rows
+    return int(min(2000, max(2, np.ceil(rows * (4 * dim + 64) / 2**27))))
 
 
 def _shard_columns(path: str) -> list[str]:
