@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scan_inputs import scan_inputs
 
 from neuro_caduceus.model import from_pretrained, scan
-from neuro_caduceus.model.cpu_scan import causal_conv1d_silu_numba, selective_scan_numba
+from neuro_caduceus.model.cpu_scan import block_width, causal_conv1d_silu_numba, selective_scan_numba
 from neuro_caduceus.model.scan import pick_backend, selective_scan_chunked, selective_scan_reference
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -27,6 +27,25 @@ def test_numba_equals_reference(L: int, E: int, N: int) -> None:
     args = scan_inputs(L, E=E, N=N, seed=L + E)
     want = selective_scan_reference(*args)
     torch.testing.assert_close(selective_scan_numba(*args), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numba_scan_numbers_do_not_depend_on_the_channel_blocks(reverse: bool) -> None:
+    """Blocks narrower than E, a ragged last block, and one block for all channels: the same bits."""
+    x, dt_raw, A, B, C, D = scan_inputs(120, E=70, seed=9)
+    kw = {"z": torch.randn_like(x), "reverse": reverse, "delta_bias": torch.randn(70), "delta_softplus": True}
+    outs = [selective_scan_numba(x, dt_raw, A, B, C, D, block=block, **kw) for block in (16, 48, 64, 80)]
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+
+
+def test_block_width_keeps_threads_busy_and_state_in_l1() -> None:
+    assert block_width(236, rows=2, states=16, threads=2) == 240  # one block per strand half
+    assert block_width(236, rows=2, states=16, threads=16) == 32  # 8 blocks per row: 16 jobs
+    assert block_width(236, rows=1, states=16, threads=2) == 128
+    assert block_width(512, rows=2, states=16, threads=2) == 256  # (16, 256) fp32 state = 16 KiB
+    assert block_width(236, rows=2, states=64, threads=2) == 64
+    assert block_width(5, rows=1, states=16, threads=8) == 16
 
 
 def test_numba_reverse_gate_and_softplus_equal_the_unfused_ops() -> None:
@@ -73,13 +92,16 @@ def test_numba_reads_channel_slices_in_place_and_copies_other_views() -> None:
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool) -> None:
+@pytest.mark.parametrize("taps", [4, 3])
+def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool, taps: int) -> None:
+    """d_conv = 4 (the fused interior pass) and another width (the general loop), both ends."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 300, 24, generator=g)[..., :12]  # a strided view, as the model passes xz's half
-    weight = torch.randn(12, 1, 4, generator=g)
+    weight = torch.randn(12, 1, taps, generator=g)
     b = torch.randn(12, generator=g) if bias else None
     xin = x.flip(1) if reverse else x
-    want = F.silu(F.conv1d(xin.transpose(1, 2), weight, b, padding=3, groups=12)[..., :300]).transpose(1, 2)
+    want = F.conv1d(xin.transpose(1, 2), weight, b, padding=taps - 1, groups=12)[..., :300]
+    want = F.silu(want).transpose(1, 2)
     want = want.flip(1) if reverse else want
     got = causal_conv1d_silu_numba(x, weight, b, reverse=reverse)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
