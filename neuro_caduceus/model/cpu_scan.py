@@ -125,9 +125,12 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, block, y):  # noqa: ANN001, ANN202
-    """x, z: channel slices [xc:xc + E], [zc:zc + E] of C-contiguous rows. Inner loops index 1-D row views
-    with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no gathers).
+def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, block, accumulate, y):  # noqa: ANN001, ANN202, E501
+    """accumulate: y += the output (y holds the other direction's), else y = it. x, z: channel slices
+    [xc:xc + E], [zc:zc + E] of C-contiguous rows. Inner loops index 1-D row views with non-negative loop
+    counters, so they vectorize (no wrap-around index arithmetic, no gathers), over the block's channels
+    padded to whole vectors in job-local arrays (pad lanes hold zero input and a zero state): no scalar
+    remainder loop in the per-state loop.
     delta: channels [dc:dc + R] of its rows; with R > 0, delta_t = delta_t[dc:dc + R] @ proj (proj (R, E)),
     else (R = 0) delta's rows are the (b, L, E) delta itself."""
     b, L, E = y.shape
@@ -136,44 +139,60 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, 
     for job in numba.prange(b * n_blocks):
         i, e0 = job // n_blocks, (job % n_blocks) * block
         w = min(block, E - e0)
-        s = np.zeros((N, w), dtype=np.float32)
-        dl = np.empty(w, dtype=np.float32)
-        dx = np.empty(w, dtype=np.float32)
-        acc = np.empty(w, dtype=np.float32)
-        a2 = np.ascontiguousarray(At[:, e0:e0 + w]) * _LOG2E  # exp(d * a) = 2^(d * a * log2(e))
-        bias, d_skip = dt_bias[e0:e0 + w], D[e0:e0 + w]
+        wp = (w + _LANES - 1) // _LANES * _LANES  # padded lanes: every loop runs whole vectors
+        s = np.zeros((N, wp), dtype=np.float32)
+        dl = np.zeros(wp, dtype=np.float32)
+        dx = np.empty(wp, dtype=np.float32)
+        acc = np.empty(wp, dtype=np.float32)
+        xl = np.zeros(wp, dtype=np.float32)
+        a2 = np.zeros((N, wp), dtype=np.float32)
+        pp = np.zeros((R, wp), dtype=np.float32)
+        bias = np.zeros(wp, dtype=np.float32)
+        for n in range(N):
+            for e in range(w):
+                a2[n, e] = At[n, e0 + e] * _LOG2E  # exp(d * a) = 2^(d * a * log2(e))
+        for r in range(R):
+            for e in range(w):
+                pp[r, e] = proj[r, e0 + e]
+        for e in range(w):
+            bias[e] = dt_bias[e0 + e]
+        d_skip = D[e0:e0 + w]
         for step in range(L):
             t = L - 1 - step if reverse else step
             xr = x[i, t, xc + e0:xc + e0 + w]
+            for e in range(w):
+                xl[e] = xr[e]
             if R:
-                for e in range(w):
+                for e in range(wp):
                     dl[e] = _ZERO
                 lr = delta[i, t, dc:dc + R]
                 for r in range(R):
-                    pr, lv = proj[r, e0:e0 + w], lr[r]
-                    for e in range(w):
+                    pr, lv = pp[r], lr[r]
+                    for e in range(wp):
                         dl[e] += lv * pr[e]
             else:
                 dr = delta[i, t, dc + e0:dc + e0 + w]
                 for e in range(w):
                     dl[e] = dr[e]
-            for e in range(w):
+                for e in range(w, wp):
+                    dl[e] = _ZERO
+            for e in range(wp):
                 d = dl[e] + bias[e]
                 dl[e] = _softplus32(d) if softplus else d
-                dx[e] = dl[e] * xr[e]
+                dx[e] = dl[e] * xl[e]
                 acc[e] = _ZERO
             bt, ct = B[i, t], C[i, t]
             for n in range(N):
                 bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
-                for e in range(w):
+                for e in range(wp):
                     sn[e] = _exp2_32(dl[e] * an[e]) * sn[e] + dx[e] * bn
                     acc[e] += sn[e] * cn
             yr, zr = y[i, t, e0:e0 + w], z[i, t, zc + e0:zc + e0 + w]
             for e in range(w):
-                out = acc[e] + d_skip[e] * xr[e]
+                out = acc[e] + d_skip[e] * xl[e]
                 if gate:
                     out = out * (zr[e] / (_ONE + _exp32(-zr[e])))
-                yr[e] = out
+                yr[e] = yr[e] + out if accumulate else out
 
 
 def block_width(channels: int, rows: int, states: int, threads: int) -> int:
@@ -203,7 +222,8 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
                          C: torch.Tensor, D: torch.Tensor, z: torch.Tensor | None = None,
                          reverse: bool = False, delta_bias: torch.Tensor | None = None,
                          delta_softplus: bool = False, delta_proj: torch.Tensor | None = None,
-                         block: int | None = None) -> torch.Tensor:
+                         block: int | None = None, out: torch.Tensor | None = None,
+                         accumulate: bool = False) -> torch.Tensor:
     """fp32 (b, L, E) scan output + D*x, times silu(z) when z is given; reverse walks from position L-1.
 
     Arguments as `selective_scan_reference` (CPU tensors, no autograd), with mamba-ssm's delta
@@ -211,6 +231,8 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     delta is the low-rank (b, L, R) input and delta := delta @ delta_proj.T first, inside the kernel (no
     (b, L, E) delta tensor). reverse=True equals flip(scan(flip(inputs))) along L, without the copies.
     block: channels per parallel job (default `block_width`); the numbers do not depend on it.
+    out: a contiguous fp32 (b, L, E) tensor to write into (returned); accumulate=True adds the result to
+    what `out` holds (out + scan, the same sum as adding the two tensors).
     """
     xr, xc = _rows(x)
     zr, zc = (xr, xc) if z is None else _rows(z)
@@ -219,23 +241,34 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
             else delta_proj.detach().float().t().contiguous())
     At = A.detach().float().t().contiguous()
     bias = x.new_zeros(x.shape[-1]) if delta_bias is None else delta_bias.detach().float().contiguous()
-    y = torch.empty(x.shape, dtype=torch.float32)
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs out= (the tensor to add to)")
+    y = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     Bf, Cf = B.detach().float().contiguous(), C.detach().float().contiguous()
     Df = D.detach().float().contiguous()
     block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], numba.get_num_threads())
     _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(),
-                 Cf.numpy(), Df.numpy(), zr, zc, z is not None, reverse, block, y.numpy())
+                 Cf.numpy(), Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy())
     return y
 
 
+def _checked_out(out: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """An output tensor the kernels can write through numpy: contiguous fp32 CPU of the expected shape."""
+    if out.shape != shape or out.dtype != torch.float32 or out.is_cuda or not out.is_contiguous():
+        raise ValueError(f"out= must be a contiguous float32 CPU tensor of shape {tuple(shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
 def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             reverse: bool = False) -> torch.Tensor:
-    """silu(depthwise causal conv) in one pass, as scan.causal_conv1d_silu (reverse: right to left)."""
+                             reverse: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """silu(depthwise causal conv) in one pass, as scan.causal_conv1d_silu (reverse: right to left), into
+    `out` when given."""
     E = x.shape[-1]
     wT = weight.detach()[:, 0, :].float().t().contiguous()  # (K, E)
     b = x.new_zeros(E) if bias is None else bias.detach().float().contiguous()
     rows, c0 = _rows(x)
-    out = torch.empty(x.shape, dtype=torch.float32)
+    out = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy())
     return out
 
@@ -286,11 +319,14 @@ def _final_norm_kernel(hidden, residual, w, eps, out):  # noqa: ANN001, ANN202
 
 
 def swap_add_norm_numba(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
-                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual, normed) of a strand-folded PS block's entry, as modules.swap_add_norm, in one pass."""
+                        eps: float, res_out: torch.Tensor | None = None,
+                        normed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual, normed) of a strand-folded PS block's entry, as modules.swap_add_norm, in one pass;
+    written into `res_out` and `normed` when given (neither may be `hidden` or `residual`)."""
     hid = hidden.detach().float().contiguous()
     res = hid if residual is None else residual.detach().float().contiguous()
-    res_out, normed = torch.empty_like(hid), torch.empty_like(hid)
+    res_out = torch.empty_like(hid) if res_out is None else _checked_out(res_out, hid.shape)
+    normed = torch.empty_like(hid) if normed is None else _checked_out(normed, hid.shape)
     view = (2, hid.shape[0] // 2) + tuple(hid.shape[1:])
     _swap_add_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(), residual is not None,
                           weight.detach().float().contiguous().numpy(), _F(eps), res_out.view(view).numpy(),

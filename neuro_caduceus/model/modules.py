@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuro_caduceus.model.buffers import Buffers, forward_buffers
 from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.model.saving import save_pretrained
 from neuro_caduceus.model.scan import causal_conv1d_silu, kernel, selective_scan, walks_backwards
@@ -33,12 +34,13 @@ def unfold(f: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, flip_lc(b)], dim=-1)
 
 
-def swap_add_norm(norm: RMSNorm, hidden: torch.Tensor,
-                  residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A folded PS block's entry: residual = S(hidden + residual) (S: the half swap), and its norm."""
+def swap_add_norm(norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor | None,
+                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A folded PS block's entry: residual = S(hidden + residual) (S: the half swap), and its norm; the
+    compiled kernel writes into `out` (residual, normed) when given."""
     fn = kernel("numba-swap-norm") if hidden.dtype == torch.float32 and not hidden.is_cuda else None
     if fn is not None:
-        return fn(hidden, residual, norm.weight, norm.eps)
+        return fn(hidden, residual, norm.weight, norm.eps, *(out or ()))
     total = hidden if residual is None else hidden + residual
     res = total.unflatten(0, (2, -1)).flip(dims=(0, 2, 3)).flatten(0, 1)
     return res, norm(res)
@@ -116,6 +118,37 @@ class BiMamba(nn.Module):
         out = self.mamba_fwd.out_proj(y)
         bias = self.mamba_fwd.out_proj.bias
         return out if bias is None else out + bias  # each direction adds the (shared) bias once
+
+    def forward_compiled(self, h: torch.Tensor, buffers: Buffers) -> torch.Tensor:
+        """forward() on the compiled CPU kernels (fp32, contiguous h), every activation written into
+        `buffers`: the same numbers (the backward direction's scan adds its output to the forward's, the sum
+        forward() takes), nothing allocated per layer. Returns buffers' "hidden"."""
+        rows, L, d = h.shape
+        fwd, rev = self.mamba_fwd, self.mamba_rev
+        e = fwd.D.shape[0]
+        xz = _linear(h, fwd.in_proj, buffers.get("xz", rows, L, 2 * e))
+        x, z = xz.chunk(2, dim=-1)
+        y = buffers.get("y", rows, L, e)
+        for mamba, reverse in ((fwd, False), (rev, True)):
+            conv = kernel("numba-conv")(x, mamba.conv1d.weight, mamba.conv1d.bias, reverse=reverse,
+                                        out=buffers.get("conv", rows, L, e))
+            dbc = _linear(conv, mamba.x_proj, buffers.get("dbc", rows, L, mamba.x_proj.out_features))
+            dt, B, C = torch.split(dbc, [mamba.dt_rank, mamba.d_state, mamba.d_state], dim=-1)
+            kernel("numba")(conv, dt, -torch.exp(mamba.A_log.float()), B, C, mamba.D, z=z, reverse=reverse,
+                            delta_bias=mamba.dt_proj.bias, delta_softplus=True,
+                            delta_proj=mamba.dt_proj.weight, out=y, accumulate=reverse)
+        out = _linear(y, fwd.out_proj, buffers.get("hidden", rows, L, d))
+        return out if fwd.out_proj.bias is None else out.add_(fwd.out_proj.bias)
+
+
+def _linear(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor) -> torch.Tensor:
+    """layer(x) for (b, L, k) x into out (b, L, n): the one matmul F.linear runs on the flattened rows."""
+    flat, target = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])
+    if layer.bias is None:
+        torch.mm(flat, layer.weight.t(), out=target)
+    else:
+        torch.addmm(layer.bias, flat, layer.weight.t(), out=target)
+    return out
 
 
 class RCPSMixer(nn.Module):
@@ -219,15 +252,26 @@ class Backbone(nn.Module):
                 and emb.embedding.weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32)
 
     def forward_folded(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The same forward strand-folded (layout above `unfold`): one pass per block entry, no cat/flip."""
+        """The same forward strand-folded (layout above `unfold`): one pass per block entry, no cat/flip.
+        On the compiled CPU kernels every layer writes into the thread's reused buffers (model.buffers)."""
         emb = self.embeddings.word_embeddings
         hidden = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
+        if not walks_backwards(hidden) or kernel("numba-swap-norm") is None:
+            return self._folded_layers(hidden, collect, None)
+        with forward_buffers() as buffers:
+            return self._folded_layers(hidden, collect, buffers)
+
+    def _folded_layers(self, hidden: torch.Tensor, collect: list[torch.Tensor] | None,
+                       buffers: Buffers | None) -> torch.Tensor:
         residual = None
         if collect is not None:
             collect.append(unfold(hidden))
-        for layer in self.layers:
-            residual, normed = swap_add_norm(layer.norm, hidden, residual)
-            hidden = layer.mixer.submodule(normed)
+        for i, layer in enumerate(self.layers):
+            out = None if buffers is None else (buffers.get(f"residual{i % 2}", *hidden.shape),
+                                                buffers.get("normed", *hidden.shape))
+            residual, normed = swap_add_norm(layer.norm, hidden, residual, out)
+            mixer = layer.mixer.submodule
+            hidden = mixer(normed) if buffers is None else mixer.forward_compiled(normed, buffers)
             if collect is not None:
                 collect.append(unfold(hidden))
         if residual is None:
