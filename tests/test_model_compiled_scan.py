@@ -107,6 +107,19 @@ def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool, taps: int) ->
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+def test_forward_with_autograd_on_cpu_runs_and_matches_inference() -> None:
+    """Gradients enabled: the differentiable per-step scan runs (numba and the in-place chunked scan are
+    forward-only), with the inference forward's numbers, and gradients reach the weights."""
+    model = from_pretrained(GOLDEN / "ps_d32_l2")
+    ids = torch.randint(7, 11, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = model.hidden_states(ids)
+    got = model.hidden_states(ids)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    got.sum().backward()
+    assert model.caduceus.backbone.layers[0].mixer.submodule.mamba_fwd.A_log.grad is not None
+
+
 def test_backend_choice() -> None:
     """mamba-ssm first on CUDA, then Triton, then torch; numba on CPU; gradients never reach Triton/numba."""
     every = {"mamba-ssm", "triton", "numba"}

@@ -36,3 +36,57 @@ def test_folded_forward_equals_unfolded(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(compiled_layers) == len(unfolded_layers) == model.config.n_layer + 1
     for a, b in zip(compiled_layers, unfolded_layers, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_compiled_forward_in_reused_buffers_gives_the_same_bits() -> None:
+    """The compiled CPU forward writes every layer into the thread's kept buffers: the same bits as the
+    layer-by-layer modules, call after call (a kept buffer never leaks into a result), and other threads
+    get buffers of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neuro_caduceus.model import buffers
+
+    name = "ps_d32_l2"
+    model = from_pretrained(GOLDEN / name)
+    backbone = model.caduceus.backbone
+    ids = torch.from_numpy(np.load(GOLDEN / name / "golden.npz")["input_ids"][:2])
+    emb = backbone.embeddings.word_embeddings
+    with torch.inference_mode():
+        folded = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
+        plain = backbone._folded_layers(folded, None, None)  # the modules' own forward, fresh tensors
+        first = backbone(ids)
+        kept = buffers._kept.buffers
+        assert kept is not None and kept.nbytes > 0
+        second = backbone(ids)
+        assert buffers._kept.buffers is kept
+        def in_a_thread(_: int) -> torch.Tensor:
+            with torch.inference_mode():  # grad mode is per thread
+                return backbone(ids)
+
+        with ThreadPoolExecutor(2) as pool:
+            others = list(pool.map(in_a_thread, range(2)))
+        assert buffers._kept.buffers is kept
+        shorter = backbone(ids[:, :100])  # new shapes: new buffers, same numbers as the modules
+        short = ids[:, :100]
+        short_folded = torch.cat([emb.embedding(short), emb.embedding(emb.complement_map[short.flip(-1)])])
+        short_plain = backbone._folded_layers(short_folded, None, None)
+    assert torch.equal(first, plain) and torch.equal(second, plain)
+    assert all(torch.equal(o, plain) for o in others)
+    assert torch.equal(shorter, short_plain)
+    with torch.inference_mode():
+        first.add_(1.0)  # a caller writing into a result must not touch the next forward
+        assert torch.equal(backbone(ids), plain)
+    buffers.release()
+    assert buffers._kept.buffers is None
+
+
+def test_large_buffer_sets_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuro_caduceus.model import buffers
+
+    model = from_pretrained(GOLDEN / "ps_d32_l2")
+    ids = torch.from_numpy(np.load(GOLDEN / "ps_d32_l2" / "golden.npz")["input_ids"][:1])
+    monkeypatch.setattr(buffers, "KEEP_BYTES", 1024)
+    buffers.release()
+    with torch.inference_mode():
+        model.hidden_states(ids)
+    assert buffers._kept.buffers is None

@@ -246,10 +246,12 @@ class Backbone(nn.Module):
 
     def folds(self, ids: torch.Tensor) -> bool:
         """Whether the forward runs strand-folded: a PS model with fused add-norm, fp32 weights, on CPU
-        (in fp32, residual_in_fp32 changes nothing)."""
-        emb = self.embeddings.word_embeddings
-        return (self.rcps and not ids.is_cuda and len(self.layers) > 0 and self.layers[0].swap
-                and emb.embedding.weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32)
+        (in fp32, residual_in_fp32 changes nothing), without autograd (its kernels are forward-only)."""
+        if not (self.rcps and not ids.is_cuda and len(self.layers) > 0 and self.layers[0].swap):
+            return False
+        weight = self.embeddings.word_embeddings.embedding.weight
+        return (weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32
+                and not (torch.is_grad_enabled() and weight.requires_grad))
 
     def forward_folded(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The same forward strand-folded (layout above `unfold`): one pass per block entry, no cat/flip.

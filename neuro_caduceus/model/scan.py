@@ -247,6 +247,8 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     elif backend == "mamba-ssm":
         xt, dt, Bt, Ct = (t.transpose(1, 2).float().contiguous() for t in (x, delta, B, C))
         y = _kernel("mamba-ssm")(xt, dt, A.float(), Bt, Ct, D.float()).transpose(1, 2).float()
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
+        y = selective_scan_reference(x, delta, A, B, C, D)  # differentiable (the chunked scan works in place)
     else:
         y = selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
     if z is not None:
