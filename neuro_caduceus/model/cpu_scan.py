@@ -61,6 +61,18 @@ def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
 
 
 @numba.njit(inline="always")
+def _exp2_32_nonpos(v):  # noqa: ANN001, ANN202
+    """_exp2_32 for v <= 0 (a decay: delta >= 0 after softplus, A <= 0): the upper clamp is then a no-op
+    and is left out (same bits, one instruction fewer per state)."""
+    c = max(v, _E2_LO)
+    k = c + _SHIFTER
+    f = c - (k - _SHIFTER)
+    p = (((((_Q0 * f + _Q1) * f + _Q2) * f + _Q3) * f + _Q4) * f + _Q5) * f + _ONE
+    scale = np.int32((np.float32(k).view(np.int32) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return p * scale
+
+
+@numba.njit(inline="always")
 def _log32(w):  # noqa: ANN001, ANN202
     """log of a normal positive float32: exponent from the bits, Cephes polynomial on the mantissa."""
     bits = np.float32(w).view(np.int32)
@@ -157,6 +169,7 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, 
         for e in range(w):
             bias[e] = dt_bias[e0 + e]
         d_skip = D[e0:e0 + w]
+        decays = softplus and np.all(At <= _ZERO)
         for step in range(L):
             t = L - 1 - step if reverse else step
             xr = x[i, t, xc + e0:xc + e0 + w]
@@ -182,11 +195,18 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, 
                 dx[e] = dl[e] * xl[e]
                 acc[e] = _ZERO
             bt, ct = B[i, t], C[i, t]
-            for n in range(N):
-                bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
-                for e in range(wp):
-                    sn[e] = _exp2_32(dl[e] * an[e]) * sn[e] + dx[e] * bn
-                    acc[e] += sn[e] * cn
+            if decays:
+                for n in range(N):
+                    bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
+                    for e in range(wp):
+                        sn[e] = _exp2_32_nonpos(dl[e] * an[e]) * sn[e] + dx[e] * bn
+                        acc[e] += sn[e] * cn
+            else:
+                for n in range(N):
+                    bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
+                    for e in range(wp):
+                        sn[e] = _exp2_32(dl[e] * an[e]) * sn[e] + dx[e] * bn
+                        acc[e] += sn[e] * cn
             yr, zr = y[i, t, e0:e0 + w], z[i, t, zc + e0:zc + e0 + w]
             for e in range(w):
                 out = acc[e] + d_skip[e] * xl[e]
