@@ -48,6 +48,21 @@ def test_block_width_keeps_threads_busy_and_state_in_l1() -> None:
     assert block_width(5, rows=1, states=16, threads=8) == 16
 
 
+def test_kernels_follow_torch_thread_count() -> None:
+    """One knob: an actor's torch.set_num_threads also bounds the compiled kernels' threads."""
+    import numba
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        selective_scan_numba(*scan_inputs(20, E=24, seed=1))
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        selective_scan_numba(*scan_inputs(20, E=24, seed=1))
+    assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
+
+
 def test_numba_reverse_gate_and_softplus_equal_the_unfused_ops() -> None:
     x, dt_raw, A, B, C, D = scan_inputs(90, E=40, seed=4)
     dt_raw = 6.0 * torch.randn_like(dt_raw)  # spans softplus' linear (> 20) and exponential tails

@@ -224,6 +224,14 @@ def block_width(channels: int, rows: int, states: int, threads: int) -> int:
     return min(most, -(-per_block // _LANES) * _LANES)
 
 
+def _threads() -> int:
+    """The kernels run on as many threads as torch does (one knob, `torch.set_num_threads`, e.g. an actor's
+    CPUs; numba's own default would be every core of the machine); set per call, as numba's is per thread."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
 def _rows(t: torch.Tensor) -> tuple[np.ndarray, int]:
     """A (b, L, E) fp32 tensor as C-contiguous (b, L, S) rows and the first of its E channels in them: a
     channel slice (x or z of the in_proj output) is read in place, anything else is copied once."""
@@ -266,7 +274,7 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     y = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     Bf, Cf = B.detach().float().contiguous(), C.detach().float().contiguous()
     Df = D.detach().float().contiguous()
-    block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], numba.get_num_threads())
+    block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], _threads())
     _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(),
                  Cf.numpy(), Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy())
     return y
@@ -289,6 +297,7 @@ def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     b = x.new_zeros(E) if bias is None else bias.detach().float().contiguous()
     rows, c0 = _rows(x)
     out = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
+    _threads()
     _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy())
     return out
 
@@ -348,6 +357,7 @@ def swap_add_norm_numba(hidden: torch.Tensor, residual: torch.Tensor | None, wei
     res_out = torch.empty_like(hid) if res_out is None else _checked_out(res_out, hid.shape)
     normed = torch.empty_like(hid) if normed is None else _checked_out(normed, hid.shape)
     view = (2, hid.shape[0] // 2) + tuple(hid.shape[1:])
+    _threads()
     _swap_add_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(), residual is not None,
                           weight.detach().float().contiguous().numpy(), _F(eps), res_out.view(view).numpy(),
                           normed.view(view).numpy())
@@ -361,6 +371,7 @@ def final_norm_numba(hidden: torch.Tensor, residual: torch.Tensor, weight: torch
     half, L, d = hid.shape[0] // 2, hid.shape[1], hid.shape[2]
     out = torch.empty(half, L, 2 * d, dtype=torch.float32)
     view = (2, half, L, d)
+    _threads()
     _final_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(),
                        weight.detach().float().contiguous().numpy(), _F(eps), out.numpy())
     return out
