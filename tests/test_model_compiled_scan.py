@@ -98,6 +98,11 @@ def test_numba_reads_channel_slices_in_place_and_copies_other_views() -> None:
     dense = selective_scan_numba(xs.contiguous(), dt_raw, A, B, C, D, z=zs.contiguous(), delta_bias=D,
                                  delta_softplus=True)
     torch.testing.assert_close(got, dense, rtol=0, atol=0)
+    dbc = torch.cat([dt_raw, B, C], dim=-1)  # delta, B and C as slices of one x_proj output, read in place
+    ds, bs, cs = torch.split(dbc, [80, B.shape[-1], C.shape[-1]], dim=-1)
+    assert not bs.is_contiguous() and not cs.is_contiguous()
+    in_place = selective_scan_numba(xs, ds, A, bs, cs, D, z=zs, delta_bias=D, delta_softplus=True)
+    torch.testing.assert_close(in_place, dense, rtol=0, atol=0)
     want = selective_scan_reference(xs, F.softplus(dt_raw + D), A, B, C, D) * F.silu(zs)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
     odd = torch.randn(2, 80, 70).transpose(1, 2)  # channels strided: not a slice of rows

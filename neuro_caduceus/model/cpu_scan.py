@@ -137,12 +137,13 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, gate, reverse, block, accumulate, y):  # noqa: ANN001, ANN202, E501
-    """accumulate: y += the output (y holds the other direction's), else y = it. x, z: channel slices
-    [xc:xc + E], [zc:zc + E] of C-contiguous rows. Inner loops index 1-D row views with non-negative loop
-    counters, so they vectorize (no wrap-around index arithmetic, no gathers), over the block's channels
-    padded to whole vectors in job-local arrays (pad lanes hold zero input and a zero state): no scalar
-    remainder loop in the per-state loop.
+def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D, z, zc, gate, reverse,  # noqa: ANN001, ANN202
+                 block, accumulate, y):  # noqa: ANN001
+    """accumulate: y += the output (y holds the other direction's), else y = it. x, z, B, C: channel
+    slices [xc:xc + E], [zc:zc + E], [bc:bc + N], [cc:cc + N] of C-contiguous rows. Inner loops index
+    1-D row views with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no
+    gathers), over the block's channels padded to whole vectors in job-local arrays (pad lanes hold zero
+    input and a zero state): no scalar remainder loop in the per-state loop.
     delta: channels [dc:dc + R] of its rows; with R > 0, delta_t = delta_t[dc:dc + R] @ proj (proj (R, E)),
     else (R = 0) delta's rows are the (b, L, E) delta itself."""
     b, L, E = y.shape
@@ -194,7 +195,7 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, C, D, z, zc, 
                 dl[e] = _softplus32(d) if softplus else d
                 dx[e] = dl[e] * xl[e]
                 acc[e] = _ZERO
-            bt, ct = B[i, t], C[i, t]
+            bt, ct = B[i, t, bc:bc + N], C[i, t, cc:cc + N]
             if decays:
                 for n in range(N):
                     bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
@@ -272,11 +273,11 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out= (the tensor to add to)")
     y = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
-    Bf, Cf = B.detach().float().contiguous(), C.detach().float().contiguous()
+    (Br, bc), (Cr, cc) = _rows(B), _rows(C)  # in place: B and C are channel slices of x_proj's output
     Df = D.detach().float().contiguous()
     block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], _threads())
-    _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Bf.numpy(),
-                 Cf.numpy(), Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy())
+    _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Br, bc, Cr, cc,
+                 Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy())
     return y
 
 
