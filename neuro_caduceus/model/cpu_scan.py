@@ -304,15 +304,17 @@ def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _swap_add_norm_kernel(hidden, residual, has_residual, w, eps, res_out, normed):  # noqa: ANN001, ANN202
+def _swap_add_norm_kernel(hidden, hc, residual, rc, has_residual, w, eps, res_out, normed):  # noqa: ANN001, ANN202
     """Strand-folded (2, b, L, d) tensors: res_out = S(hidden + residual), normed = rmsnorm(res_out) * w,
-    where S takes row (h, j, t, c) from (1 - h, j, L-1-t, d-1-c) (the PS block's half swap)."""
-    _, b, L, d = hidden.shape
+    where S takes row (h, j, t, c) from (1 - h, j, L-1-t, d-1-c) (the PS block's half swap). hidden and
+    residual: channel slices [hc:hc + d], [rc:rc + d] of their rows."""
+    _, b, L, _ = res_out.shape
+    d = w.shape[0]
     for job in numba.prange(2 * b * L):
         h, rest = job // (b * L), job % (b * L)
         j, t = rest // L, rest % L
-        src_h = hidden[1 - h, j, L - 1 - t]
-        src_r = residual[1 - h, j, L - 1 - t]
+        src_h = hidden[1 - h, j, L - 1 - t, hc:hc + d]
+        src_r = residual[1 - h, j, L - 1 - t, rc:rc + d]
         ro, no = res_out[h, j, t], normed[h, j, t]
         ss = _ZERO
         for c in range(d):
@@ -325,14 +327,16 @@ def _swap_add_norm_kernel(hidden, residual, has_residual, w, eps, res_out, norme
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _final_norm_kernel(hidden, residual, w, eps, out):  # noqa: ANN001, ANN202
-    """Strand-folded (2, b, L, d) hidden + residual, normed with w, unfolded into out (b, L, 2d):
-    out[j, t, :d] = half 0 at t, out[j, t, d:] = half 1 at L-1-t with its channels reversed."""
-    _, b, L, d = hidden.shape
+def _final_norm_kernel(hidden, hc, residual, rc, w, eps, out):  # noqa: ANN001, ANN202
+    """Strand-folded (2, b, L, d) hidden + residual (channel slices [hc:hc + d], [rc:rc + d] of their
+    rows), normed with w, unfolded into out (b, L, 2d): out[j, t, :d] = half 0 at t, out[j, t, d:] = half 1
+    at L-1-t with its channels reversed."""
+    b, L = out.shape[0], out.shape[1]
+    d = w.shape[0]
     for job in numba.prange(2 * b * L):
         h, rest = job // (b * L), job % (b * L)
         j, t = rest // L, rest % L
-        hr, rr = hidden[h, j, t], residual[h, j, t]
+        hr, rr = hidden[h, j, t, hc:hc + d], residual[h, j, t, rc:rc + d]
         ss = _ZERO
         for c in range(d):
             v = hr[c] + rr[c]
@@ -348,19 +352,26 @@ def _final_norm_kernel(hidden, residual, w, eps, out):  # noqa: ANN001, ANN202
                 o[d - 1 - c] = (hr[c] + rr[c]) * r * w[c]
 
 
+def _halves(t: torch.Tensor) -> tuple[np.ndarray, int]:
+    """A strand-folded (2b, L, d) fp32 tensor as (2, b, L, S) rows and its first channel in them (a channel
+    slice of wider rows, e.g. a padded projection output, is read in place)."""
+    rows, c0 = _rows(t)
+    return rows.reshape(2, rows.shape[0] // 2, *rows.shape[1:]), c0
+
+
 def swap_add_norm_numba(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
                         eps: float, res_out: torch.Tensor | None = None,
                         normed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(residual, normed) of a strand-folded PS block's entry, as modules.swap_add_norm, in one pass;
     written into `res_out` and `normed` when given (neither may be `hidden` or `residual`)."""
-    hid = hidden.detach().float().contiguous()
-    res = hid if residual is None else residual.detach().float().contiguous()
-    res_out = torch.empty_like(hid) if res_out is None else _checked_out(res_out, hid.shape)
-    normed = torch.empty_like(hid) if normed is None else _checked_out(normed, hid.shape)
-    view = (2, hid.shape[0] // 2) + tuple(hid.shape[1:])
+    shape = tuple(hidden.shape)
+    (hid, hc), (res, rc) = _halves(hidden), _halves(hidden if residual is None else residual)
+    res_out = torch.empty(shape, dtype=torch.float32) if res_out is None else _checked_out(res_out, shape)
+    normed = torch.empty(shape, dtype=torch.float32) if normed is None else _checked_out(normed, shape)
+    view = (2, shape[0] // 2) + shape[1:]
     _threads()
-    _swap_add_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(), residual is not None,
-                          weight.detach().float().contiguous().numpy(), _F(eps), res_out.view(view).numpy(),
+    w = weight.detach().float().contiguous().numpy()
+    _swap_add_norm_kernel(hid, hc, res, rc, residual is not None, w, _F(eps), res_out.view(view).numpy(),
                           normed.view(view).numpy())
     return res_out, normed
 
@@ -368,11 +379,9 @@ def swap_add_norm_numba(hidden: torch.Tensor, residual: torch.Tensor | None, wei
 def final_norm_numba(hidden: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                      eps: float) -> torch.Tensor:
     """rmsnorm(hidden + residual) of strand-folded halves, unfolded to (b, L, 2d), as modules.final_norm."""
-    hid, res = hidden.detach().float().contiguous(), residual.detach().float().contiguous()
-    half, L, d = hid.shape[0] // 2, hid.shape[1], hid.shape[2]
+    (hid, hc), (res, rc) = _halves(hidden), _halves(residual)
+    half, L, d = hidden.shape[0] // 2, hidden.shape[1], hidden.shape[2]
     out = torch.empty(half, L, 2 * d, dtype=torch.float32)
-    view = (2, half, L, d)
     _threads()
-    _final_norm_kernel(hid.view(view).numpy(), res.view(view).numpy(),
-                       weight.detach().float().contiguous().numpy(), _F(eps), out.numpy())
+    _final_norm_kernel(hid, hc, res, rc, weight.detach().float().contiguous().numpy(), _F(eps), out.numpy())
     return out
