@@ -11,7 +11,8 @@ one CPU actor, regions.mode exons), `subject-matrix`, `pca` (512 components, cap
 `residualize` (age, sex, 10 PCs, one-hot batch) of the PCA scores.
 
 Per stage: wall time, peak RSS of the driver (the command's process) and of the largest Ray worker (VmHWM,
-which counts object-store pages a worker maps), the object store's peak use, the bytes put into it and
+which counts object-store pages a process maps) and their peak private memory (RssAnon, sampled: the
+process's own heap), the object store's peak use, the bytes put into it and
 spilled from it (the raylet's store stats, sampled every 0.5 s), and the output's size on disk. For the job:
 unique haplotypes, distinct windows and model tokens, and GPU hours from tokens at `--gpu-tokens-per-s` (an
 assumption: no GPU rate is recorded; the tokens are those of `--window`, production windows differ).
@@ -72,10 +73,12 @@ def _is_worker(pid: int) -> bool:
 
 
 class Monitor:
-    """Samples the stage's peaks every 0.5 s: driver and worker VmHWM, object store use and consumption."""
+    """Samples the stage's peaks every 0.5 s: driver and worker VmHWM (which counts the object-store pages
+    a process maps) and their private memory (RssAnon: the process's own heap), object store use."""
 
     def __init__(self, driver: int) -> None:
         self.driver, self.driver_peak, self.worker_peak, self.store_peak = driver, 0, 0, 0
+        self.driver_private, self.worker_private = 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -90,9 +93,11 @@ class Monitor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.driver_peak = max(self.driver_peak, _proc_status(self.driver, "VmHWM"))
+            self.driver_private = max(self.driver_private, _proc_status(self.driver, "RssAnon"))
             for pid in _descendants(os.getpid()) - {self.driver}:
                 if _is_worker(pid):
                     self.worker_peak = max(self.worker_peak, _proc_status(pid, "VmHWM"))
+                    self.worker_private = max(self.worker_private, _proc_status(pid, "RssAnon"))
             self.store_peak = max(self.store_peak, store_stats()["used"])
             self._stop.wait(0.5)
 
@@ -135,7 +140,10 @@ def run_stage(name: str, args: list[str], out: Path, in_process: bool = False) -
     seconds = time.perf_counter() - t0
     after = store_stats()
     return {"stage": name, "s": round(seconds, 1), "driver_peak_mb": round(mon.driver_peak / 2**20),
-            "worker_peak_mb": round(mon.worker_peak / 2**20), "store_peak_mb": round(mon.store_peak / 2**20),
+            "driver_private_mb": round(mon.driver_private / 2**20),
+            "worker_peak_mb": round(mon.worker_peak / 2**20),
+            "worker_private_mb": round(mon.worker_private / 2**20),
+            "store_peak_mb": round(mon.store_peak / 2**20),
             "store_created_mb": round((after["created"] - before["created"]) / 2**20),
             "store_spilled_mb": round((after["spilled"] - before["spilled"]) / 2**20),
             "output_mb": round(_size(out) / 2**20, 1)}
@@ -217,10 +225,14 @@ def main() -> None:
     figures = rehearse(work, args.subjects, args.genes, args.window, args.components, args.gpu_tokens_per_s,
                        args.seed)
     ray.shutdown()
-    print(f"{'stage':<15} {'wall s':>8} {'driver MB':>10} {'worker MB':>10} {'store peak MB':>13} "
+    print("MB: peak RSS (VmHWM, object-store pages included) / private (RssAnon) of the driver and of the "
+          "largest worker")
+    print(f"{'stage':<15} {'wall s':>8} {'driver MB':>13} {'worker MB':>13} {'store peak MB':>13} "
           f"{'store put MB':>12} {'spilled MB':>10} {'output MB':>10}")
     for s in figures["stages"]:
-        print(f"{s['stage']:<15} {s['s']:>8.1f} {s['driver_peak_mb']:>10,} {s['worker_peak_mb']:>10,} "
+        driver = f"{s['driver_peak_mb']:,}/{s['driver_private_mb']:,}"
+        worker = f"{s['worker_peak_mb']:,}/{s['worker_private_mb']:,}"
+        print(f"{s['stage']:<15} {s['s']:>8.1f} {driver:>13} {worker:>13} "
               f"{s['store_peak_mb']:>13,} {s['store_created_mb']:>12,} {s['store_spilled_mb']:>10,} "
               f"{s['output_mb']:>10,.1f}")
     print(json.dumps(figures, indent=1))

@@ -38,7 +38,8 @@ def test_rehearsal_small(tmp_path: Path, ray_session) -> None:
     assert abs(job["tokens_naive"] - captured) < 0.001 * captured
     assert 0 < job["tokens"] <= job["windows"] * 512 and job["token_reduction_x"] > 100
     assert [s["stage"] for s in stages] == ["embed-cohort", "subject-matrix", "pca", "residualize"]
-    assert all(s["s"] > 0 and s["output_mb"] > 0 and s["driver_peak_mb"] > 0 for s in stages)
+    assert all(s["s"] > 0 and s["output_mb"] > 0 and s["driver_peak_mb"] >= s["driver_private_mb"] > 0
+               for s in stages)
     residuals = pq.read_table(tmp_path / "resid" / "residuals")
     assert residuals.num_rows == SUBJECTS
     features = np.stack(residuals.column("features").to_numpy(zero_copy_only=False))
