@@ -14,8 +14,9 @@ from sklearn.decomposition import PCA as SkPCA
 
 from neuro_caduceus.io import RECIPE_KEY, STAGES_KEY, parquet_files, parquet_metadata
 from neuro_caduceus.stats import features_io as fio
-from neuro_caduceus.stats.distributed import fit_pca
+from neuro_caduceus.stats.distributed import fit_pca, merge_streamed, moments_row
 from neuro_caduceus.stats.jobs import run_pca, run_residualize
+from neuro_caduceus.stats.moments import Moments
 
 RECIPE = {"recipe_id": "test_recipe", "gene_list": ["G1", "G2"]}
 
@@ -31,6 +32,31 @@ def write_features(folder, X: np.ndarray, ids: list[str], files: int = 3) -> str
 def read_back(folder) -> tuple[list[str], np.ndarray]:
     table = pq.read_table(str(folder))
     return fio.as_matrix(table)
+
+
+def test_moments_merge_in_input_order_whatever_finishes_first(ray_session) -> None:
+    """The streamed merge follows the input's order, so its bits never depend on which task ends first."""
+    import ray.data
+
+    def _slow_block_moments(batch: dict) -> object:  # local: pickled by value for the workers
+        """A block's moments after a sleep that finishes later blocks first (completion order != input)."""
+        import time
+
+        i = int(batch["id"][0])
+        time.sleep(0.5 if i % 3 == 0 else 0.0)
+        X = np.random.default_rng(i).normal(size=(50, 6)) * 10.0 ** (i % 4)
+        return moments_row([f"S{i}_{j}" for j in range(50)], X)
+
+    ds = ray.data.range(12, override_num_blocks=12).map_batches(_slow_block_moments, batch_size=1,
+                                                                batch_format="numpy")
+    merged, info = merge_streamed(ds)
+    serial = None
+    for i in range(12):
+        X = np.random.default_rng(i).normal(size=(50, 6)) * 10.0 ** (i % 4)
+        part = Moments.of_block(X)
+        serial = part if serial is None else serial.merge(part)
+    assert info["n_rows"] == 600
+    assert np.array_equal(merged.m2, serial.m2) and np.array_equal(merged.mean, serial.mean)
 
 
 @pytest.mark.parametrize("batch_size", [37, 250, 10_000])

@@ -8,6 +8,7 @@ batch by batch and writes part files (see `features_io.write_parts`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from neuro_caduceus.stats.residualize import Residualizer
 DEFAULT_BATCH_ROWS = 4096
 
 
-def _moments_row(ids: list[str], X: np.ndarray) -> pa.Table:
+def moments_row(ids: list[str], X: np.ndarray) -> pa.Table:
     """One summary row of a batch: count, mean and scatter (bytes) + the ids (for duplicate/NaN checks)."""
     finite = np.isfinite(X).all(axis=1)
     bad = [ids[i] for i in np.flatnonzero(~finite)]
@@ -43,16 +44,18 @@ def _binary(a: np.ndarray) -> pa.Array:
 
 
 def _pca_batch_moments(batch: pa.Table) -> pa.Table:
-    return _moments_row(*as_matrix(batch))
+    return moments_row(*as_matrix(batch))
 
 
 def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
-    """Merge per-batch summary rows as they arrive; checks NaN/inf and duplicated subject ids.
+    """Merge per-batch summary rows as they arrive, in the input's order (floating-point sums depend on
+    the order: a run-dependent order changes the last bits); checks NaN/inf and duplicated subject ids.
 
     The ids are kept as the batches' Arrow string arrays (a few bytes a subject, no Python object per
     subject) and checked for duplicates once, at the end."""
     import polars as pl
 
+    stats_ds.context.execution_options.preserve_order = True  # one merge order: the same bits every run
     total: Moments | None = None
     id_chunks: list[pa.Array] = []
     bad: list[str] = []
@@ -119,13 +122,44 @@ def _pool():
 
 
 # ------------------------------------------------------------------------------------------ residualization
-def _design_lookup(batch: pa.Table, design) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """(matched ids, Y rows, design rows, unmatched ids) of a batch; `design` is polars (subject_id, x...)"""
+@dataclass(frozen=True)
+class SharedDesign:
+    """The residualization design (subject_id, x0..x{p-1}, _matched) put in the object store once: tasks
+    map it from shared memory instead of each unpickling its own copy, and the driver keeps no n x p copy
+    for the task specs (n = 470,000 subjects x p = 33 columns is 124 MB a copy)."""
+
+    ref: Any
+    width: int
+
+
+def share_design(design) -> SharedDesign:
+    import ray
+
+    return SharedDesign(ray.put(design.to_arrow()), design.width)
+
+
+_design_cache: dict[str, Any] = {}  # per worker process: the last design it read, as polars
+
+
+def _design_frame(design: SharedDesign):
+    import polars as pl
+    import ray
+
+    key = design.ref.hex()
+    if key not in _design_cache:
+        _design_cache.clear()
+        _design_cache[key] = pl.from_arrow(ray.get(design.ref))
+    return _design_cache[key]
+
+
+def _design_lookup(batch: pa.Table,
+                   design: SharedDesign) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(matched ids, Y rows, design rows, unmatched ids) of a batch."""
     import polars as pl
 
     ids, Y = as_matrix(batch)
     frame = pl.DataFrame({"subject_id": ids, "_row": np.arange(len(ids))})
-    joined = frame.join(design, on="subject_id", how="left", maintain_order="left")
+    joined = frame.join(_design_frame(design), on="subject_id", how="left", maintain_order="left")
     has = joined["_matched"].fill_null(False).to_numpy()
     rows = joined["_row"].to_numpy()[has]
     X = joined.filter(pl.Series(has)).drop("subject_id", "_row", "_matched").to_numpy().astype(np.float64)
@@ -133,15 +167,15 @@ def _design_lookup(batch: pa.Table, design) -> tuple[list[str], np.ndarray, np.n
     return [ids[i] for i in rows], Y[rows], X.reshape(len(rows), -1), missing
 
 
-def _residual_batch_moments(batch: pa.Table, design) -> pa.Table:
+def _residual_batch_moments(batch: pa.Table, design: SharedDesign) -> pa.Table:
     ids, Y, X, _ = _design_lookup(batch, design)
-    return _moments_row(ids, np.hstack([X, Y]))
+    return moments_row(ids, np.hstack([X, Y]))
 
 
 class _ResidualMap:
     """map_batches UDF: residuals for subjects with covariates; the others are passed on as problems."""
 
-    def __init__(self, residualizer: Residualizer, design):
+    def __init__(self, residualizer: Residualizer, design: SharedDesign):
         self.residualizer, self.design = residualizer, design
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -157,7 +191,7 @@ class _ResidualMap:
         return out.append_column("problem", problem)
 
 
-def fit_residualizer(ds, design, residualizer: Residualizer,
+def fit_residualizer(ds, design: SharedDesign, residualizer: Residualizer,
                      batch_size: int = DEFAULT_BATCH_ROWS) -> Residualizer:
     """Fit OLS from merged moments of [design, features] over the subjects that have covariates."""
     p = design.width - 2
@@ -169,7 +203,8 @@ def fit_residualizer(ds, design, residualizer: Residualizer,
     return residualizer
 
 
-def transform_residuals(ds, residualizer: Residualizer, design, batch_size: int = DEFAULT_BATCH_ROWS):
+def transform_residuals(ds, residualizer: Residualizer, design: SharedDesign,
+                        batch_size: int = DEFAULT_BATCH_ROWS):
     """Lazy dataset of (subject_id, features=residuals float32[q], problem)."""
     return ds.map_batches(_ResidualMap, fn_constructor_args=(residualizer, design), batch_format="pyarrow",
                           batch_size=batch_size, compute=_pool())

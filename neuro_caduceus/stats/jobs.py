@@ -19,6 +19,7 @@ from neuro_caduceus.stats.distributed import (
     DEFAULT_BATCH_ROWS,
     fit_pca,
     fit_residualizer,
+    share_design,
     transform_pca,
     transform_residuals,
 )
@@ -108,8 +109,9 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
                          "exclude to drop them")
     res = Residualizer(spec).learn_levels(matched)
     X = res.design(matched)
-    design = pl.DataFrame({"subject_id": matched[spec.subject_id]}).with_columns(
-        *[pl.Series(f"x{j}", X[:, j]) for j in range(X.shape[1])], pl.lit(True).alias("_matched"))
+    design = share_design(pl.DataFrame({"subject_id": matched[spec.subject_id]}).with_columns(
+        *[pl.Series(f"x{j}", X[:, j]) for j in range(X.shape[1])], pl.lit(True).alias("_matched")))
+    del cov, matched, X  # the design now lives in the object store, once
     fit_residualizer(ds, design, res, batch_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
