@@ -60,3 +60,24 @@ def plan_reference(gene):
     from neuro_caduceus.cohort.plan import open_reference
 
     return open_reference(gene.fasta)
+
+
+def test_iupac_codes_in_a_gene_reference_are_counted(tmp_path):
+    """IUPAC codes other than N in a gene's windows are read as N and counted in the plan (the manifest sums
+    them and the run summary prints them)."""
+    import pysam
+
+    from neuro_caduceus.cohort.manifest import SUMMED
+    from neuro_caduceus.cohort.plan import GeneUnit, open_reference, plan_gene
+    from neuro_caduceus.genome.regions import Region, tile_windows
+    from neuro_caduceus.genome.variant_schema import HAPLOTYPE_SCHEMA
+
+    seq = "ACGT" * 50 + "ACRYGT" + "ACGT" * 50 + "KKN" + "ACGT" * 50  # R, Y, K, K: four codes; N is no code
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text(">chr1\n" + seq + "\n")
+    pysam.faidx(str(fasta))
+    region = Region("G1", "G1", "chr1", "+", ((0, len(seq)),))
+    unit = GeneUnit("G1", "G1", region, tile_windows(region, 256))
+    plan = plan_gene(open_reference(str(fasta)), unit, HAPLOTYPE_SCHEMA.empty_table()).plan
+    assert plan.counts["reference_iupac_as_n"] == 4
+    assert "reference_iupac_as_n" in SUMMED

@@ -22,6 +22,7 @@ SUMMED = (
     "unique_haplotypes", "windows_embedded", "naive_windows", "haplotype_windows_built",
     "haplotype_windows_equal_reference", "haplotype_windows_deduplicated", "tokens_embedded", "naive_tokens",
     "variants_applied", "variants_skipped_overlap", "variants_rejected_ref_mismatch", "variants_ignored",
+    "reference_iupac_as_n",
 )
 
 
@@ -113,6 +114,7 @@ def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: li
             "ignored": totals["variants_ignored"],
         },
         "unique_haplotypes": totals["unique_haplotypes"],
+        "reference": {"iupac_bases_read_as_n": totals["reference_iupac_as_n"]},  # over the genes' windows
         "windows": {
             "embedded": totals["windows_embedded"],
             "naive": totals["naive_windows"],
@@ -147,6 +149,8 @@ def format_summary(m: dict) -> str:
         f"  variants applied {v['applied']:,}, skipped (overlap) {v['skipped_overlap']:,}, "
         f"rejected (REF mismatch) {v['rejected_ref_mismatch']:,}, ignored (*, symbolic) {v['ignored']:,}",
         f"  unique non-reference haplotypes {m['unique_haplotypes']:,}",
+        *([f"  reference: {iupac:,} IUPAC ambiguity code(s) in the genes' windows read as N"]
+          if (iupac := m.get("reference", {}).get("iupac_bases_read_as_n")) else []),
         f"  windows embedded {w['embedded']:,} of {w['naive']:,} naive (reused {w['reused']:,})",
         f"  tokens embedded {t['embedded']:,} of {t['naive']:,} naive: {t['reduction']:.1f}x fewer",
         f"  this run: {r['windows_embedded']:,} windows embedded in {r['batches']:,} batches by "

@@ -125,12 +125,14 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table, additive: bo
     """
     slots = KeyedWindows(unit.gene_id)
     ref_keys, ref_slots, ref_len = [], [], 0
+    iupac_before = getattr(reference, "ambiguous_replaced", 0)
     for w in unit.windows:
         seq = build_sequence(reference, w, []).sequence
         slot, _ = slots.slot(w, seq, [])
         ref_keys.append(content_key(seq))
         ref_slots.append(slot)
         ref_len += len(seq)
+    iupac = getattr(reference, "ambiguous_replaced", 0) - iupac_before  # read as N (the alphabet policy)
     hap_keys, hap_repl, carriers = [], [], []
     outcomes: dict[str, set] = {name: set() for name in VARIANT_OUTCOMES}  # a variant counts once per gene
     windows_built = windows_same_as_ref = windows_dedup = 0
@@ -169,6 +171,7 @@ def plan_gene(reference: Any, unit: GeneUnit, haplotypes: pa.Table, additive: bo
     counts = {
         "windows_per_reference": len(unit.windows),
         "reference_tokens": ref_len,
+        "reference_iupac_as_n": iupac,
         "unique_haplotypes": len(hap_keys),
         "haplotype_windows_built": windows_built,
         "haplotype_windows_equal_reference": windows_same_as_ref,
