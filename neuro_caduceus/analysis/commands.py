@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,6 +26,23 @@ UNRELATED_HELP = "analyse a maximal unrelated set only (needs --kinship); remove
 KINSHIP_HELP = "UK Biobank relatedness file (ID1 ID2 HetHet IBS0 Kinship): related subjects share folds"
 
 
+# Options several analyses share, declared once (type, help, checks); each command lists those it takes.
+Features = Annotated[Path, typer.Option(help="subject matrix Parquet (file or folder) or embedding shards")]
+Phenotype = Annotated[Path | None, typer.Option(help="subject_id + phenotype column (TSV/CSV/Parquet)")]
+Out = Annotated[Path, typer.Option(help="output folder")]
+PhenotypeColumn = Annotated[str, typer.Option(help="binary 0/1 column")]
+CovariateColumns = Annotated[str | None, typer.Option(help="comma-separated (default: all but subject_id)")]
+Categorical = Annotated[str | None, typer.Option(help=CATEGORICAL_HELP)]
+Numeric = Annotated[str | None, typer.Option(help=NUMERIC_HELP)]
+FeaturesKind = Annotated[str, typer.Option("--features-kind", help=FEATURES_HELP)]
+KeepSubjects = Annotated[Path | None, typer.Option(help=KEEP_SUBJECTS_HELP)]
+KeepWhere = Annotated[str | None, typer.Option(help=KEEP_WHERE_HELP)]
+KinshipThreshold = Annotated[float, typer.Option(help="kinship at or above this links two subjects", min=0.0,
+                                                 max=0.5)]
+Unrelated = Annotated[bool, typer.Option("--unrelated", help=UNRELATED_HELP)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+
+
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
@@ -34,22 +52,21 @@ def _subject_filter(keep_subjects: Path | None, keep_where: str | None) -> Subje
 
 
 def logo(
-    features: Path = typer.Option(..., help="subject matrix Parquet (file or folder) or embedding shards"),
-    phenotype: Path = typer.Option(None, help="subject_id + phenotype column (TSV/CSV/Parquet)"),
+    features: Features = ...,
+    phenotype: Phenotype = None,
     covariates: Path = typer.Option(None, help="covariates table, residualized per fold"),
-    out: Path = typer.Option(..., help="output folder"),
-    phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
-    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
-    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
-    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
-    features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
-    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
-    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
+    out: Out = ...,
+    phenotype_column: PhenotypeColumn = "mdd",
+    covariate_columns: CovariateColumns = None,
+    categorical_covariates: Categorical = None,
+    numeric_covariates: Numeric = None,
+    features_kind: FeaturesKind = "auto",
+    keep_subjects: KeepSubjects = None,
+    keep_where: KeepWhere = None,
     genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP + ", fitted on each training fold", min=0),
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
-                                           min=0.0, max=0.5),
-    unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
+    kinship_threshold: KinshipThreshold = THIRD_DEGREE,
+    unrelated: Unrelated = False,
     folds: int = typer.Option(5, help="outer stratified folds", min=2),
     repeats: int = typer.Option(5, help="repeats of the outer split (per-fold AUCs over repeats x folds)",
                                 min=1),
@@ -62,7 +79,7 @@ def logo(
     permute: str = typer.Option("phenotype", help="what the permutation test shuffles: phenotype | block"),
     seed: int = typer.Option(0),
     serial: bool = typer.Option(False, "--serial", help="run in this process instead of Ray tasks"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: Overwrite = False,
 ) -> None:
     """Leave-one-gene-out ΔAUC with repeated nested CV and a permutation test (every step fitted in folds)."""
     from neuro_caduceus.analysis.logo import LogoConfig, logo_from_files, smallest_p
@@ -85,25 +102,24 @@ def logo(
 
 
 def gene_test(
-    features: Path = typer.Option(..., help="subject matrix Parquet (file or folder) or embedding shards"),
-    phenotype: Path = typer.Option(None, help="subject_id + phenotype column (TSV/CSV/Parquet)"),
+    features: Features = ...,
+    phenotype: Phenotype = None,
     covariates: Path = typer.Option(None, help="covariates table (the null model's terms)"),
-    out: Path = typer.Option(..., help="output folder"),
-    phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
-    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
-    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
-    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
-    features_kind: str = typer.Option("auto", "--features-kind", help=FEATURES_HELP),
-    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
-    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
+    out: Out = ...,
+    phenotype_column: PhenotypeColumn = "mdd",
+    covariate_columns: CovariateColumns = None,
+    categorical_covariates: Categorical = None,
+    numeric_covariates: Numeric = None,
+    features_kind: FeaturesKind = "auto",
+    keep_subjects: KeepSubjects = None,
+    keep_where: KeepWhere = None,
     genetic_pcs: int = typer.Option(0, help=GENETIC_PCS_HELP, min=0),
     kinship: Path = typer.Option(None, help="UK Biobank relatedness file: a maximal unrelated set is tested"),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
-                                           min=0.0, max=0.5),
+    kinship_threshold: KinshipThreshold = THIRD_DEGREE,
     k_per_gene: int = typer.Option(3, help="principal components per gene block", min=1),
     alpha: float = typer.Option(0.05, help="level for the significant_fwer / significant_fdr columns",
                                 min=0.0, max=1.0),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: Overwrite = False,
 ) -> None:
     """Per-gene score test against the phenotype given the covariates (one null fit; thousands of genes)."""
     from neuro_caduceus.analysis.gene_test import GeneTestConfig, gene_test_from_files
@@ -123,19 +139,18 @@ def gene_test(
 def cca(
     genetic: Path = typer.Option(..., help="genetic features Parquet (subject_id, features): file or folder"),
     brain: Path = typer.Option(..., help="brain features Parquet (subject_id, features)"),
-    out: Path = typer.Option(..., help="output folder"),
+    out: Out = ...,
     covariates: Path = typer.Option(None, help="covariates table, residualized per fold on both sides"),
-    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
-    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
-    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
+    covariate_columns: CovariateColumns = None,
+    categorical_covariates: Categorical = None,
+    numeric_covariates: Numeric = None,
     features_kind: str = typer.Option("pcs", "--features-kind", help=FEATURES_HELP.replace(
         "per-gene features", "genetic side")),
-    keep_subjects: Path = typer.Option(None, help=KEEP_SUBJECTS_HELP),
-    keep_where: str = typer.Option(None, help=KEEP_WHERE_HELP),
+    keep_subjects: KeepSubjects = None,
+    keep_where: KeepWhere = None,
     kinship: Path = typer.Option(None, help=KINSHIP_HELP),
-    kinship_threshold: float = typer.Option(THIRD_DEGREE, help="kinship at or above this links two subjects",
-                                           min=0.0, max=0.5),
-    unrelated: bool = typer.Option(False, "--unrelated", help=UNRELATED_HELP),
+    kinship_threshold: KinshipThreshold = THIRD_DEGREE,
+    unrelated: Unrelated = False,
     gene_matrix: Path = typer.Option(None, help="subject matrix with gene blocks (structure coefs)"),
     n_perm: int = typer.Option(200, help="permutations (brain side; Freedman-Lane with covariates)", min=0),
     folds: int = typer.Option(5, min=2),
@@ -144,7 +159,7 @@ def cca(
     components: int = typer.Option(5, help="canonical components reported", min=1),
     seed: int = typer.Option(0),
     serial: bool = typer.Option(False, "--serial", help="run permutations in this process instead of Ray"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: Overwrite = False,
 ) -> None:
     """Gene-brain CCA: held-out canonical correlations, permutation p-values, gene structure coefficients."""
     from neuro_caduceus.analysis.cca import CCAConfig, cca_from_files
@@ -165,11 +180,11 @@ def cca(
 
 def pilot(
     config: Path = typer.Option(..., help="a cohort job config (inputs, regions, strategy, QC, model)"),
-    out: Path = typer.Option(..., help="output folder"),
+    out: Out = ...,
     variants: Path = typer.Option(None, help="VCF of candidate variants (sites; effects of each ALT alone)"),
     local_flank: int = typer.Option(768, help="bases each side of a variant for the local effect", min=0),
     strand_check: bool = typer.Option(True, help="PS: rerun minus-strand genes in the other orientation"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: Overwrite = False,
 ) -> None:
     """Variant-vs-reference pilot: single-variant, haplotype and local effects on gene embeddings."""
     from neuro_caduceus.analysis.pilot import pilot_summary_line, run_pilot
@@ -185,14 +200,14 @@ def pilot(
 
 def compare_encoders(
     jobs: list[Path] = typer.Argument(..., help="two or more cohort-job output folders (one per encoder)"),
-    out: Path = typer.Option(..., help="output folder"),
+    out: Out = ...,
     phenotype: Path = typer.Option(None, help="subject_id + phenotype column: LOGO ΔAUC per encoder"),
     brain: Path = typer.Option(None, help="brain features Parquet (subject_id, features): CCA per encoder"),
     covariates: Path = typer.Option(None, help="covariates table, residualized per fold (LOGO and CCA)"),
-    phenotype_column: str = typer.Option("mdd", help="binary 0/1 column"),
-    covariate_columns: str = typer.Option(None, help="comma-separated (default: all but subject_id)"),
-    categorical_covariates: str = typer.Option(None, help=CATEGORICAL_HELP),
-    numeric_covariates: str = typer.Option(None, help=NUMERIC_HELP),
+    phenotype_column: PhenotypeColumn = "mdd",
+    covariate_columns: CovariateColumns = None,
+    categorical_covariates: Categorical = None,
+    numeric_covariates: Numeric = None,
     cka_perm: int = typer.Option(100, help="row permutations for the CKA baseline (0: none)", min=0),
     folds: int = typer.Option(5, help="outer folds of LOGO and folds of CCA", min=2),
     repeats: int = typer.Option(5, help="LOGO repeats of the outer split", min=1),
@@ -201,7 +216,7 @@ def compare_encoders(
     reduce_dims: int = typer.Option(20, help="CCA: PCA dims per side (fitted on training folds)", min=1),
     seed: int = typer.Option(0, help="seed of the CKA permutations and of every LOGO/CCA split and shuffle"),
     serial: bool = typer.Option(False, "--serial", help="run LOGO/CCA in this process instead of Ray tasks"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare encoders run on the same genes, haplotypes and subjects: CKA, spread, carrier shift, cost.
 
