@@ -48,11 +48,12 @@ def _exp32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
 
 
 @numba.njit(inline="always")
-def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
-    """2^v of a float32 for the scan's decay: v clamped to [-126, 127] (below, 2^-126 ~ 1e-38 stands for 0);
-    n = round(v) by the 1.5 * 2^23 shifter, whose low bits then hold n for the exponent; p(f) on f = v - n in
-    [-0.5, 0.5] (Cephes exp2f, max error ~1.7e-7). Straight-line float32 arithmetic: it vectorizes."""
-    c = min(max(v, _E2_LO), _E2_HI)
+def _exp2_32_nonpos(v):  # noqa: ANN001, ANN202 - numba-typed scalar
+    """2^v of a float32 v <= 127 (a decay, v <= 0: delta >= 0 after softplus, A <= 0, needs no upper
+    clamp): below -126, 2^-126 ~ 1e-38 stands for 0; n = round(v) by the 1.5 * 2^23 shifter, whose low
+    bits then hold n for the exponent; p(f) on f = v - n in [-0.5, 0.5] (Cephes exp2f, max error
+    ~1.7e-7). Straight-line float32 arithmetic: it vectorizes."""
+    c = max(v, _E2_LO)
     k = c + _SHIFTER
     f = c - (k - _SHIFTER)
     p = (((((_Q0 * f + _Q1) * f + _Q2) * f + _Q3) * f + _Q4) * f + _Q5) * f + _ONE
@@ -61,15 +62,9 @@ def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
 
 
 @numba.njit(inline="always")
-def _exp2_32_nonpos(v):  # noqa: ANN001, ANN202
-    """_exp2_32 for v <= 0 (a decay: delta >= 0 after softplus, A <= 0): the upper clamp is then a no-op
-    and is left out (same bits, one instruction fewer per state)."""
-    c = max(v, _E2_LO)
-    k = c + _SHIFTER
-    f = c - (k - _SHIFTER)
-    p = (((((_Q0 * f + _Q1) * f + _Q2) * f + _Q3) * f + _Q4) * f + _Q5) * f + _ONE
-    scale = np.int32((np.float32(k).view(np.int32) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return p * scale
+def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
+    """2^v of any float32 v: clamped to [-126, 127] (the same bits as clamping after the lower bound)."""
+    return _exp2_32_nonpos(min(v, _E2_HI))
 
 
 @numba.njit(inline="always")

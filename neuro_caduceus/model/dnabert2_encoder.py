@@ -10,7 +10,6 @@ of any lengths share a forward (sorted by token count to waste little padding).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -21,7 +20,7 @@ from neuro_caduceus.model.bpe import BpeTokenizer
 from neuro_caduceus.model.dnabert2 import DnaBert2ForMaskedLM
 from neuro_caduceus.model.encoder import EncoderLimits, encoder_identity, pass_disagreement
 from neuro_caduceus.model.rc import reverse_complement
-from neuro_caduceus.model.runtime import autocast, check_settings, pick_device
+from neuro_caduceus.model.runtime import EncoderRuntime
 from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ MAX_WINDOW_BASES = 10_000
 POOLING = "mean over bases of (fwd + base-aligned revcomp per-base token vectors)/2"
 
 
-class DnaBert2Encoder:
+class DnaBert2Encoder(EncoderRuntime):
     """Embeds sequences with a DNABERT-2 model into its hidden_size-wide strand-invariant space."""
 
     family = "dnabert2"
@@ -46,21 +45,15 @@ class DnaBert2Encoder:
     def __init__(self, model: DnaBert2ForMaskedLM, tokenizer: BpeTokenizer, device: str = "auto",
                  dtype: str = "float32", batch_size: int = 8, window: int | None = None,
                  stride: int | None = None) -> None:
-        self.device = pick_device(device)
-        check_settings(self.device, dtype, batch_size, window, stride)
         self.limits.check(window, self.family, "window")
-        self.model = model.to(self.device).eval()
+        self._place(model, device, dtype, batch_size, window, stride)
         self.tokenizer = tokenizer
-        self.dtype, self.batch_size, self.window, self.stride = dtype, batch_size, window, stride
         log.info("DNABERT-2 encoder: tokenizer %s (BPE), window %s, stride %s, device %s, dtype %s",
                  tokenizer.name, window, stride, self.device, dtype)
 
     @property
     def dim(self) -> int:
         return self.model.config.hidden_size
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return autocast(self.dtype)
 
     def tokens(self, seq: str) -> int:
         """Model tokens of one strand's pass, [CLS] and [SEP] included."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +14,7 @@ import torch
 from neuro_caduceus.model import tokenizer
 from neuro_caduceus.model.encoder import EncoderLimits, MaskedLM, encoder_identity, pass_disagreement
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
-from neuro_caduceus.model.runtime import autocast, check_settings, pick_device
+from neuro_caduceus.model.runtime import EncoderRuntime
 from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ CODE_FILES = ("modules.py", "scan.py", "embedder.py", "tokenizer.py")
 _TOKENIZER_SHA256 = hashlib.sha256(json.dumps(tokenizer.VOCAB, sort_keys=True).encode()).hexdigest()
 
 
-class Embedder:
+class Embedder(EncoderRuntime):
     """The Caduceus `Encoder`: sequences into its d_model-wide strand-invariant space.
 
     PS: per position c = (a + flip_C(b)) / 2 (exactly RC-invariant when pooled); PH: the pooled outputs
@@ -40,10 +39,7 @@ class Embedder:
 
     def __init__(self, model: CaduceusForMaskedLM, device: str = "auto", dtype: str = "float32",
                  batch_size: int = 8, window: int | None = None, stride: int | None = None) -> None:
-        self.device = pick_device(device)
-        check_settings(self.device, dtype, batch_size, window, stride)
-        self.model = model.to(self.device).eval()
-        self.dtype, self.batch_size, self.window, self.stride = dtype, batch_size, window, stride
+        self._place(model, device, dtype, batch_size, window, stride)
         self.rcps = model.config.rcps
         self.strand = "built_in" if self.rcps else "averaged"
         self.label = "PS" if self.rcps else "PH"
@@ -53,9 +49,6 @@ class Embedder:
     @property
     def dim(self) -> int:
         return self.model.config.d_model
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return autocast(self.dtype)
 
     def _position_sums(self, ids: np.ndarray) -> np.ndarray:
         """(b, L) ids of equal length -> (b, dim) float64 sums over positions of the invariant vector."""

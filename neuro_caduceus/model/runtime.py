@@ -34,3 +34,18 @@ def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
+
+
+class EncoderRuntime:
+    """Where and how an encoder runs (device, precision, batch and window sizes): one rule for every
+    family; an encoder calls `_place` in its constructor."""
+
+    def _place(self, model: torch.nn.Module, device: str, dtype: str, batch_size: int, window: int | None,
+               stride: int | None) -> None:
+        self.device = pick_device(device)
+        check_settings(self.device, dtype, batch_size, window, stride)
+        self.model = model.to(self.device).eval()
+        self.dtype, self.batch_size, self.window, self.stride = dtype, batch_size, window, stride
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return autocast(self.dtype)
