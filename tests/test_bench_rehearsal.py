@@ -1,4 +1,4 @@
-"""benchmarks/bench_rehearsal.py at a small size (1,000 subjects, 2 genes): the four real commands over an
+"""benchmarks/bench_rehearsal.py at a small size (4,700 subjects, 2 genes): the four real commands over an
 exome cohort written as the Parquet haplotype export, with their figures checked against the files."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _SPEC = importlib.util.spec_from_file_location("bench_rehearsal", ROOT / "benchm
 bench_rehearsal = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(bench_rehearsal)
 
-SUBJECTS, GENES = 1_000, 2
+SUBJECTS, GENES = 4_700, 2  # 1/100 of the subjects of the full size (470,000)
 
 
 def test_rehearsal_small(tmp_path: Path, ray_session) -> None:
