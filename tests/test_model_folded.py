@@ -53,23 +53,23 @@ def test_compiled_forward_in_reused_buffers_gives_the_same_bits() -> None:
     emb = backbone.embeddings.word_embeddings
     with torch.inference_mode():
         folded = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
-        plain = backbone._folded_layers(folded, None, None)  # the modules' own forward, fresh tensors
+        plain = backbone.folded_layers(folded, None, None)  # the modules' own forward, fresh tensors
         first = backbone(ids)
-        kept = buffers._kept.buffers
+        kept = buffers.kept()
         assert kept is not None and kept.nbytes > 0
         second = backbone(ids)
-        assert buffers._kept.buffers is kept
+        assert buffers.kept() is kept
         def in_a_thread(_: int) -> torch.Tensor:
             with torch.inference_mode():  # grad mode is per thread
                 return backbone(ids)
 
         with ThreadPoolExecutor(2) as pool:
             others = list(pool.map(in_a_thread, range(2)))
-        assert buffers._kept.buffers is kept
+        assert buffers.kept() is kept
         shorter = backbone(ids[:, :100])  # new shapes: new buffers, same numbers as the modules
         short = ids[:, :100]
         short_folded = torch.cat([emb.embedding(short), emb.embedding(emb.complement_map[short.flip(-1)])])
-        short_plain = backbone._folded_layers(short_folded, None, None)
+        short_plain = backbone.folded_layers(short_folded, None, None)
     assert torch.equal(first, plain) and torch.equal(second, plain)
     assert all(torch.equal(o, plain) for o in others)
     assert torch.equal(shorter, short_plain)
@@ -77,7 +77,7 @@ def test_compiled_forward_in_reused_buffers_gives_the_same_bits() -> None:
         first.add_(1.0)  # a caller writing into a result must not touch the next forward
         assert torch.equal(backbone(ids), plain)
     buffers.release()
-    assert buffers._kept.buffers is None
+    assert buffers.kept() is None
 
 
 def test_large_buffer_sets_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,4 +89,4 @@ def test_large_buffer_sets_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None
     buffers.release()
     with torch.inference_mode():
         model.hidden_states(ids)
-    assert buffers._kept.buffers is None
+    assert buffers.kept() is None

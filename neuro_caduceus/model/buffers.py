@@ -48,6 +48,11 @@ def forward_buffers() -> Iterator[Buffers]:
         _kept.buffers = buffers if buffers.nbytes <= KEEP_BYTES else None
 
 
+def kept() -> Buffers | None:
+    """This thread's buffers kept from its last forward (None: none kept)."""
+    return getattr(_kept, "buffers", None)
+
+
 def release() -> None:
     """Drop this thread's kept buffers (their memory returns at once)."""
     _kept.buffers = None

@@ -121,8 +121,9 @@ class BiMamba(nn.Module):
 
     def forward_compiled(self, h: torch.Tensor, buffers: Buffers) -> torch.Tensor:
         """forward() on the compiled CPU kernels (fp32, contiguous h), every activation written into
-        `buffers`: the same numbers (the backward direction's scan adds its output to the forward's, the sum
-        forward() takes), nothing allocated per layer. Returns buffers' "hidden"."""
+        `buffers`, nothing allocated per layer: the backward direction's scan adds its output to the
+        forward's (the sum forward() takes, same bits); out_proj runs padded to whole vectors (the same
+        dot products; MKL may round differently at tiny batches). Returns a view of buffers' "hidden"."""
         rows, L, d = h.shape
         fwd, rev = self.mamba_fwd, self.mamba_rev
         e = fwd.D.shape[0]
@@ -279,12 +280,14 @@ class Backbone(nn.Module):
         emb = self.embeddings.word_embeddings
         hidden = torch.cat([emb.embedding(ids), emb.embedding(emb.complement_map[ids.flip(-1)])], dim=0)
         if not walks_backwards(hidden) or kernel("numba-swap-norm") is None:
-            return self._folded_layers(hidden, collect, None)
+            return self.folded_layers(hidden, collect, None)
         with forward_buffers() as buffers:
-            return self._folded_layers(hidden, collect, buffers)
+            return self.folded_layers(hidden, collect, buffers)
 
-    def _folded_layers(self, hidden: torch.Tensor, collect: list[torch.Tensor] | None,
-                       buffers: Buffers | None) -> torch.Tensor:
+    def folded_layers(self, hidden: torch.Tensor, collect: list[torch.Tensor] | None = None,
+                      buffers: Buffers | None = None) -> torch.Tensor:
+        """The blocks and final norm on strand-folded embeddings; with `buffers`, the compiled mixer writes
+        into them (else each module's own forward, fresh tensors)."""
         residual = None
         if collect is not None:
             collect.append(unfold(hidden))
