@@ -40,7 +40,7 @@ from neuro_caduceus.cohort.manifest import (
 from neuro_caduceus.cohort.plan import GeneUnit
 from neuro_caduceus.cohort.progress import Progress
 from neuro_caduceus.cohort.rc_check import rc_check_for_job
-from neuro_caduceus.cohort.shards import reference_table, unit_name
+from neuro_caduceus.cohort.shards import read_unit_stats, reference_table, unit_name
 from neuro_caduceus.cohort.source import HaplotypeSource, open_source
 from neuro_caduceus.cohort.stages import (
     AssemblyStage,
@@ -200,13 +200,14 @@ def _run(cfg: CohortConfig, folder: JobFolder, store: WindowStore, units: list[G
             new_stats = _assemble_phase(cfg, folder, pending, subjects_ref, recipe, run["run_id"], progress)
     finally:
         progress.close()
-    references = reference_table(folder, units)
+    unit_stats = read_unit_stats(folder, units)
+    references = reference_table(units, unit_stats)
     if references is None:
         print(f"warning: {folder.url} holds genes committed without a reference embedding (an older "
               "version): no reference.parquet; re-run with --overwrite to get it", file=sys.stderr)
     else:
         write_parquet(references, folder.reference, recipe, folder.fs)
-    manifest = build_manifest(folder, cfg, recipe, units, subjects, qc, len(units) - len(pending),
+    manifest = build_manifest(folder, cfg, recipe, units, unit_stats, subjects, qc, len(units) - len(pending),
                               new_stats, time.time() - t0, run)
     manifest["rc_check"] = rc_check
     apply_genotype_summary(manifest, cfg.haplotype_strategy, cfg.qc.max_missing)

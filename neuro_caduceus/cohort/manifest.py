@@ -13,7 +13,7 @@ import uuid
 
 from neuro_caduceus.cohort.config import CohortConfig
 from neuro_caduceus.cohort.layout import JobFolder
-from neuro_caduceus.cohort.shards import REFERENCE_KEY, unit_name
+from neuro_caduceus.cohort.shards import REFERENCE_KEY
 from neuro_caduceus.cohort.store import store_identity
 from neuro_caduceus.io import check_format, write_atomic
 
@@ -78,14 +78,12 @@ def model_tokens(recipe: dict, runs: list[dict]) -> dict:
             "bases_embedded": bases, "tokens_per_base": tokens / bases if bases else None}
 
 
-def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, subjects: list[str],
-                   qc: dict, n_resumed: int, new_stats: list[dict], seconds: float, run: dict) -> dict:
-    per_gene = []
-    for unit in units:
-        with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
-            stats = json.load(f)
-        stats.pop(REFERENCE_KEY, None)  # a vector: in reference.parquet, not the manifest
-        per_gene.append(stats)
+def build_manifest(folder: JobFolder, cfg: CohortConfig, recipe: dict, units: list, unit_stats: list[dict],
+                   subjects: list[str], qc: dict, n_resumed: int, new_stats: list[dict], seconds: float,
+                   run: dict) -> dict:
+    """`unit_stats`: every unit's committed stats (`shards.read_unit_stats`), in `units` order."""
+    # the reference vector is in reference.parquet, not the manifest
+    per_gene = [{k: v for k, v in stats.items() if k != REFERENCE_KEY} for stats in unit_stats]
     totals = {k: sum(int(g.get(k, 0)) for g in per_gene) for k in SUMMED}
     run_rows = sum(g["subjects"] for g in new_stats)
     run_tokens = run["tokens_embedded"]

@@ -53,14 +53,23 @@ def deviations(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.sqrt((diff * diff).sum(axis=1)).astype(np.float32)
 
 
-def reference_table(folder: JobFolder, units: list) -> pa.Table | None:
-    """gene_id, gene_name, embedding (float32 [d]) of each unit's reference haplotype, pooled exactly as a
-    subject's gene embedding, read from the committed units' stats (in `units` order); None when a unit
-    committed by an older version has none."""
-    rows = []
+def read_unit_stats(folder: JobFolder, units: list) -> list[dict]:
+    """Each committed unit's stats (units/<gene>.json), in `units` order: read once per job, for the
+    reference table and the manifest alike."""
+    stats = []
     for unit in units:
         with folder.fs.open(folder.unit_stats(unit_name(unit.gene_id)), "r") as f:
-            embedding = json.load(f).get(REFERENCE_KEY)
+            stats.append(json.load(f))
+    return stats
+
+
+def reference_table(units: list, unit_stats: list[dict]) -> pa.Table | None:
+    """gene_id, gene_name, embedding (float32 [d]) of each unit's reference haplotype, pooled exactly as a
+    subject's gene embedding, from the committed units' stats (`read_unit_stats`, in `units` order); None
+    when a unit committed by an older version has none."""
+    rows = []
+    for unit, stats in zip(units, unit_stats, strict=True):
+        embedding = stats.get(REFERENCE_KEY)
         if embedding is None:
             return None
         rows.append((unit.gene_id, unit.gene_name, embedding))
