@@ -47,15 +47,24 @@ def _pca_batch_moments(batch: pa.Table) -> pa.Table:
     return moments_row(*as_matrix(batch))
 
 
+def in_input_order(ds):
+    """`ds` set to yield its blocks in the input's order, whichever task finishes first: floating-point
+    merges of per-batch summaries depend on the order, and a run-dependent order changes the last bits.
+    Ray Data shares one context along a chain of datasets, so the datasets `ds` derives from keep the
+    input's order too (what a stage's later passes over them write is then in a fixed order as well)."""
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
 def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
-    """Merge per-batch summary rows as they arrive, in the input's order (floating-point sums depend on
-    the order: a run-dependent order changes the last bits); checks NaN/inf and duplicated subject ids.
+    """Merge per-batch summary rows as they arrive, in the input's order (`in_input_order`); checks NaN/inf
+    and duplicated subject ids.
 
     The ids are kept as the batches' Arrow string arrays (a few bytes a subject, no Python object per
     subject) and checked for duplicates once, at the end."""
     import polars as pl
 
-    stats_ds.context.execution_options.preserve_order = True  # one merge order: the same bits every run
+    stats_ds = in_input_order(stats_ds)
     total: Moments | None = None
     id_chunks: list[pa.Array] = []
     bad: list[str] = []
