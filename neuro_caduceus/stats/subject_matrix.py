@@ -37,6 +37,7 @@ from neuro_caduceus.io import (
 )
 from neuro_caduceus.provenance import stamp
 from neuro_caduceus.stats import features_io as fio
+from neuro_caduceus.stats.distributed import in_input_order
 
 OnMissing = Literal["error", "drop"]
 MISSING_WHY = "excluded by the cohort job's qc.max_missing, or not in the shards"
@@ -128,11 +129,12 @@ def _gene_moments(batch: pa.Table, genes: list[str], dim: int) -> pa.Table:
 
 def block_total_variances(ds, genes: list[str], dim: int) -> np.ndarray:
     """Total variance (sum of the d per-dimension sample variances) of each gene's embedding, exactly merged
-    over batches (Chan et al.), from every (subject, gene) row of the gene set."""
+    over batches (Chan et al.) in the input's order, from every (subject, gene) row of the gene set."""
     count = np.zeros(len(genes))
     mean = np.zeros((len(genes), dim))
     m2 = np.zeros((len(genes), dim))
-    parts = ds.map_batches(_gene_moments, fn_kwargs={"genes": genes, "dim": dim}, batch_format="pyarrow")
+    parts = in_input_order(ds.map_batches(_gene_moments, fn_kwargs={"genes": genes, "dim": dim},
+                                          batch_format="pyarrow"))
     for block in parts.iter_batches(batch_size=None, batch_format="pyarrow"):
         for g, nb, mb, sb in zip(*(block.column(c).to_pylist() for c in ("slot", "count", "mean", "m2")),
                                  strict=True):
@@ -171,7 +173,8 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
     if not genes:
         raise ValueError(f"{input_dir}: the shards' recipe has no gene_list; pass --genes SET.yaml")
     dim = _embedding_width(files[0])
-    never = _never_embedded(files, genes)
+    footers = _footers(files)
+    never = _never_embedded(footers, genes)
     if never:
         raise ValueError(f"{input_dir}: {len(never)} gene(s) of the gene list are in no shard (never "
                          f"embedded, e.g. {never[:5]}): every subject lacks them, so no subject can be "
@@ -184,7 +187,7 @@ def build_subject_matrix(input_dir: str, out_dir: str, genes: list[str] | None =
         variances = block_total_variances(ds, genes, dim)
         constant = [g for g, v in zip(genes, variances, strict=True) if v <= 0]
         scales = [float(1 / np.sqrt(v)) if v > 0 else 1.0 for v in variances]
-    grouped = ds.groupby("subject_id", num_partitions=_partitions(files, dim))
+    grouped = ds.groupby("subject_id", num_partitions=_partitions(footers, dim))
     rows = grouped.map_groups(_assemble, fn_kwargs={"genes": genes, "dim": dim, "scales": scales},
                               batch_format="pyarrow")
     stage = {"stage": "subject_matrix", "genes": genes, "dim_per_gene": dim, "on_missing": on_missing,
@@ -253,17 +256,24 @@ def missing_calls_table(files: list[str], genes: list[str], matrix_dir: Path) ->
     return pl.DataFrame({"subject_id": order["subject_id"], **columns, "missing_total": counts.sum(axis=1)})
 
 
-def _never_embedded(files: list[str], genes: list[str]) -> list[str]:
-    """Genes outside every row group's gene_id and gene_name [min, max] (Parquet footers only: no data read).
+def _footers(files: list[str]) -> list:
+    """Each shard's Parquet footer (pyarrow FileMetaData), read once: no data read."""
+    import pyarrow.parquet as pq
+
+    footers = []
+    for path in files:
+        with fsspec.open(path, "rb") as f:
+            footers.append(pq.ParquetFile(f).metadata)
+    return footers
+
+
+def _never_embedded(footers: list, genes: list[str]) -> list[str]:
+    """Genes outside every row group's gene_id and gene_name [min, max] (the shards' footers).
 
     Conservative: a row group without statistics may hold any gene.
     """
-    import pyarrow.parquet as pq
-
     ranges = []
-    for path in files:
-        with fsspec.open(path, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+    for meta in footers:
         columns = [i for i, name in enumerate(meta.schema.names) if name in ("gene_id", "gene_name")]
         for g in range(meta.num_row_groups):
             for i in columns:
@@ -279,16 +289,11 @@ def _write_scales(path: Path, genes: list[str], variances, scales) -> None:
                             "scale": np.asarray(scales, dtype=np.float64)}), path)
 
 
-def _partitions(files: list[str], dim: int) -> int:
+def _partitions(footers: list, dim: int) -> int:
     """Shuffle partitions: about one per 128 MiB of rows as they sit in memory (rows x dim float32 from the
     footers: shards compress subjects with equal haplotypes many-fold, so file sizes would under-count),
     at least 2, at most 2,000 (Ray's default of 200 is slow on small inputs)."""
-    import pyarrow.parquet as pq
-
-    rows = 0
-    for path in files:
-        with fsspec.open(path, "rb") as f:
-            rows += pq.ParquetFile(f).metadata.num_rows
+    rows = sum(meta.num_rows for meta in footers)
     return int(min(2000, max(2, np.ceil(rows * (4 * dim + 64) / 2**27))))
 
 
