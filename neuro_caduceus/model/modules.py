@@ -15,7 +15,7 @@ from torch import nn
 from neuro_caduceus.model.buffers import Buffers, forward_buffers
 from neuro_caduceus.model.config import CaduceusConfig
 from neuro_caduceus.model.saving import save_pretrained
-from neuro_caduceus.model.scan import causal_conv1d_silu, kernel, selective_scan, walks_backwards
+from neuro_caduceus.model.scan import causal_conv1d_silu, kernel, needs_grad, selective_scan, walks_backwards
 
 
 def flip_lc(t: torch.Tensor) -> torch.Tensor:
@@ -272,7 +272,7 @@ class Backbone(nn.Module):
             return False
         weight = self.embeddings.word_embeddings.embedding.weight
         return (weight.dtype == torch.float32 and self.norm_f.weight.dtype == torch.float32
-                and not (torch.is_grad_enabled() and weight.requires_grad))
+                and not needs_grad(weight))
 
     def forward_folded(self, ids: torch.Tensor, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The same forward strand-folded (layout above `unfold`): one pass per block entry, no cat/flip.

@@ -150,13 +150,17 @@ def using_backend(name: str) -> Iterator[None]:
         _forced.pop()
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records a computation on these tensors (the compiled kernels are forward-only)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def scan_backend(*tensors: torch.Tensor) -> str:
     """The backend `selective_scan` uses for these inputs (an override from using_scan aside)."""
     if _forced:
         return _forced[-1]
     device_type = tensors[0].device.type
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return pick_backend(device_type, available_backends(device_type), needs_grad)
+    return pick_backend(device_type, available_backends(device_type), needs_grad(*tensors))
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -247,7 +251,7 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     elif backend == "mamba-ssm":
         xt, dt, Bt, Ct = (t.transpose(1, 2).float().contiguous() for t in (x, delta, B, C))
         y = _kernel("mamba-ssm")(xt, dt, A.float(), Bt, Ct, D.float()).transpose(1, 2).float()
-    elif torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
+    elif needs_grad(x, delta, A, B, C, D):
         y = selective_scan_reference(x, delta, A, B, C, D)  # differentiable (the chunked scan works in place)
     else:
         y = selective_scan_chunked(x, delta, A, B, C, D, chunk=chunk)
