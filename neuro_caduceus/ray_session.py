@@ -52,6 +52,18 @@ def ray_session(address: str | None = None, **local: Any) -> Iterator[None]:
             unregister_local_ray()
 
 
+@contextmanager
+def dataset_batches(ds: ray.data.Dataset, **kwargs: Any) -> Iterator[Iterator[Any]]:
+    """ds.iter_batches(**kwargs), closed on the way out, also on an exception such as Ctrl-C: closing stops
+    the dataset's executor at once; one still running when the session's ray.shutdown() comes touches the
+    shut-down core worker, and Ray then ends the process with exit code 1 (not the interrupt's 130)."""
+    batches = iter(ds.iter_batches(**kwargs))
+    try:
+        yield batches
+    finally:
+        batches.close()
+
+
 def _start_time(pid: int) -> int | None:
     """The kernel's start time of process `pid` (None when it does not exist): pid + start time name one
     process, never a later one that reused the pid."""

@@ -59,7 +59,7 @@ from neuro_caduceus.genome.regions import RegionSpec, build_regions, tile_window
 from neuro_caduceus.io import write_atomic, write_parquet
 from neuro_caduceus.model import encoder_class
 from neuro_caduceus.provenance import cohort_recipe
-from neuro_caduceus.ray_session import ray_session
+from neuro_caduceus.ray_session import dataset_batches, ray_session
 
 
 def build_units(cfg: CohortConfig) -> list[GeneUnit]:
@@ -232,11 +232,12 @@ def _embed_phase(cfg: CohortConfig, folder: JobFolder, source: HaplotypeSource, 
                         fn_kwargs={"stage": _planning_stage(cfg, folder, source), "subjects": subjects_ref,
                                    "store_snapshot": f"{run['run_id']}:plan"})
     ds = embed_window_batches(ds, cfg, cfg.window_store, identity)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            genes = json.loads(row["genes_planned"])
-            count_batch(run, row, genes)
-            progress.step(genes=len(genes), windows=row["windows"], tokens=row["tokens"])
+    with dataset_batches(ds, batch_size=None, batch_format="pyarrow") as batches:
+        for batch in batches:
+            for row in batch.to_pylist():
+                genes = json.loads(row["genes_planned"])
+                count_batch(run, row, genes)
+                progress.step(genes=len(genes), windows=row["windows"], tokens=row["tokens"])
 
 
 def _planning_stage(cfg: CohortConfig, folder: JobFolder, source: HaplotypeSource) -> PlanningStage:
@@ -257,9 +258,10 @@ def _assemble_phase(cfg: CohortConfig, folder: JobFolder, pending: list[GeneUnit
                         fn_kwargs={"stage": stage, "subjects": subjects_ref,
                                    "store_snapshot": f"{run_id}:assemble"})
     out = []
-    for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-        out.extend(json.loads(s) for s in batch["stats"])
-        progress.step(genes=len(batch["stats"]))
+    with dataset_batches(ds, batch_size=1, batch_format="numpy") as batches:
+        for batch in batches:
+            out.extend(json.loads(s) for s in batch["stats"])
+            progress.step(genes=len(batch["stats"]))
     return out
 
 
