@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from scan_inputs import scan_inputs
 
 from neuro_caduceus.model import from_pretrained, scan
-from neuro_caduceus.model.cpu_scan import block_width, causal_conv1d_silu_numba, selective_scan_numba
+from neuro_caduceus.model.cpu_scan import (
+    block_width,
+    causal_conv1d_silu_both_numba,
+    causal_conv1d_silu_numba,
+    selective_scan_numba,
+)
 from neuro_caduceus.model.scan import pick_backend, selective_scan_chunked, selective_scan_reference
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -63,8 +68,10 @@ def test_kernels_follow_torch_thread_count() -> None:
     assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
 
 
-def test_numba_reverse_gate_and_softplus_equal_the_unfused_ops() -> None:
-    x, dt_raw, A, B, C, D = scan_inputs(90, E=40, seed=4)
+@pytest.mark.parametrize("N", [16, 5])
+def test_numba_reverse_gate_and_softplus_equal_the_unfused_ops(N: int) -> None:
+    """Softplus'd deltas (decays only: the states update two at a time, an odd N leaves one alone)."""
+    x, dt_raw, A, B, C, D = scan_inputs(90, E=40, N=N, seed=4)
     dt_raw = 6.0 * torch.randn_like(dt_raw)  # spans softplus' linear (> 20) and exponential tails
     dt_raw[0, :5] = 25.0
     bias = torch.randn(40)
@@ -125,6 +132,22 @@ def test_numba_conv_equals_torch_conv1d(reverse: bool, bias: bool, taps: int) ->
     want = want.flip(1) if reverse else want
     got = causal_conv1d_silu_numba(x, weight, b, reverse=reverse)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("L", [1, 5, 300])
+@pytest.mark.parametrize("taps", [4, 3])
+def test_numba_conv_both_directions_in_one_pass_equal_two_calls(L: int, taps: int) -> None:
+    """Both directions' convolutions from one read of x: the bits of the two one-direction calls (rows with
+    every tap inside, and the edge rows; another width runs the two calls)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, L, 40, generator=g)[..., 20:]  # the second half of wider rows
+    fwd = (torch.randn(20, 1, taps, generator=g), torch.randn(20, generator=g))
+    rev = (torch.randn(20, 1, taps, generator=g), None)
+    out = (torch.empty(2, L, 20), torch.empty(2, L, 20))
+    got = causal_conv1d_silu_both_numba(x, fwd, rev, out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    assert torch.equal(got[0], causal_conv1d_silu_numba(x, *fwd))
+    assert torch.equal(got[1], causal_conv1d_silu_numba(x, *rev, reverse=True))
 
 
 def test_forward_with_autograd_on_cpu_runs_and_matches_inference() -> None:

@@ -27,8 +27,10 @@ class Buffers:
         self._tensors: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, *shape: int) -> torch.Tensor:
+        """The buffer `name` of this shape; remade when the shape changed, and when it was made under
+        torch.inference_mode but the caller is not in it (torch refuses writes into such a tensor there)."""
         t = self._tensors.get(name)
-        if t is None or t.shape != shape:
+        if t is None or t.shape != shape or (t.is_inference() and not torch.is_inference_mode_enabled()):
             t = self._tensors[name] = torch.empty(shape, dtype=torch.float32)
         return t
 

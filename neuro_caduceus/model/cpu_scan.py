@@ -5,12 +5,14 @@ with its (N, block) state in L1 cache. Blocks are as wide as the threads allow (
 block gives the out-of-order core more independent channels per state row, which hides the decay
 polynomial's latency (236 channels in one block run the d118 shape's scan ~1.6x faster than blocks of 64).
 The inner loops run over channels of 1-D row views with non-negative loop counters, so they vectorize
-(16 lanes with AVX-512) with plain loads: indexing a 3-D array with a computed channel index instead makes
-LLVM emit wrap-around arithmetic and gathers, ~3x slower. x and z are read in place as channel slices of
-the in_proj output (no copies). Every state is updated in the same order as the per-step reference (no
-reassociation); only mul-add pairs are contracted to fused multiply-adds (one rounding fewer). The decay is
-2^(delta * A * log2(e)) with a Cephes polynomial (max error ~1.7e-7) in plain float32 arithmetic so that it
-vectorizes too; libm's scalar expf would cost ~8x more here.
+(16 lanes with AVX-512) with plain loads: indexing a 3-D array with a computed signed channel index instead
+makes LLVM emit wrap-around arithmetic and gathers, ~3x slower (an unsigned index avoids it too). x and z
+are read in place as channel slices of the in_proj output (no copies); the next position's rows are
+prefetched while one position computes. Every state is updated in the same order as the per-step
+reference (no reassociation); only mul-add pairs are contracted to fused multiply-adds (one rounding
+fewer). The decay is 2^(delta * A * log2(e)) with a Cephes polynomial (max error ~1.7e-7) in plain float32
+arithmetic so that it vectorizes too (libm's scalar expf would cost ~8x more), its power of two added to
+the exponent bits; the polynomials' constants are runtime values held in registers (`_CONSTANTS`).
 """
 
 from __future__ import annotations
@@ -18,81 +20,156 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 _F = np.float32
-_LOG2E, _LN2_HI, _LN2_LO = _F(1.44269504088896341), _F(0.693359375), _F(-2.12194440e-4)
-_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
-_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
-_LO, _HI, _HALF, _ONE, _ZERO = _F(-87.33654), _F(88.37626), _F(0.5), _F(1.0), _F(0.0)
-_L0, _L1, _L2 = _F(7.0376836292e-2), _F(-1.1514610310e-1), _F(1.1676998740e-1)
-_L3, _L4, _L5 = _F(-1.2420140846e-1), _F(1.4249322787e-1), _F(-1.6668057665e-1)
-_L6, _L7, _L8 = _F(2.0000714765e-1), _F(-2.4999993993e-1), _F(3.3333331174e-1)
-_SQRT2, _SOFTPLUS_THRESHOLD = _F(1.41421356), _F(20.0)
-_Q0, _Q1, _Q2 = _F(1.535336188319500e-4), _F(1.339887440266574e-3), _F(9.618437357674640e-3)
-_Q3, _Q4, _Q5 = _F(5.550332471162809e-2), _F(2.402264791363012e-1), _F(6.931472028550421e-1)
-_E2_LO, _E2_HI, _SHIFTER = _F(-126.0), _F(127.0), _F(12582912.0)  # 1.5 * 2^23
+_ONE, _ZERO = _F(1.0), _F(0.0)
+_SHIFTER = _F(12582912.0)  # 1.5 * 2^23: x + _SHIFTER rounds x to an integer held in the low mantissa bits
+# The kernels' float constants reach them as a runtime array (`_CONSTANTS`) unpacked once per job into
+# scalars, so they sit in registers: constants known at compile time become broadcast memory operands of
+# the vector instructions (a load per use per vector), which made the per-state loop load-bound (~10%).
+_EXP_CONSTANTS = (  # exp: log2(e), ln2 in two parts, Cephes expf polynomial, clamp, shifter, 1
+    1.44269504088896341, 0.693359375, -2.12194440e-4,
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1,
+    -86.6, 88.3, float(_SHIFTER), 1.0)
+_EXP2_CONSTANTS = (  # 2^v: Cephes exp2f polynomial, clamp, shifter, 1
+    1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3, 5.550332471162809e-2,
+    2.402264791363012e-1, 6.931472028550421e-1, -125.0, 127.0, float(_SHIFTER), 1.0)
+_SOFTPLUS_CONSTANTS = (20.0, 2.0, 1.0) + tuple(1.0 / k for k in (3, 5, 7, 9, 11, 13, 15))  # threshold, atanh
+_N_EXP, _N_EXP2, _N_SOFTPLUS = len(_EXP_CONSTANTS), len(_EXP2_CONSTANTS), len(_SOFTPLUS_CONSTANTS)
+_CONSTANTS = np.array(_EXP_CONSTANTS + _EXP2_CONSTANTS + _SOFTPLUS_CONSTANTS, dtype=np.float32)
+_LOG2E = _F(_EXP_CONSTANTS[0])
 _STATE_BYTES = 16 * 1024  # a job's fp32 (N, block) state stays within half of a 32 KiB L1 data cache
 _LANES = 16  # fp32 lanes of an AVX-512 register: blocks are multiples of it
 
 
 @numba.njit(inline="always")
-def _exp32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
-    """exp of a float32: 2^n * p(r) with r = v - n*ln2 (two-part ln2); 0 below exp's normal range."""
-    c = min(max(v, _LO), _HI)
-    n = np.floor(c * _LOG2E + _HALF)
-    r = c - n * _LN2_HI
-    r = r - n * _LN2_LO
-    p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + _ONE
-    scale = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return p * scale if v >= _LO else _ZERO
+def _unpacked(k):  # noqa: ANN001, ANN202
+    """_CONSTANTS as (exp, exp2, softplus) tuples of scalars."""
+    return (to_fixed_tuple(k[:_N_EXP], _N_EXP), to_fixed_tuple(k[_N_EXP:_N_EXP + _N_EXP2], _N_EXP2),
+            to_fixed_tuple(k[_N_EXP + _N_EXP2:], _N_SOFTPLUS))
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):  # noqa: ANN001, ANN202, ARG001 - numba's intrinsic signature
+    """Hint the CPU to fetch array[index]'s cache line (index: a tuple, one int per axis; LLVM's prefetch:
+    no load, no fault, no wait). Rows a strided walk will need soon: the hardware prefetcher stops at
+    each page, so rows wider than a few cache lines apart would otherwise arrive late."""
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        ty, index_ty = signature.args
+        data = context.make_array(ty)(context, builder, args[0])
+        index = [context.cast(builder, value, value_ty, types.intp)
+                 for value, value_ty in zip(cgutils.unpack_tuple(builder, args[1]), index_ty, strict=True)]
+        pointer = cgutils.get_item_pointer(context, builder, ty, data, index, wraparound=False)
+        i32 = ir.IntType(32)
+        fn_type = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fn_type, "llvm.prefetch.p0")
+        builder.call(fn, [pointer, i32(0), i32(3), i32(1)])  # read, keep in all cache levels, data
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
 
 
 @numba.njit(inline="always")
-def _exp2_32_nonpos(v):  # noqa: ANN001, ANN202 - numba-typed scalar
+def _times_2_to(p, k):  # noqa: ANN001, ANN202 - numba-typed scalars
+    """p * 2^n for the integer n held in the low bits of k = n + 1.5 * 2^23: n added to p's exponent
+    field (two integer ops, instead of building 2^n and multiplying). Exact while p * 2^n is normal:
+    n >= -125 for p in [0.5, 2)."""
+    bits = np.float32(p).view(np.int32) + (np.float32(k).view(np.int32) << np.int32(23))
+    return np.int32(bits).view(np.float32)
+
+
+@numba.njit(inline="always")
+def _exp32(v, c):  # noqa: ANN001, ANN202 - numba-typed scalar, _EXP_CONSTANTS
+    """exp of a float32: 2^n * p(r), n = round(v / ln2) by the shifter, r = v - n*ln2 (two-part ln2),
+    Cephes polynomial (max error ~1.2e-7); 0 below -86.6 (exp < 2.4e-38), 2^127-ish above 88.3."""
+    log2e, ln2_hi, ln2_lo, p0, p1, p2, p3, p4, p5, lo, hi, shifter, one = c
+    x = min(max(v, lo), hi)
+    k = x * log2e + shifter
+    n = k - shifter
+    r = x - n * ln2_hi
+    r = r - n * ln2_lo
+    p = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * (r * r) + r + one
+    return _times_2_to(p, k) if v >= lo else _ZERO
+
+
+@numba.njit(inline="always")
+def _exp2_32_nonpos(v, c):  # noqa: ANN001, ANN202 - numba-typed scalar, _EXP2_CONSTANTS
     """2^v of a float32 v <= 127 (a decay, v <= 0: delta >= 0 after softplus, A <= 0, needs no upper
-    clamp): below -126, 2^-126 ~ 1e-38 stands for 0; n = round(v) by the 1.5 * 2^23 shifter, whose low
-    bits then hold n for the exponent; p(f) on f = v - n in [-0.5, 0.5] (Cephes exp2f, max error
-    ~1.7e-7). Straight-line float32 arithmetic: it vectorizes."""
-    c = max(v, _E2_LO)
-    k = c + _SHIFTER
-    f = c - (k - _SHIFTER)
-    p = (((((_Q0 * f + _Q1) * f + _Q2) * f + _Q3) * f + _Q4) * f + _Q5) * f + _ONE
-    scale = np.int32((np.float32(k).view(np.int32) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return p * scale
+    clamp): below -125, 2^-125 ~ 2e-38 stands for 0; n = round(v) by the shifter, whose low bits then
+    hold n for the exponent; p(f) on f = v - n in [-0.5, 0.5] (Cephes exp2f, max error ~1.7e-7).
+    Straight-line float32 arithmetic: it vectorizes."""
+    q0, q1, q2, q3, q4, q5, lo, _, shifter, one = c
+    x = max(v, lo)
+    k = x + shifter
+    f = x - (k - shifter)
+    p = (((((q0 * f + q1) * f + q2) * f + q3) * f + q4) * f + q5) * f + one
+    return _times_2_to(p, k)
 
 
 @numba.njit(inline="always")
-def _exp2_32(v):  # noqa: ANN001, ANN202 - numba-typed scalar
-    """2^v of any float32 v: clamped to [-126, 127] (the same bits as clamping after the lower bound)."""
-    return _exp2_32_nonpos(min(v, _E2_HI))
+def _exp2_32(v, c):  # noqa: ANN001, ANN202 - numba-typed scalar, _EXP2_CONSTANTS
+    """2^v of any float32 v: clamped to [-125, 127] (the same bits as clamping after the lower bound)."""
+    return _exp2_32_nonpos(min(v, c[7]), c)
 
 
 @numba.njit(inline="always")
-def _log32(w):  # noqa: ANN001, ANN202
-    """log of a normal positive float32: exponent from the bits, Cephes polynomial on the mantissa."""
-    bits = np.float32(w).view(np.int32)
-    e = _F(((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(127))
-    m = np.int32((bits & np.int32(0x7FFFFF)) | np.int32(0x3F800000)).view(np.float32)  # in [1, 2)
-    if m > _SQRT2:
-        m, e = m * _HALF, e + _ONE
-    x = m - _ONE
-    z = x * x
-    y = ((((((((_L0 * x + _L1) * x + _L2) * x + _L3) * x + _L4) * x + _L5) * x + _L6) * x + _L7) * x + _L8)
-    y = y * x * z + e * _LN2_LO - _HALF * z
-    return x + y + e * _LN2_HI
+def _update_states(exp2, c, dl, dx, bt, ct, states, acc):  # noqa: ANN001, ANN202 - numba-typed
+    """One position's state update s_n = 2^(delta * a_n) * s_n + delta * x * B_n, and acc += s_n * C_n in
+    the order of n (the per-step reference's sum). exp2 is compiled in (a decay needs no upper clamp).
+    states: (even-n states, odd-n states, their rates a * log2(e)), two states a pass."""
+    s_even, s_odd, a_even, a_odd = states
+    N = bt.shape[0]
+    for h in range(N // 2):
+        b0, b1, k0, k1 = bt[2 * h], bt[2 * h + 1], ct[2 * h], ct[2 * h + 1]
+        s0, s1, q0, q1 = s_even[h], s_odd[h], a_even[h], a_odd[h]
+        for e in range(dl.shape[0]):
+            u0 = exp2(dl[e] * q0[e], c) * s0[e] + dx[e] * b0
+            u1 = exp2(dl[e] * q1[e], c) * s1[e] + dx[e] * b1
+            s0[e] = u0
+            s1[e] = u1
+            acc[e] = (acc[e] + u0 * k0) + u1 * k1
+    if N % 2:
+        bn, cn, sn, an = bt[N - 1], ct[N - 1], s_even[N // 2], a_even[N // 2]
+        for e in range(dl.shape[0]):
+            sn[e] = exp2(dl[e] * an[e], c) * sn[e] + dx[e] * bn
+            acc[e] += sn[e] * cn
 
 
 @numba.njit(inline="always")
-def _softplus32(v):  # noqa: ANN001, ANN202
-    """torch's softplus: v above 20, else log1p(exp(v)) (log1p as log(w) * u / (w - 1), w = 1 + u)."""
-    u = _exp32(min(v, _SOFTPLUS_THRESHOLD))
-    w = _ONE + u
-    lp = u if w == _ONE else _log32(w) * (u / (w - _ONE))
-    return v if v > _SOFTPLUS_THRESHOLD else lp
+def _softplus32(v, c, ce):  # noqa: ANN001, ANN202 - numba-typed scalar, _SOFTPLUS_CONSTANTS, _EXP_CONSTANTS
+    """torch's softplus: v above 20, else max(v, 0) + log1p(exp(-|v|)), log1p(u) = 2 atanh(u / (2 + u)) by
+    its series (u <= 1, so s <= 1/3: seven terms reach 1e-8); max error ~2.8e-7 relative (torch's: 1.2e-7)."""
+    threshold, two, one, a3, a5, a7, a9, a11, a13, a15 = c
+    u = _exp32(-abs(v), ce)
+    s = u / (two + u)
+    q = s * s
+    t = ((((((a15 * q + a13) * q + a11) * q + a9) * q + a7) * q + a5) * q + a3) * q
+    return max(v, _ZERO) + (s + s) * (t + one) if v <= threshold else v
+
+
+@numba.njit(inline="always")
+def _conv_row(x, i, t, c0, wT, bias, step, o, acc, ce):  # noqa: ANN001, ANN202 - numba-typed
+    """One output row o = silu(bias + sum_k wT[k] * x[i, first + step*k]) (first = t - step*(K-1)) by the
+    general path: any K, taps outside the sequence left out (the edge rows)."""
+    L, E, K = x.shape[1], o.shape[0], wT.shape[0]
+    first = t - step * (K - 1)
+    for e in range(E):
+        acc[e] = bias[e]
+    for k in range(K):
+        src = first + step * k
+        if 0 <= src < L:
+            row, w = x[i, src, c0:c0 + E], wT[k]
+            for e in range(E):
+                acc[e] += w[e] * row[e]
+    for e in range(E):
+        o[e] = acc[e] / (ce[-1] + _exp32(-acc[e], ce))
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
+def _conv_silu_kernel(x, c0, wT, bias, reverse, out, consts):  # noqa: ANN001, ANN202
     """out[t] = silu(bias + sum_k wT[k] * x[t - (K-1) + k]) (reverse: x[t + (K-1) - k]), zero outside;
     x's channels are x[..., c0:c0 + E] (a channel slice of C-contiguous rows: vectorized loads). Rows whose
     K = 4 taps all lie inside take one fused pass (the checkpoints' d_conv); the sum's order is the same."""
@@ -104,38 +181,75 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out):  # noqa: ANN001, ANN202
     for job in numba.prange(b * n_blocks):
         i, t0 = job // n_blocks, (job % n_blocks) * rows
         acc = np.empty(E, dtype=np.float32)
+        ce, _, _ = _unpacked(consts)
+        one = ce[-1]
         for t in range(t0, min(t0 + rows, L)):
-            o = out[i, t]
             first = t - step * (K - 1)  # the oldest tap's position
-            if K == 4 and 0 <= first < L:
-                r0, r1 = x[i, first, c0:c0 + E], x[i, first + step, c0:c0 + E]
-                r2, r3 = x[i, first + 2 * step, c0:c0 + E], x[i, t, c0:c0 + E]
-                w0, w1, w2, w3 = wT[0], wT[1], wT[2], wT[3]
+            ahead = t + 8 * step  # rows a few positions on start on their way (~20% faster: the rows
+            if 0 <= ahead < L:  # are strided, so the hardware prefetcher stops at each page)
+                for e in range(0, E, _LANES):
+                    _prefetch(x, (i, ahead, c0 + e))
+                    _prefetch(out, (i, ahead, e))
+            if K == 4 and 0 <= first < L:  # rows indexed in place: no per-row views (~7% faster)
+                t1, t2 = first + step, first + 2 * step
                 for e in range(E):
+                    c = np.uint64(c0 + e)  # unsigned: no negative-index wrap-around to vectorize around
                     a = bias[e]
-                    a += w0[e] * r0[e]
-                    a += w1[e] * r1[e]
-                    a += w2[e] * r2[e]
-                    a += w3[e] * r3[e]
-                    o[e] = a / (_ONE + _exp32(-a))
+                    a += wT[0, e] * x[i, first, c]
+                    a += wT[1, e] * x[i, t1, c]
+                    a += wT[2, e] * x[i, t2, c]
+                    a += wT[3, e] * x[i, t, c]
+                    out[i, t, e] = a / (one + _exp32(-a, ce))
                 continue
-            for e in range(E):
-                acc[e] = bias[e]
-            for k in range(K):
-                src = first + step * k
-                if 0 <= src < L:
-                    row, w = x[i, src, c0:c0 + E], wT[k]
-                    for e in range(E):
-                        acc[e] += w[e] * row[e]
-            for e in range(E):
-                o[e] = acc[e] / (_ONE + _exp32(-acc[e]))
+            _conv_row(x, i, t, c0, wT, bias, step, out[i, t], acc, ce)
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _conv_silu_both_kernel(x, c0, wf, bf, wr, br, out_f, out_r, consts):  # noqa: ANN001, ANN202
+    """out_f and out_r = the K = 4 convolution forwards and in reverse (as _conv_silu_kernel with reverse
+    False and True, the same sums in the same order) from one read of x's rows: rows whose seven taps all
+    lie inside in one pass, the edge rows by the general path."""
+    b, L, E = out_f.shape
+    rows = 512
+    n_blocks = (L + rows - 1) // rows
+    for job in numba.prange(b * n_blocks):
+        i, t0 = job // n_blocks, (job % n_blocks) * rows
+        acc = np.empty(E, dtype=np.float32)
+        ce, _, _ = _unpacked(consts)
+        one = ce[-1]
+        for t in range(t0, min(t0 + rows, L)):
+            if t + 11 < L:  # as the one-direction kernel: rows eight positions on start on their way
+                for e in range(0, E, _LANES):
+                    _prefetch(x, (i, t + 11, c0 + e))
+                    _prefetch(out_f, (i, t + 8, e))
+                    _prefetch(out_r, (i, t + 8, e))
+            if 3 <= t < L - 3:
+                for e in range(E):
+                    c = np.uint64(c0 + e)
+                    here = x[i, t, c]
+                    a = bf[e]
+                    a += wf[0, e] * x[i, t - 3, c]
+                    a += wf[1, e] * x[i, t - 2, c]
+                    a += wf[2, e] * x[i, t - 1, c]
+                    a += wf[3, e] * here
+                    out_f[i, t, e] = a / (one + _exp32(-a, ce))
+                    r = br[e]
+                    r += wr[0, e] * x[i, t + 3, c]
+                    r += wr[1, e] * x[i, t + 2, c]
+                    r += wr[2, e] * x[i, t + 1, c]
+                    r += wr[3, e] * here
+                    out_r[i, t, e] = r / (one + _exp32(-r, ce))
+                continue
+            _conv_row(x, i, t, c0, wf, bf, 1, out_f[i, t], acc, ce)
+            _conv_row(x, i, t, c0, wr, br, -1, out_r[i, t], acc, ce)
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
 def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D, z, zc, gate, reverse,  # noqa: ANN001, ANN202
-                 block, accumulate, y):  # noqa: ANN001
-    """accumulate: y += the output (y holds the other direction's), else y = it. x, z, B, C: channel
-    slices [xc:xc + E], [zc:zc + E], [bc:bc + N], [cc:cc + N] of C-contiguous rows. Inner loops index
+                 block, accumulate, y, consts):  # noqa: ANN001
+    """accumulate: y = gate(y + the output) (y holds the other direction's, ungated), else y = gate(the
+    output). x, z, B, C: channel slices [xc:xc + E], [zc:zc + E], [bc:bc + N], [cc:cc + N] of C-contiguous
+    rows. Inner loops index
     1-D row views with non-negative loop counters, so they vectorize (no wrap-around index arithmetic, no
     gathers), over the block's channels padded to whole vectors in job-local arrays (pad lanes hold zero
     input and a zero state): no scalar remainder loop in the per-state loop.
@@ -148,17 +262,22 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D,
         i, e0 = job // n_blocks, (job % n_blocks) * block
         w = min(block, E - e0)
         wp = (w + _LANES - 1) // _LANES * _LANES  # padded lanes: every loop runs whole vectors
-        s = np.zeros((N, wp), dtype=np.float32)
+        # the states in two arrays, of even and of odd n, so that one pass updates a pair (one load and
+        # store of acc per two states): LLVM vectorizes a loop that stores to two state rows only when they
+        # are separate allocations (two rows of one array lie an unknown distance apart)
+        half = (N + 1) // 2
+        s_even, s_odd = np.zeros((half, wp), dtype=np.float32), np.zeros((half, wp), dtype=np.float32)
+        a_even, a_odd = np.zeros((half, wp), dtype=np.float32), np.zeros((half, wp), dtype=np.float32)
         dl = np.zeros(wp, dtype=np.float32)
         dx = np.empty(wp, dtype=np.float32)
         acc = np.empty(wp, dtype=np.float32)
         xl = np.zeros(wp, dtype=np.float32)
-        a2 = np.zeros((N, wp), dtype=np.float32)
         pp = np.zeros((R, wp), dtype=np.float32)
         bias = np.zeros(wp, dtype=np.float32)
         for n in range(N):
+            an = a_even[n // 2] if n % 2 == 0 else a_odd[n // 2]
             for e in range(w):
-                a2[n, e] = At[n, e0 + e] * _LOG2E  # exp(d * a) = 2^(d * a * log2(e))
+                an[e] = At[n, e0 + e] * _LOG2E  # exp(d * a) = 2^(d * a * log2(e))
         for r in range(R):
             for e in range(w):
                 pp[r, e] = proj[r, e0 + e]
@@ -166,8 +285,19 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D,
             bias[e] = dt_bias[e0 + e]
         d_skip = D[e0:e0 + w]
         decays = softplus and np.all(At <= _ZERO)
+        ce, c2, cs = _unpacked(consts)
+        one = ce[-1]
         for step in range(L):
             t = L - 1 - step if reverse else step
+            if step + 1 < L:  # the next position's rows start on their way to the cache
+                tn = t - 1 if reverse else t + 1
+                for e in range(0, w, _LANES):
+                    _prefetch(x, (i, tn, xc + e0 + e))
+                    _prefetch(z, (i, tn, zc + e0 + e))
+                    _prefetch(y, (i, tn, e0 + e))
+                _prefetch(delta, (i, tn, dc))
+                _prefetch(B, (i, tn, bc))
+                _prefetch(C, (i, tn, cc + N - 1))
             xr = x[i, t, xc + e0:xc + e0 + w]
             for e in range(w):
                 xl[e] = xr[e]
@@ -175,7 +305,13 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D,
                 for e in range(wp):
                     dl[e] = _ZERO
                 lr = delta[i, t, dc:dc + R]
-                for r in range(R):
+                r4 = R - R % 4
+                for r in range(0, r4, 4):  # four rows a pass: one store of dl per four mul-adds
+                    p0, p1, p2, p3 = pp[r], pp[r + 1], pp[r + 2], pp[r + 3]
+                    l0, l1, l2, l3 = lr[r], lr[r + 1], lr[r + 2], lr[r + 3]
+                    for e in range(wp):
+                        dl[e] = (((dl[e] + l0 * p0[e]) + l1 * p1[e]) + l2 * p2[e]) + l3 * p3[e]
+                for r in range(r4, R):
                     pr, lv = pp[r], lr[r]
                     for e in range(wp):
                         dl[e] += lv * pr[e]
@@ -187,28 +323,23 @@ def _scan_kernel(x, xc, delta, dc, proj, dt_bias, softplus, At, B, bc, C, cc, D,
                     dl[e] = _ZERO
             for e in range(wp):
                 d = dl[e] + bias[e]
-                dl[e] = _softplus32(d) if softplus else d
+                dl[e] = _softplus32(d, cs, ce) if softplus else d
                 dx[e] = dl[e] * xl[e]
                 acc[e] = _ZERO
             bt, ct = B[i, t, bc:bc + N], C[i, t, cc:cc + N]
+            states = (s_even, s_odd, a_even, a_odd)
             if decays:
-                for n in range(N):
-                    bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
-                    for e in range(wp):
-                        sn[e] = _exp2_32_nonpos(dl[e] * an[e]) * sn[e] + dx[e] * bn
-                        acc[e] += sn[e] * cn
+                _update_states(_exp2_32_nonpos, c2, dl, dx, bt, ct, states, acc)
             else:
-                for n in range(N):
-                    bn, cn, sn, an = bt[n], ct[n], s[n], a2[n]
-                    for e in range(wp):
-                        sn[e] = _exp2_32(dl[e] * an[e]) * sn[e] + dx[e] * bn
-                        acc[e] += sn[e] * cn
+                _update_states(_exp2_32, c2, dl, dx, bt, ct, states, acc)
             yr, zr = y[i, t, e0:e0 + w], z[i, t, zc + e0:zc + e0 + w]
             for e in range(w):
                 out = acc[e] + d_skip[e] * xl[e]
+                if accumulate:
+                    out = yr[e] + out
                 if gate:
-                    out = out * (zr[e] / (_ONE + _exp32(-zr[e])))
-                yr[e] = yr[e] + out if accumulate else out
+                    out = out * (zr[e] / (one + _exp32(-zr[e], ce)))
+                yr[e] = out
 
 
 def block_width(channels: int, rows: int, states: int, threads: int) -> int:
@@ -255,8 +386,9 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     delta is the low-rank (b, L, R) input and delta := delta @ delta_proj.T first, inside the kernel (no
     (b, L, E) delta tensor). reverse=True equals flip(scan(flip(inputs))) along L, without the copies.
     block: channels per parallel job (default `block_width`); the numbers do not depend on it.
-    out: a contiguous fp32 (b, L, E) tensor to write into (returned); accumulate=True adds the result to
-    what `out` holds (out + scan, the same sum as adding the two tensors).
+    out: a contiguous fp32 (b, L, E) tensor to write into (returned); accumulate=True adds the scan (with
+    its D skip) to what `out` holds before the gate: out := (out + scan) * silu(z), so the two directions of
+    a bidirectional mixer share one gate (the first direction runs without z).
     """
     xr, xc = _rows(x)
     zr, zc = (xr, xc) if z is None else _rows(z)
@@ -270,9 +402,10 @@ def selective_scan_numba(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     y = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     (Br, bc), (Cr, cc) = _rows(B), _rows(C)  # in place: B and C are channel slices of x_proj's output
     Df = D.detach().float().contiguous()
-    block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], _threads())
+    threads = _threads()  # also when block is given: the kernel runs on torch's thread count
+    block = block or block_width(x.shape[-1], x.shape[0], A.shape[-1], threads)
     _scan_kernel(xr, xc, dr, dc, proj.numpy(), bias.numpy(), delta_softplus, At.numpy(), Br, bc, Cr, cc,
-                 Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy())
+                 Df.numpy(), zr, zc, z is not None, reverse, block, accumulate, y.numpy(), _CONSTANTS)
     return y
 
 
@@ -294,8 +427,32 @@ def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     rows, c0 = _rows(x)
     out = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     _threads()
-    _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy())
+    _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy(), _CONSTANTS)
     return out
+
+
+Conv = tuple[torch.Tensor, torch.Tensor | None]  # a depthwise convolution's (weight, bias)
+
+
+def causal_conv1d_silu_both_numba(x: torch.Tensor, forward: Conv, backward: Conv,
+                                  out: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """A bidirectional mixer's two convolutions of the same x, (weight, bias) each, written into `out`
+    (forward's, backward's): the numbers of causal_conv1d_silu_numba with reverse False and True, from one
+    read of x's rows (K = 4, the checkpoints' d_conv; other widths run the two calls)."""
+    (wf, bf), (wr, br) = forward, backward
+    if wf.shape[-1] != 4 or wr.shape[-1] != 4:
+        return (causal_conv1d_silu_numba(x, wf, bf, out=out[0]),
+                causal_conv1d_silu_numba(x, wr, br, reverse=True, out=out[1]))
+    E = x.shape[-1]
+    taps = [w.detach()[:, 0, :].float().t().contiguous().numpy() for w in (wf, wr)]  # (K, E) each
+    biases = [np.zeros(E, np.float32) if b is None else b.detach().float().contiguous().numpy()
+              for b in (bf, br)]
+    rows, c0 = _rows(x)
+    outs = tuple(_checked_out(o, x.shape) for o in out)
+    _threads()
+    _conv_silu_both_kernel(rows, c0, taps[0], biases[0], taps[1], biases[1], outs[0].numpy(), outs[1].numpy(),
+                           _CONSTANTS)
+    return outs
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})

@@ -96,6 +96,7 @@ _KERNELS = {  # name -> (module, function); each is optional
     "numba": ("neuro_caduceus.model.cpu_scan", "selective_scan_numba"),
     "causal-conv1d": ("causal_conv1d", "causal_conv1d_fn"),  # the convolution's CUDA kernel
     "numba-conv": ("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_numba"),  # convolution + SiLU
+    "numba-conv-both": ("neuro_caduceus.model.cpu_scan", "causal_conv1d_silu_both_numba"),  # both directions
     "numba-swap-norm": ("neuro_caduceus.model.cpu_scan", "swap_add_norm_numba"),  # PS block entry
     "numba-final-norm": ("neuro_caduceus.model.cpu_scan", "final_norm_numba"),  # PS final norm + unfold
 }
