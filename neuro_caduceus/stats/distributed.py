@@ -64,22 +64,25 @@ def merge_streamed(stats_ds) -> tuple[Moments, dict[str, Any]]:
     subject) and checked for duplicates once, at the end."""
     import polars as pl
 
+    from neuro_caduceus.ray_session import dataset_batches  # Ray's helpers load with Ray, when a job runs
+
     stats_ds = in_input_order(stats_ds)
     total: Moments | None = None
     id_chunks: list[pa.Array] = []
     bad: list[str] = []
     n_batches, max_rows = 0, 0
-    for block in stats_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in range(block.num_rows):
-            d = block.column("dim")[row].as_py()
-            m2 = np.frombuffer(block.column("m2")[row].as_buffer(), dtype=np.float64).reshape(d, d)
-            mean = np.frombuffer(block.column("mean")[row].as_buffer(), dtype=np.float64)
-            part = Moments(block.column("count")[row].as_py(), mean, m2)
-            ids = block.column("ids")[row].values
-            id_chunks.append(ids)
-            bad += block.column("bad")[row].as_py()
-            n_batches, max_rows = n_batches + 1, max(max_rows, len(ids))
-            total = part if total is None else total.merge(part)
+    with dataset_batches(stats_ds, batch_size=None, batch_format="pyarrow") as blocks:
+        for block in blocks:
+            for row in range(block.num_rows):
+                d = block.column("dim")[row].as_py()
+                m2 = np.frombuffer(block.column("m2")[row].as_buffer(), dtype=np.float64).reshape(d, d)
+                mean = np.frombuffer(block.column("mean")[row].as_buffer(), dtype=np.float64)
+                part = Moments(block.column("count")[row].as_py(), mean, m2)
+                ids = block.column("ids")[row].values
+                id_chunks.append(ids)
+                bad += block.column("bad")[row].as_py()
+                n_batches, max_rows = n_batches + 1, max(max_rows, len(ids))
+                total = part if total is None else total.merge(part)
     if total is None:
         raise ValueError("the input dataset has no rows")
     if bad:

@@ -93,6 +93,8 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     """Residualize a feature folder; write residuals/, model, coefficients, R^2, PNG and summary."""
     import polars as pl
 
+    from neuro_caduceus.ray_session import dataset_batches  # Ray's helpers load with Ray, when a job runs
+
     spec = spec or CovariateSpec()
     cov = read_table(covariates, spec.subject_id, "set subject_id in the covariate mapping")
     check_covariate_columns(cov, spec, covariates)
@@ -100,8 +102,9 @@ def run_residualize(input_dir: str, covariates: str, out_dir: str, spec: Covaria
     recipe, stages = fio.read_metadata(folder)
     recipe = stamp(recipe, "residualize", [folder, covariates])
     ds = fio.read_features(folder)
-    id_batches = ds.select_columns(["subject_id"]).iter_batches(batch_size=None, batch_format="pyarrow")
-    ids = pa.chunked_array([batch.column("subject_id") for batch in id_batches], pa.string())
+    id_ds = ds.select_columns(["subject_id"])
+    with dataset_batches(id_ds, batch_size=None, batch_format="pyarrow") as batches:
+        ids = pa.chunked_array([batch.column("subject_id") for batch in batches], pa.string())
     matched, counts = match_covariates(ids, cov, spec)
     if counts["without_covariates"] and spec.on_missing == "error":
         raise ValueError(f"{counts['without_covariates']} subject(s) have no complete covariate row in "

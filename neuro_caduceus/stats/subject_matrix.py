@@ -130,20 +130,23 @@ def _gene_moments(batch: pa.Table, genes: list[str], dim: int) -> pa.Table:
 def block_total_variances(ds, genes: list[str], dim: int) -> np.ndarray:
     """Total variance (sum of the d per-dimension sample variances) of each gene's embedding, exactly merged
     over batches (Chan et al.) in the input's order, from every (subject, gene) row of the gene set."""
+    from neuro_caduceus.ray_session import dataset_batches  # Ray's helpers load with Ray, when a job runs
+
     count = np.zeros(len(genes))
     mean = np.zeros((len(genes), dim))
     m2 = np.zeros((len(genes), dim))
     parts = in_input_order(ds.map_batches(_gene_moments, fn_kwargs={"genes": genes, "dim": dim},
                                           batch_format="pyarrow"))
-    for block in parts.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for g, nb, mb, sb in zip(*(block.column(c).to_pylist() for c in ("slot", "count", "mean", "m2")),
-                                 strict=True):
-            mb, sb = np.asarray(mb), np.asarray(sb)
-            n = count[g] + nb
-            delta = mb - mean[g]
-            m2[g] += sb + delta**2 * count[g] * nb / n
-            mean[g] += delta * nb / n
-            count[g] = n
+    with dataset_batches(parts, batch_size=None, batch_format="pyarrow") as blocks:
+        for block in blocks:
+            columns = (block.column(c).to_pylist() for c in ("slot", "count", "mean", "m2"))
+            for g, nb, mb, sb in zip(*columns, strict=True):
+                mb, sb = np.asarray(mb), np.asarray(sb)
+                n = count[g] + nb
+                delta = mb - mean[g]
+                m2[g] += sb + delta**2 * count[g] * nb / n
+                mean[g] += delta * nb / n
+                count[g] = n
     return np.where(count > 1, m2.sum(axis=1) / np.maximum(count - 1, 1), 0.0)
 
 
