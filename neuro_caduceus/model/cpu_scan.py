@@ -150,6 +150,17 @@ def _softplus32(v, c, ce):  # noqa: ANN001, ANN202 - numba-typed scalar, _SOFTPL
     return max(v, _ZERO) + (s + s) * (t + one) if v <= threshold else v
 
 
+_CONV_ROWS = 512  # positions per parallel job of the convolutions
+
+
+@numba.njit(inline="always")
+def _conv_job(job, n_blocks, L, E, consts):  # noqa: ANN001, ANN202 - numba-typed
+    """A convolution job's sequence i, its positions [t0, t1), an accumulator row and the exp constants."""
+    i, t0 = job // n_blocks, (job % n_blocks) * _CONV_ROWS
+    ce, _, _ = _unpacked(consts)
+    return i, t0, min(t0 + _CONV_ROWS, L), np.empty(E, dtype=np.float32), ce
+
+
 @numba.njit(inline="always")
 def _conv_row(x, i, t, c0, wT, bias, step, o, acc, ce):  # noqa: ANN001, ANN202 - numba-typed
     """One output row o = silu(bias + sum_k wT[k] * x[i, first + step*k]) (first = t - step*(K-1)) by the
@@ -175,15 +186,12 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out, consts):  # noqa: ANN001, A
     K = 4 taps all lie inside take one fused pass (the checkpoints' d_conv); the sum's order is the same."""
     b, L, E = out.shape
     K = wT.shape[0]
-    rows = 512
-    n_blocks = (L + rows - 1) // rows
+    n_blocks = (L + _CONV_ROWS - 1) // _CONV_ROWS
     step = -1 if reverse else 1
     for job in numba.prange(b * n_blocks):
-        i, t0 = job // n_blocks, (job % n_blocks) * rows
-        acc = np.empty(E, dtype=np.float32)
-        ce, _, _ = _unpacked(consts)
+        i, t0, t1, acc, ce = _conv_job(job, n_blocks, L, E, consts)
         one = ce[-1]
-        for t in range(t0, min(t0 + rows, L)):
+        for t in range(t0, t1):
             first = t - step * (K - 1)  # the oldest tap's position
             ahead = t + 8 * step  # rows a few positions on start on their way (~20% faster: the rows
             if 0 <= ahead < L:  # are strided, so the hardware prefetcher stops at each page)
@@ -210,14 +218,11 @@ def _conv_silu_both_kernel(x, c0, wf, bf, wr, br, out_f, out_r, consts):  # noqa
     False and True, the same sums in the same order) from one read of x's rows: rows whose seven taps all
     lie inside in one pass, the edge rows by the general path."""
     b, L, E = out_f.shape
-    rows = 512
-    n_blocks = (L + rows - 1) // rows
+    n_blocks = (L + _CONV_ROWS - 1) // _CONV_ROWS
     for job in numba.prange(b * n_blocks):
-        i, t0 = job // n_blocks, (job % n_blocks) * rows
-        acc = np.empty(E, dtype=np.float32)
-        ce, _, _ = _unpacked(consts)
+        i, t0, t1, acc, ce = _conv_job(job, n_blocks, L, E, consts)
         one = ce[-1]
-        for t in range(t0, min(t0 + rows, L)):
+        for t in range(t0, t1):
             if t + 11 < L:  # as the one-direction kernel: rows eight positions on start on their way
                 for e in range(0, E, _LANES):
                     _prefetch(x, (i, t + 11, c0 + e))
