@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from neuro_caduceus.model import from_pretrained
-from neuro_caduceus.model.embedder import Embedder, tile
+from neuro_caduceus.model.embedder import Embedder
 from neuro_caduceus.model.modules import flip_lc
 from neuro_caduceus.model.tokenizer import reverse_complement_ids, tokenize
+from neuro_caduceus.tiling import tile
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 RNG = np.random.default_rng(0)

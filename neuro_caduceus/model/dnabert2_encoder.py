@@ -21,7 +21,6 @@ from neuro_caduceus.model.dnabert2 import DnaBert2ForMaskedLM
 from neuro_caduceus.model.encoder import EncoderLimits, encoder_identity, pass_disagreement
 from neuro_caduceus.model.rc import reverse_complement
 from neuro_caduceus.model.runtime import EncoderRuntime
-from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +115,6 @@ class DnaBert2Encoder(EncoderRuntime):
             h, h_rc = self._hidden([ids, rc_ids])
         fwd, rev = np.repeat(h, width, axis=0), np.repeat(h_rc, rc_width, axis=0)[::-1]
         return (fwd + rev) / 2
-
-    def embed(self, seq: str) -> np.ndarray:
-        """Whole-sequence embedding: windows by window/stride, pooled as sum(sums) / sum(counts)."""
-        if not seq:
-            raise ValueError("empty sequence: nothing to embed")
-        spans = tile(len(seq), self.window, self.stride)
-        sums, counts = self.pool_windows([seq[a:b] for a, b in spans])
-        return (sums.sum(0) / counts.sum()).astype(np.float32)
 
     def pass_disagreement(self, seqs: list[str]) -> list[float]:
         """Per window: the forward and the reverse-complement passes' mean vectors before averaging."""

@@ -15,7 +15,6 @@ from neuro_caduceus.model import tokenizer
 from neuro_caduceus.model.encoder import EncoderLimits, MaskedLM, encoder_identity, pass_disagreement
 from neuro_caduceus.model.modules import CaduceusForMaskedLM
 from neuro_caduceus.model.runtime import EncoderRuntime
-from neuro_caduceus.tiling import tile
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,6 @@ class Embedder(EncoderRuntime):
                     ids = np.stack([tokenizer.tokenize(seqs[i]) for i in part])
                     sums[part] = self._position_sums(ids)
         return sums, counts
-
-    def embed(self, seq: str) -> np.ndarray:
-        """Whole-sequence embedding: windows by window/stride, pooled as sum(sums) / sum(counts)."""
-        if not seq:
-            raise ValueError("empty sequence: nothing to embed")
-        spans = tile(len(seq), self.window, self.stride)
-        sums, counts = self.pool_windows([seq[a:b] for a, b in spans])
-        return (sums.sum(0) / counts.sum()).astype(np.float32)
 
     def tokens(self, seq: str) -> int:
         """One token per base (no special tokens in an embedding pass)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
 import torch
+
+from neuro_caduceus.tiling import tile
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,8 +40,9 @@ def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:
 
 
 class EncoderRuntime:
-    """Where and how an encoder runs (device, precision, batch and window sizes): one rule for every
-    family; an encoder calls `_place` in its constructor."""
+    """Where and how an encoder runs (device, precision, batch and window sizes) and how a whole sequence
+    is cut into its windows: one rule for every family; an encoder calls `_place` in its constructor and
+    provides `pool_windows`."""
 
     def _place(self, model: torch.nn.Module, device: str, dtype: str, batch_size: int, window: int | None,
                stride: int | None) -> None:
@@ -49,3 +53,15 @@ class EncoderRuntime:
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.dtype)
+
+    def pool_windows(self, seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The family's own: per window, the sum of its vectors over bases ([n, dim]) and the count ([n])."""
+        raise NotImplementedError
+
+    def embed(self, seq: str) -> np.ndarray:
+        """Whole-sequence embedding: windows by window/stride, pooled as sum(sums) / sum(counts)."""
+        if not seq:
+            raise ValueError("empty sequence: nothing to embed")
+        spans = tile(len(seq), self.window, self.stride)
+        sums, counts = self.pool_windows([seq[a:b] for a, b in spans])
+        return (sums.sum(0) / counts.sum()).astype(np.float32)
