@@ -17,6 +17,8 @@ import json
 import os
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,16 +54,27 @@ def ray_session(address: str | None = None, **local: Any) -> Iterator[None]:
             unregister_local_ray()
 
 
+# Ray Data's threads that read an iterator's blocks (names as Ray 2.60 gives them): a closed iteration
+# leaves them finishing a Ray call for a moment
+_BLOCK_READERS = ("iter_threaded", "StreamingExecutor-")
+
+
 @contextmanager
 def dataset_batches(ds: ray.data.Dataset, **kwargs: Any) -> Iterator[Iterator[Any]]:
-    """ds.iter_batches(**kwargs), closed on the way out, also on an exception such as Ctrl-C: closing stops
-    the dataset's executor at once; one still running when the session's ray.shutdown() comes touches the
+    """ds.iter_batches(**kwargs) for a driver loop over small result rows (no prefetching: nothing to
+    overlap), closed on the way out, also on an exception such as Ctrl-C, and the block readers it started
+    waited for: a Ray call still running in one when the session's ray.shutdown() comes touches the
     shut-down core worker, and Ray then ends the process with exit code 1 (not the interrupt's 130)."""
-    batches = iter(ds.iter_batches(**kwargs))
+    before = set(threading.enumerate())
+    batches = iter(ds.iter_batches(prefetch_batches=0, **kwargs))
     try:
         yield batches
     finally:
         batches.close()
+        deadline = time.monotonic() + 30.0  # bounded: a reader stuck in Ray must not hang the exit
+        for reader in set(threading.enumerate()) - before:
+            if reader.name.startswith(_BLOCK_READERS):
+                reader.join(max(0.0, deadline - time.monotonic()))
 
 
 def _start_time(pid: int) -> int | None:

@@ -38,7 +38,9 @@ class Progress:
         self.bar.update(genes)
 
     def close(self) -> None:
+        """Stop the watchdog before the caller ends Ray (it may be asking Ray what is free)."""
         self._stop.set()
+        self._thread.join(timeout=10.0)
         self.bar.close()
 
     def _watch(self) -> None:
