@@ -15,8 +15,8 @@ def _readers() -> list[threading.Thread]:
 
 
 def test_a_loop_left_early_waits_for_the_block_readers(ray_session) -> None:
-    """Left after the first batch, while the next block is still being read: on the way out the readers have
-    ended (one still inside a Ray call when the caller's ray.shutdown() comes ends the process with code 1)."""
+    """Left after the first batch, while the next block is still being read: on the way out the readers
+    have ended (one still in a Ray call when the caller's ray.shutdown() comes ends the process with 1)."""
     import ray
 
     class Slow:  # defined here: Ray's workers get it by value, they cannot import a test module
