@@ -199,13 +199,13 @@ def _conv_silu_kernel(x, c0, wT, bias, reverse, out, consts):  # noqa: ANN001, A
                     _prefetch(x, (i, ahead, c0 + e))
                     _prefetch(out, (i, ahead, e))
             if K == 4 and 0 <= first < L:  # rows indexed in place: no per-row views (~7% faster)
-                t1, t2 = first + step, first + 2 * step
+                second, third = first + step, first + 2 * step
                 for e in range(E):
                     c = np.uint64(c0 + e)  # unsigned: no negative-index wrap-around to vectorize around
                     a = bias[e]
                     a += wT[0, e] * x[i, first, c]
-                    a += wT[1, e] * x[i, t1, c]
-                    a += wT[2, e] * x[i, t2, c]
+                    a += wT[1, e] * x[i, second, c]
+                    a += wT[2, e] * x[i, third, c]
                     a += wT[3, e] * x[i, t, c]
                     out[i, t, e] = a / (one + _exp32(-a, ce))
                 continue
