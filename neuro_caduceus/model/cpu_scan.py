@@ -422,17 +422,23 @@ def _checked_out(out: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return out
 
 
+def _conv_arrays(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise convolution's (E, 1, K) weight as the kernels' (K, E) taps, and its bias (zeros when
+    None), fp32."""
+    taps = weight.detach()[:, 0, :].float().t().contiguous().numpy()
+    b = np.zeros(taps.shape[1], np.float32) if bias is None else bias.detach().float().contiguous().numpy()
+    return taps, b
+
+
 def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              reverse: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
     """silu(depthwise causal conv) in one pass, as scan.causal_conv1d_silu (reverse: right to left), into
     `out` when given."""
-    E = x.shape[-1]
-    wT = weight.detach()[:, 0, :].float().t().contiguous()  # (K, E)
-    b = x.new_zeros(E) if bias is None else bias.detach().float().contiguous()
+    wT, b = _conv_arrays(weight, bias)
     rows, c0 = _rows(x)
     out = torch.empty(x.shape, dtype=torch.float32) if out is None else _checked_out(out, x.shape)
     _threads()
-    _conv_silu_kernel(rows, c0, wT.numpy(), b.numpy(), reverse, out.numpy(), _CONSTANTS)
+    _conv_silu_kernel(rows, c0, wT, b, reverse, out.numpy(), _CONSTANTS)
     return out
 
 
@@ -448,15 +454,11 @@ def causal_conv1d_silu_both_numba(x: torch.Tensor, forward: Conv, backward: Conv
     if wf.shape[-1] != 4 or wr.shape[-1] != 4:
         return (causal_conv1d_silu_numba(x, wf, bf, out=out[0]),
                 causal_conv1d_silu_numba(x, wr, br, reverse=True, out=out[1]))
-    E = x.shape[-1]
-    taps = [w.detach()[:, 0, :].float().t().contiguous().numpy() for w in (wf, wr)]  # (K, E) each
-    biases = [np.zeros(E, np.float32) if b is None else b.detach().float().contiguous().numpy()
-              for b in (bf, br)]
     rows, c0 = _rows(x)
     outs = tuple(_checked_out(o, x.shape) for o in out)
     _threads()
-    _conv_silu_both_kernel(rows, c0, taps[0], biases[0], taps[1], biases[1], outs[0].numpy(), outs[1].numpy(),
-                           _CONSTANTS)
+    _conv_silu_both_kernel(rows, c0, *_conv_arrays(wf, bf), *_conv_arrays(wr, br), outs[0].numpy(),
+                           outs[1].numpy(), _CONSTANTS)
     return outs
 
 
